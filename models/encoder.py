@@ -1,0 +1,137 @@
+"""A compact BERT-family encoder and the intent classifier built on it.
+
+Read top to bottom: attention, feed-forward, block, encoder, classifier. Attention is a module
+handed to each block, so a variant (dense here, sparse for V2) plugs in without the rest of the
+model branching on it. Shapes use B batch, T tokens, C channels, H heads, D head size.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    vocab_size: int = 30522      # uncased WordPiece vocabulary of the BERT tokenizer
+    max_positions: int = 512     # learned absolute positions in the pretrained weights
+    type_vocab_size: int = 2     # segment ids; single sentences only use segment 0
+    d_model: int = 384           # MiniLM-L6-H384 width
+    n_heads: int = 12            # D = 32 per head
+    n_layers: int = 6            # fewer than 6 keeps the first layers (tiny test profile)
+    d_ff: int = 1536             # 4 x d_model
+    dropout: float = 0.1         # hidden and attention dropout, as in pretraining
+    layer_norm_eps: float = 1e-12  # BERT's value; the weights were trained with it
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class DenseAttention(nn.Module):
+    """Full softmax attention over all non-padding tokens: O(T^2) work."""
+
+    def __init__(self, d_model: int, n_heads: int, dropout: float) -> None:
+        super().__init__()
+        assert d_model % n_heads == 0, "d_model must split evenly into heads"
+        self.n_heads = n_heads
+        self.dropout = dropout
+        self.query = nn.Linear(d_model, d_model)
+        self.key = nn.Linear(d_model, d_model)
+        self.value = nn.Linear(d_model, d_model)
+        self.out = nn.Linear(d_model, d_model)
+
+    def forward(self, x: torch.Tensor, pad_mask: torch.Tensor) -> torch.Tensor:
+        B, T, C = x.shape
+        H, D = self.n_heads, C // self.n_heads
+        q = self.query(x).view(B, T, H, D).transpose(1, 2)  # (B, H, T, D)
+        k = self.key(x).view(B, T, H, D).transpose(1, 2)    # (B, H, T, D)
+        v = self.value(x).view(B, T, H, D).transpose(1, 2)  # (B, H, T, D)
+        keep = pad_mask[:, None, None, :]                    # (B, 1, 1, T): True = attend
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=keep, dropout_p=self.dropout if self.training else 0.0
+        )                                                    # (B, H, T, D)
+        y = y.transpose(1, 2).reshape(B, T, C)               # (B, T, C)
+        return self.out(y)
+
+
+class FeedForward(nn.Module):
+    def __init__(self, d_model: int, d_ff: int) -> None:
+        super().__init__()
+        self.up = nn.Linear(d_model, d_ff)
+        self.down = nn.Linear(d_ff, d_model)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # exact (erf) GELU: the tanh approximation drifts from the pretrained activations
+        return self.down(F.gelu(self.up(x)))
+
+
+class Block(nn.Module):
+    """Post-LayerNorm transformer block, as BERT was pretrained."""
+
+    def __init__(self, attn: nn.Module, cfg: EncoderConfig) -> None:
+        super().__init__()
+        self.attn = attn
+        self.ffn = FeedForward(cfg.d_model, cfg.d_ff)
+        self.ln1 = nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps)
+        self.ln2 = nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor, pad_mask: torch.Tensor) -> torch.Tensor:
+        x = self.ln1(x + self.drop(self.attn(x, pad_mask)))
+        x = self.ln2(x + self.drop(self.ffn(x)))
+        return x
+
+
+AttentionFactory = Callable[[EncoderConfig], nn.Module]
+
+
+def dense_attention(cfg: EncoderConfig) -> nn.Module:
+    return DenseAttention(cfg.d_model, cfg.n_heads, cfg.dropout)
+
+
+class Encoder(nn.Module):
+    def __init__(self, cfg: EncoderConfig, attention: AttentionFactory = dense_attention) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.pos_emb = nn.Embedding(cfg.max_positions, cfg.d_model)
+        self.type_emb = nn.Embedding(cfg.type_vocab_size, cfg.d_model)
+        self.ln_emb = nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(Block(attention(cfg), cfg) for _ in range(cfg.n_layers))
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        B, T = input_ids.shape
+        pos = torch.arange(T, device=input_ids.device)                        # (T,)
+        # segment 0 for every token: type_emb row 0 broadcast, no ids tensor needed
+        x = self.tok_emb(input_ids) + self.pos_emb(pos) + self.type_emb.weight[0]  # (B, T, C)
+        x = self.drop(self.ln_emb(x))
+        pad_mask = attention_mask.bool()                                       # (B, T)
+        for block in self.blocks:
+            x = block(x, pad_mask)
+        return x                                                               # (B, T, C)
+
+
+def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Average of the non-padding token states: the sentence embedding MiniLM was trained for."""
+    m = attention_mask.unsqueeze(-1).to(hidden.dtype)                          # (B, T, 1)
+    return (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)                      # (B, C)
+
+
+class Classifier(nn.Module):
+    """Encoder + mean pooling + a linear head over the intents."""
+
+    def __init__(self, encoder: Encoder, num_labels: int, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.drop = nn.Dropout(dropout)
+        self.head = nn.Linear(encoder.cfg.d_model, num_labels)
+
+    def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return mean_pool(self.encoder(input_ids, attention_mask), attention_mask)  # (B, C)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.head(self.drop(self.embed(input_ids, attention_mask)))      # (B, num_labels)

@@ -1,0 +1,33 @@
+"""WordPiece tokenization with the HF `tokenizers` library, from a `tokenizer.json` file."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from tokenizers import Tokenizer
+
+
+class TextTokenizer:
+    """Batches of texts -> padded (input_ids, attention_mask) int64 arrays.
+
+    Pads to the longest text in the batch (not a fixed length), so short banking queries cost
+    a few dozen tokens rather than max_length.
+    """
+
+    def __init__(self, tokenizer_json: str | Path, max_length: int) -> None:
+        self.path = Path(tokenizer_json)
+        self.max_length = max_length
+        self._tok = Tokenizer.from_file(str(self.path))
+        self._tok.enable_truncation(max_length=max_length)
+        pad_id = self._tok.token_to_id("[PAD]")
+        self._tok.enable_padding(pad_id=pad_id, pad_token="[PAD]")
+
+    @property
+    def vocab_size(self) -> int:
+        return self._tok.get_vocab_size()
+
+    def __call__(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        enc = self._tok.encode_batch(list(texts))
+        ids = np.asarray([e.ids for e in enc], dtype=np.int64)              # (B, T)
+        mask = np.asarray([e.attention_mask for e in enc], dtype=np.int64)  # (B, T)
+        return ids, mask
