@@ -1,0 +1,182 @@
+"""Kubeflow component bodies: read inputs, call one `components` function, write outputs.
+
+These functions are shipped to Kubeflow by source, so each imports what it uses inside its
+body; `pipeline.py` turns them into components with the configured image.
+"""
+from typing import NamedTuple
+
+from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Model, Output
+
+
+def validate_data(
+    train_data: str, test_data: str, label_set: str, config_json: str, tracking_uri: str,
+    experiment: str, artifact_root: str, git_commit: str,
+    train_set: Output[Dataset], val_set: Output[Dataset], test_set: Output[Dataset],
+    validation_report: Output[Artifact],
+) -> NamedTuple("ValidateOutputs", [("run_id", str), ("data_sha256", str)]):
+    import json
+    from collections import namedtuple
+
+    import mlflow
+
+    from yanjin.components import data as D
+    from yanjin.components.register import ensure_experiment
+    from yanjin.components.validate import DataValidationError, validate_splits
+    from yanjin.config import PipelineConfig
+
+    cfg = PipelineConfig.from_json(config_json)
+    p = cfg.data
+    train = D.read_table(train_data, p.text_column, p.label_column)
+    test = D.read_table(test_data, p.text_column, p.label_column)
+    labels = D.read_label_set(label_set or None, train)
+    train, labels = D.subsample(train, labels, p)
+    test = test[test[D.LABEL].isin(labels)] if p.max_classes > 0 else test
+    files = [train_data, test_data] + ([label_set] if label_set else [])
+    data_sha = D.sha256_files(files)
+
+    mlflow.set_tracking_uri(tracking_uri)
+    exp_id = ensure_experiment(experiment, artifact_root or None)
+    with mlflow.start_run(experiment_id=exp_id) as run:
+        mlflow.set_tags({"variant": cfg.model.variant, "profile": cfg.profile, "data_sha256": data_sha,
+                         "git_commit": git_commit, "pipeline": "yanjin"})
+        mlflow.log_params({"data.train": train_data, "data.test": test_data, "data.n_train": len(train),
+                           "data.n_test": len(test), "data.n_labels": len(labels)})
+        try:
+            report = validate_splits({"train": train, "test": test}, {"train": train_data, "test": test_data},
+                                     labels, cfg.validation)
+            verdict = report.to_dict()
+        except DataValidationError as e:
+            mlflow.log_dict(e.report.to_dict(), "validation/report.json")
+            mlflow.set_tag("validation", "failed")
+            raise  # the run is closed as FAILED by the context manager
+        mlflow.log_dict(verdict, "validation/report.json")
+        mlflow.set_tag("validation", "passed")
+
+    tr, va = D.split_train_val(train, p)
+    for frame, art in ((tr, train_set), (va, val_set), (test, test_set)):
+        frame.to_parquet(art.path, index=False)
+        art.metadata["rows"] = len(frame)
+    with open(validation_report.path, "w") as f:
+        json.dump(verdict | {"labels": labels}, f, indent=2)
+    return namedtuple("ValidateOutputs", ["run_id", "data_sha256"])(run.info.run_id, data_sha)
+
+
+def train_model(
+    train_set: Input[Dataset], val_set: Input[Dataset], validation_report: Input[Artifact],
+    config_json: str, tracking_uri: str, run_id: str,
+    checkpoint: Output[Model], metrics: Output[Metrics],
+):
+    import json
+
+    import mlflow
+    import pandas as pd
+
+    from yanjin.components.train import train_classifier
+    from yanjin.config import PipelineConfig
+
+    cfg = PipelineConfig.from_json(config_json)
+    labels = json.load(open(validation_report.path))["labels"]
+    mlflow.set_tracking_uri(tracking_uri)
+    with mlflow.start_run(run_id=run_id):
+        mlflow.log_params({f"model.{k}": v for k, v in cfg.model.__dict__.items()}
+                          | {f"train.{k}": v for k, v in cfg.train.__dict__.items()})
+
+        def on_epoch(rec: dict) -> None:
+            mlflow.log_metrics({k: v for k, v in rec.items() if k != "epoch"}, step=rec["epoch"])
+
+        result = train_classifier(pd.read_parquet(train_set.path), pd.read_parquet(val_set.path), labels,
+                                  cfg.model, cfg.train, checkpoint.path, on_epoch=on_epoch)
+        mlflow.log_metrics({"best_val_accuracy": result.best_val_accuracy, "train_seconds": result.seconds})
+    checkpoint.metadata.update({"variant": cfg.model.variant, "best_epoch": result.best_epoch})
+    metrics.log_metric("best_val_accuracy", result.best_val_accuracy)
+    metrics.log_metric("train_seconds", result.seconds)
+
+
+def export_model(checkpoint: Input[Model], bundle: Output[Model]) -> float:
+    from yanjin.components.export import export_onnx
+
+    result = export_onnx(checkpoint.path, bundle.path)
+    bundle.metadata.update({"onnx_bytes": result.onnx_bytes, "parity_max_abs_diff": result.max_abs_diff})
+    return result.max_abs_diff
+
+
+def evaluate_model(
+    bundle: Input[Model], test_set: Input[Dataset], config_json: str, tracking_uri: str, run_id: str,
+    metrics: Output[Metrics], report: Output[HTML],
+) -> str:
+    import base64
+    import json
+    import os
+
+    import mlflow
+    import pandas as pd
+
+    from yanjin.components.evaluate import evaluate_bundle
+    from yanjin.config import PipelineConfig
+
+    cfg = PipelineConfig.from_json(config_json)
+    out_dir = os.path.join(os.path.dirname(report.path), "evaluation")
+    result = evaluate_bundle(bundle.path, pd.read_parquet(test_set.path), cfg.evaluate, out_dir)
+    numbers = {k: v for k, v in result.items() if isinstance(v, (int, float))}
+    for k, v in numbers.items():
+        metrics.log_metric(k, v)
+    mlflow.set_tracking_uri(tracking_uri)
+    with mlflow.start_run(run_id=run_id):
+        mlflow.log_metrics({f"test_{k}": v for k, v in numbers.items()})
+        mlflow.log_artifacts(out_dir, "evaluation")
+    png = base64.b64encode(open(os.path.join(out_dir, "confusion_matrix.png"), "rb").read()).decode()
+    rows = "".join(f"<tr><td>{k}</td><td>{v}</td></tr>" for k, v in result.items())
+    with open(report.path, "w") as f:
+        f.write(f"<h2>Evaluation</h2><table>{rows}</table><img src='data:image/png;base64,{png}'/>")
+    return json.dumps(result | {"run_id": run_id})
+
+
+def gate_candidate(
+    bundle: Input[Model], test_set: Input[Dataset], evaluation: str, config_json: str,
+    tracking_uri: str, registered_model: str,
+) -> str:
+    import json
+    import tempfile
+
+    import mlflow
+    import pandas as pd
+
+    from yanjin.components.evaluate import accuracy_on
+    from yanjin.components.gate import decide
+    from yanjin.components.register import find_champion
+    from yanjin.config import PipelineConfig
+
+    cfg = PipelineConfig.from_json(config_json)
+    metrics = json.loads(evaluation)
+    mlflow.set_tracking_uri(tracking_uri)
+    with tempfile.TemporaryDirectory() as tmp:
+        champion = find_champion(registered_model, tmp)
+        champion_acc = accuracy_on(champion.bundle_dir, pd.read_parquet(test_set.path)) if champion else None
+    decision = decide(metrics, cfg.gate, champion_acc, champion.version if champion else None)
+    with mlflow.start_run(run_id=metrics["run_id"]):
+        mlflow.set_tag("gate", decision.verdict)
+        mlflow.log_dict(decision.to_dict(), "gate/decision.json")
+        if champion_acc is not None:
+            mlflow.log_metric("champion_test_accuracy", champion_acc)
+    print(f"gate: {decision.verdict}" + "".join(f"\n  - {r}" for r in decision.reasons))
+    return decision.verdict
+
+
+def register_model(
+    bundle: Input[Model], evaluation: str, config_json: str, tracking_uri: str,
+    registered_model: str, data_sha256: str, git_commit: str,
+) -> str:
+    import json
+
+    import mlflow
+
+    from yanjin.components.register import register_bundle
+    from yanjin.config import PipelineConfig
+
+    cfg = PipelineConfig.from_json(config_json)
+    metrics = json.loads(evaluation)
+    tags = {"variant": cfg.model.variant, "data_sha256": data_sha256, "git_commit": git_commit,
+            "config": config_json, "profile": cfg.profile, "gate": "passed"}
+    tags |= {k: str(metrics[k]) for k in ("accuracy", "macro_f1", "ece", "latency_ms_p50_b1", "onnx_bytes")}
+    mlflow.set_tracking_uri(tracking_uri)
+    return register_bundle(bundle.path, registered_model, metrics["run_id"], tags)

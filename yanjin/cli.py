@@ -1,0 +1,116 @@
+"""`yanjin` command line: the entry point, where configuration is read once."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+app = typer.Typer(help="yanjin: train, evaluate, register and serve a family of model versions.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+pipeline_app = typer.Typer(help="Compile the Kubeflow pipeline or run it locally.", no_args_is_help=True)
+data_app = typer.Typer(help="Download public data sets, verified by sha256.", no_args_is_help=True)
+app.add_typer(pipeline_app, name="pipeline")
+app.add_typer(data_app, name="data")
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def resolve_data_dir(explicit: Optional[Path], state_dir: Path) -> Path:
+    """--data, else $YANJIN_DATA, else a fetched copy under the state folder, else ../shared/data."""
+    candidates = [explicit] if explicit else []
+    if os.environ.get("YANJIN_DATA"):
+        candidates.append(Path(os.environ["YANJIN_DATA"]))
+    candidates += [state_dir / "data" / "banking77", PROJECT_ROOT.parent / "shared" / "data" / "banking77"]
+    for c in candidates:
+        if c and (c / "train.csv").is_file():
+            return c
+    raise typer.BadParameter(
+        f"no banking77 data found (looked in {[str(c) for c in candidates]}); "
+        f"run `yanjin data fetch banking77` or pass --data DIR", param_hint="--data")
+
+
+@pipeline_app.command("run")
+def pipeline_run(
+    profile: str = typer.Option("demo", help="Config profile (configs/<name>.yaml: tiny, demo, full) or a YAML path."),
+    variant: Optional[str] = typer.Option(None, help="Family member to build (overrides model.variant), e.g. v1."),
+    set_: List[str] = typer.Option([], "--set", help="Override a config field, e.g. --set train.epochs=2 (repeatable)."),
+    data: Optional[Path] = typer.Option(None, help="Folder with train.csv, test.csv and categories.json (default: $YANJIN_DATA or banking77)."),
+    train: Optional[Path] = typer.Option(None, help="Training CSV/Parquet file (overrides --data)."),
+    test: Optional[Path] = typer.Option(None, help="Test CSV/Parquet file (overrides --data)."),
+    labels: Optional[Path] = typer.Option(None, help="JSON list of known labels (overrides --data's categories.json)."),
+    state_dir: Path = typer.Option(Path(".yanjin"), help="Folder holding all embedded-mode state (MLflow DB, artifacts, kfp outputs)."),
+    tracking_uri: Optional[str] = typer.Option(None, envvar="MLFLOW_TRACKING_URI", help="MLflow tracking URI (default: SQLite under --state-dir)."),
+    metrics_out: Optional[Path] = typer.Option(None, help="Also write the evaluation figures as JSON to this path."),
+) -> None:
+    """Run validate -> train -> export -> evaluate -> gate -> register with kfp.local."""
+    from .config import load_config, with_variant
+    from .pipelines.run import LocalState, git_commit, run_local
+
+    config = load_config(profile, set_)
+    if variant:
+        config = with_variant(config, variant)
+    if not (train and test):
+        folder = resolve_data_dir(data, state_dir)
+        train, test = train or folder / "train.csv", test or folder / "test.csv"
+        if labels is None and (folder / "categories.json").is_file():
+            labels = folder / "categories.json"
+    state = LocalState(state_dir)
+    try:
+        outcome = run_local(config, str(train), str(test), str(labels or ""), state, tracking_uri,
+                            git_commit(PROJECT_ROOT))
+    except RuntimeError as e:
+        typer.secho(f"pipeline stopped: {e}\nSee the failing step's error above; nothing was registered.",
+                    fg="red", err=True)
+        raise typer.Exit(1)
+    ev = outcome.evaluation
+    if metrics_out:
+        metrics_out.parent.mkdir(parents=True, exist_ok=True)
+        metrics_out.write_text(json.dumps(ev | {"registered_model": outcome.registered_model,
+                                                "profile": config.profile}, indent=2) + "\n")
+    typer.echo(f"\n{outcome.registered_model}: accuracy {ev['accuracy']:.4f}, macro-F1 {ev['macro_f1']:.4f}, "
+               f"ECE {ev['ece']:.4f}, p50 {ev['latency_ms_p50_b1']:.2f} ms, {ev['onnx_bytes'] / 1e6:.1f} MB ONNX")
+    if outcome.version:
+        typer.echo(f"gate passed: registered {outcome.registered_model} version {outcome.version} "
+                   f"(alias challenger; champion if it is the first)")
+    else:
+        typer.echo("gate rejected the candidate: nothing registered (reasons in the MLflow run, gate/decision.json)")
+    uri = tracking_uri or state.tracking_uri
+    typer.echo(f"MLflow run {ev['run_id']} in {uri}")
+    typer.echo(f"open the MLflow UI: mlflow ui --backend-store-uri {uri} --port 5000  (then http://127.0.0.1:5000)")
+
+
+@pipeline_app.command("compile")
+def pipeline_compile(
+    output: Path = typer.Option(Path("yanjin_pipeline.yaml"), help="Where to write the pipeline YAML for the Kubeflow UI."),
+    image: Optional[str] = typer.Option(None, help="Container image with yanjin installed, used by every step."),
+) -> None:
+    """Compile the pipeline to YAML (upload it in the Kubeflow UI or submit it with kfp.Client)."""
+    from .pipelines.pipeline import DEFAULT_IMAGE
+    from .pipelines.run import compile_pipeline
+
+    path = compile_pipeline(output, image or DEFAULT_IMAGE)
+    typer.echo(f"wrote {path}")
+
+
+@data_app.command("fetch")
+def data_fetch(
+    name: str = typer.Argument("banking77", help="Data set name (banking77)."),
+    dest: Optional[Path] = typer.Option(None, help="Target folder (default: .yanjin/data/<name>)."),
+    source: Optional[str] = typer.Option(None, help="Base URL to download from instead of the public source (mirror)."),
+) -> None:
+    """Download a data set from its public source and verify each file's sha256."""
+    from .components.fetch import FetchError, fetch_dataset
+
+    try:
+        out = fetch_dataset(name, dest or Path(".yanjin") / "data" / name, base_url=source)
+    except FetchError as e:
+        typer.secho(str(e), fg="red", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"{name}: verified files in {out}")
+
+
+if __name__ == "__main__":
+    app()
