@@ -1,0 +1,33 @@
+"""The gate registers only candidates that meet every floor and beat the champion."""
+from yanjin.components.gate import GateParams, decide
+
+GOOD = {"accuracy": 0.93, "macro_f1": 0.92, "ece": 0.03}
+FLOORS = GateParams(min_accuracy=0.9, min_macro_f1=0.88, max_ece=0.1)
+
+
+def test_first_candidate_meeting_floors_registers():
+    d = decide(GOOD, FLOORS, champion_accuracy=None)
+    assert d.register and d.reasons == [] and d.verdict == "register"
+
+
+def test_each_floor_blocks_on_its_own():
+    assert not decide(GOOD | {"accuracy": 0.89}, FLOORS).register
+    assert not decide(GOOD | {"macro_f1": 0.80}, FLOORS).register
+    assert not decide(GOOD | {"ece": 0.2}, FLOORS).register
+
+
+def test_candidate_must_beat_champion_not_tie_it():
+    assert decide(GOOD, FLOORS, champion_accuracy=0.92, champion_version="3").register
+    tie = decide(GOOD, FLOORS, champion_accuracy=0.93, champion_version="3")
+    assert not tie.register and "does not beat champion v3" in tie.reasons[0]
+
+
+def test_margin_over_champion_is_respected():
+    params = GateParams(min_improvement=0.02)
+    assert not decide(GOOD, params, champion_accuracy=0.92).register
+    assert decide(GOOD, params, champion_accuracy=0.90).register
+
+
+def test_all_reasons_are_reported():
+    d = decide({"accuracy": 0.5, "macro_f1": 0.4, "ece": 0.5}, FLOORS, champion_accuracy=0.9)
+    assert len(d.reasons) == 4

@@ -1,0 +1,81 @@
+"""Training, checkpointing and ONNX export on a small slice (one short run shared by the tests)."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from yanjin.components.export import ParityError, _parity_inputs, export_onnx
+from yanjin.components.train import TrainParams, train_classifier, warmup_linear_decay
+from yanjin.models.family import ModelSpec, load_checkpoint
+from yanjin.models.inference import OnnxClassifier, bundle_sha256
+
+SPEC = ModelSpec(n_layers=1, max_length=32)
+PARAMS = TrainParams(epochs=2, batch_size=16, learning_rate=5e-4, seed=7)
+
+
+@pytest.fixture(scope="module")
+def trained(small_slice, tmp_path_factory):
+    train, _, labels = small_slice
+    out = tmp_path_factory.mktemp("ckpt")
+    epochs = []
+    result = train_classifier(train, train.iloc[1::2], labels, SPEC, PARAMS, out, on_epoch=epochs.append, progress=False)
+    return out, result, epochs, labels
+
+
+def test_schedule_warms_up_then_decays_to_zero():
+    f = warmup_linear_decay(total_steps=100, warmup_steps=10)
+    assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
+    assert f(55) == pytest.approx(0.5) and f(100) == 0.0
+
+
+def test_training_reports_every_epoch_and_keeps_the_best(trained):
+    _, result, epochs, _ = trained
+    assert [e["epoch"] for e in epochs] == [1, 2]
+    assert result.best_val_accuracy == max(e["val_accuracy"] for e in epochs)
+    assert epochs[-1]["train_loss"] < np.log(6)  # below chance-level cross-entropy
+
+
+def test_checkpoint_is_safetensors_and_reloads(trained):
+    ckpt, _, _, labels = trained
+    assert (ckpt / "model.safetensors").read_bytes()[:8] != b"\x80\x02\x8a\x0a"  # not a pickle
+    model, spec, loaded_labels = load_checkpoint(ckpt)
+    assert spec == SPEC and loaded_labels == labels
+
+
+def test_same_seed_gives_same_weights(small_slice, trained, tmp_path):
+    train, _, labels = small_slice
+    ckpt, _, _, _ = trained
+    train_classifier(train, train.iloc[1::2], labels, SPEC, PARAMS, tmp_path, progress=False)
+    a, _, _ = load_checkpoint(ckpt)
+    b, _, _ = load_checkpoint(tmp_path)
+    for (name, p), q in zip(a.state_dict().items(), b.state_dict().values()):
+        torch.testing.assert_close(p, q, msg=name)
+
+
+def test_onnx_output_equals_pytorch_on_dynamic_shapes(trained, tmp_path):
+    ckpt, _, _, labels = trained
+    result = export_onnx(ckpt, tmp_path / "bundle")
+    assert result.max_abs_diff < 1e-4
+    model, _, _ = load_checkpoint(ckpt)
+    onnx_model = OnnxClassifier.from_dir(tmp_path / "bundle")
+    ids, mask = _parity_inputs(30522, seed=5)[2]  # (8, 40) with a padded row
+    with torch.no_grad():
+        ref = model(torch.from_numpy(ids), torch.from_numpy(mask)).numpy()
+    np.testing.assert_allclose(onnx_model.logits(ids, mask), ref, atol=1e-4)
+    assert json.loads((tmp_path / "bundle" / "labels.json").read_text()) == labels
+
+
+def test_parity_failure_is_an_error(trained, tmp_path):
+    ckpt, _, _, _ = trained
+    with pytest.raises(ParityError, match="ONNX logits differ from PyTorch"):
+        export_onnx(ckpt, tmp_path / "bundle", tolerance=0.0)
+
+
+def test_bundle_digest_changes_when_any_file_changes(trained, tmp_path):
+    ckpt, _, _, _ = trained
+    bundle = tmp_path / "bundle"
+    export_onnx(ckpt, bundle)
+    before = bundle_sha256(bundle)
+    (bundle / "labels.json").write_text((bundle / "labels.json").read_text().replace("card", "kard", 1))
+    assert bundle_sha256(bundle) != before
