@@ -19,13 +19,18 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 def resolve_data_dir(explicit: Optional[Path], state_dir: Path) -> Path:
-    """--data, else $YANJIN_DATA, else a fetched copy under the state folder, else ../shared/data."""
-    candidates = [explicit] if explicit else []
-    if os.environ.get("YANJIN_DATA"):
-        candidates.append(Path(os.environ["YANJIN_DATA"]))
-    candidates += [state_dir / "data" / "banking77", PROJECT_ROOT.parent / "shared" / "data" / "banking77"]
+    """--data, else $YANJIN_DATA, else a fetched copy under the state folder, else ../shared/data.
+
+    A folder the user named (--data or $YANJIN_DATA) must hold the data: no silent fallback.
+    """
+    named = explicit or (Path(os.environ["YANJIN_DATA"]) if os.environ.get("YANJIN_DATA") else None)
+    if named is not None:
+        if not (named / "train.csv").is_file():
+            raise typer.BadParameter(f"{named}: no train.csv in this folder", param_hint="--data / $YANJIN_DATA")
+        return named
+    candidates = [state_dir / "data" / "banking77", PROJECT_ROOT.parent / "shared" / "data" / "banking77"]
     for c in candidates:
-        if c and (c / "train.csv").is_file():
+        if (c / "train.csv").is_file():
             return c
     raise typer.BadParameter(
         f"no banking77 data found (looked in {[str(c) for c in candidates]}); "

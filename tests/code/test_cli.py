@@ -1,0 +1,26 @@
+"""The command line documents every option and reports missing data clearly."""
+from typer.testing import CliRunner
+
+from yanjin.cli import app
+
+runner = CliRunner()
+
+
+def test_every_pipeline_run_option_has_help():
+    out = runner.invoke(app, ["pipeline", "run", "--help"], env={"COLUMNS": "200"}).output
+    for option in ("--profile", "--variant", "--set", "--data", "--train", "--test", "--labels",
+                   "--state-dir", "--tracking-uri", "--metrics-out"):
+        assert option in out
+    assert out.count("(default") or "Config profile" in out
+
+
+def test_missing_data_folder_is_explained(tmp_path):
+    result = runner.invoke(app, ["pipeline", "run", "--profile", "tiny", "--data", str(tmp_path / "none"),
+                                 "--state-dir", str(tmp_path / "s")],
+                           env={"YANJIN_DATA": str(tmp_path / "none"), "COLUMNS": "300"})
+    assert result.exit_code == 2 and "no train.csv in this folder" in result.output
+
+
+def test_compile_writes_yaml(tmp_path):
+    result = runner.invoke(app, ["pipeline", "compile", "--output", str(tmp_path / "p.yaml"), "--image", "r/y:1"])
+    assert result.exit_code == 0 and (tmp_path / "p.yaml").read_text().count("image: r/y:1") == 6

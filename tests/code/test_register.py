@@ -1,0 +1,65 @@
+"""Registration against a real MLflow (SQLite): lineage tags, aliases, champion lookup."""
+import mlflow
+import pytest
+
+from yanjin.components.export import export_onnx
+from yanjin.components.register import CHALLENGER, CHAMPION, ensure_experiment, find_champion, register_bundle
+from yanjin.components.train import TrainParams, train_classifier
+from yanjin.models.family import ModelSpec
+from yanjin.models.inference import OnnxClassifier, bundle_sha256
+
+
+@pytest.fixture(scope="module")
+def bundle(small_slice, tmp_path_factory):
+    train, _, labels = small_slice
+    ckpt = tmp_path_factory.mktemp("ckpt")
+    train_classifier(train, train.iloc[::3], labels, ModelSpec(n_layers=1, max_length=32),
+                     TrainParams(epochs=1, batch_size=16), ckpt, progress=False)
+    out = tmp_path_factory.mktemp("bundle")
+    export_onnx(ckpt, out)
+    return out
+
+
+@pytest.fixture
+def tracking(tmp_path):
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = ensure_experiment("t-v1", str(tmp_path / "artifacts"))
+    yield exp, tmp_path
+    mlflow.set_tracking_uri(None)
+
+
+def test_first_version_is_champion_and_challenger_with_lineage(bundle, tracking):
+    exp, tmp = tracking
+    with mlflow.start_run(experiment_id=exp) as run:
+        pass
+    version = register_bundle(bundle, "t-v1", run.info.run_id, {"variant": "v1", "data_sha256": "abc"})
+    client = mlflow.MlflowClient()
+    mv = client.get_model_version("t-v1", version)
+    assert mv.tags["variant"] == "v1" and mv.tags["data_sha256"] == "abc"
+    assert mv.tags["artifact_sha256"] == bundle_sha256(bundle)
+    assert client.get_registered_model("t-v1").aliases == {CHAMPION: int(version), CHALLENGER: int(version)}
+    # the artifacts live under the embedded-mode folder, not ./mlruns
+    assert str(tmp / "artifacts") in client.get_experiment(exp).artifact_location
+
+
+def test_second_version_moves_only_challenger(bundle, tracking):
+    exp, tmp = tracking
+    with mlflow.start_run(experiment_id=exp) as run:
+        pass
+    v1 = register_bundle(bundle, "t-v1", run.info.run_id, {})
+    v2 = register_bundle(bundle, "t-v1", run.info.run_id, {})
+    aliases = mlflow.MlflowClient().get_registered_model("t-v1").aliases
+    assert aliases == {CHAMPION: int(v1), CHALLENGER: int(v2)}
+
+
+def test_champion_downloads_as_a_runnable_bundle(bundle, tracking):
+    exp, tmp = tracking
+    assert find_champion("t-v1", tmp / "dl") is None  # no model yet: no champion
+    with mlflow.start_run(experiment_id=exp) as run:
+        pass
+    version = register_bundle(bundle, "t-v1", run.info.run_id, {})
+    champ = find_champion("t-v1", tmp / "dl")
+    assert champ.version == version
+    assert bundle_sha256(champ.bundle_dir) == champ.tags["artifact_sha256"]
+    texts = ["my card has not arrived yet"]
+    assert OnnxClassifier.from_dir(champ.bundle_dir).predict(texts) == OnnxClassifier.from_dir(bundle).predict(texts)
