@@ -29,8 +29,6 @@ def validate_data(
     train = D.read_table(train_data, p.text_column, p.label_column)
     test = D.read_table(test_data, p.text_column, p.label_column)
     labels = D.read_label_set(label_set or None, train)
-    train, labels = D.subsample(train, labels, p)
-    test = test[test[D.LABEL].isin(labels)] if p.max_classes > 0 else test
     files = [train_data, test_data] + ([label_set] if label_set else [])
     data_sha = D.sha256_files(files)
 
@@ -39,8 +37,7 @@ def validate_data(
     with mlflow.start_run(experiment_id=exp_id) as run:
         mlflow.set_tags({"variant": cfg.model.variant, "profile": cfg.profile, "data_sha256": data_sha,
                          "git_commit": git_commit, "pipeline": "yanjin"})
-        mlflow.log_params({"data.train": train_data, "data.test": test_data, "data.n_train": len(train),
-                           "data.n_test": len(test), "data.n_labels": len(labels)})
+        mlflow.log_params({"data.train": train_data, "data.test": test_data})
         try:
             report = validate_splits({"train": train, "test": test}, {"train": train_data, "test": test_data},
                                      labels, cfg.validation)
@@ -51,8 +48,13 @@ def validate_data(
             raise  # the run is closed as FAILED by the context manager
         mlflow.log_dict(verdict, "validation/report.json")
         mlflow.set_tag("validation", "passed")
+        # the contract holds for the files as given; smoke profiles sample only afterwards
+        train, labels = D.subsample(train, labels, p)
+        test = test[test[D.LABEL].isin(labels)] if p.max_classes > 0 else test
+        tr, va = D.split_train_val(train, p)
+        mlflow.log_params({"data.n_train": len(tr), "data.n_val": len(va), "data.n_test": len(test),
+                           "data.n_labels": len(labels)})
 
-    tr, va = D.split_train_val(train, p)
     for frame, art in ((tr, train_set), (va, val_set), (test, test_set)):
         frame.to_parquet(art.path, index=False)
         art.metadata["rows"] = len(frame)
