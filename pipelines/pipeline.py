@@ -11,7 +11,7 @@ from kfp import dsl
 from . import steps
 
 PIPELINE_NAME = "yanjin-family"
-DEFAULT_IMAGE = "python:3.11-yanjin"  # replace with your registry's yanjin image when compiling for a cluster
+DEFAULT_IMAGE = "yanjin:0.1.0"  # what infra/Dockerfile builds; pass --image REGISTRY/yanjin:TAG for a cluster
 
 
 def build_pipeline(image: str = DEFAULT_IMAGE) -> Callable:

@@ -6,6 +6,7 @@ Kubeflow boundary); nothing else reads YAML or environment variables.
 from __future__ import annotations
 
 import json
+from importlib import resources
 from dataclasses import asdict, dataclass, fields, is_dataclass, replace
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from .components.validate import ValidationParams
 from .components.train import TrainParams
 from .models.family import ModelSpec
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+CONFIG_DIR = Path(str(resources.files("yanjin.configs")))  # configs/ ships inside the package
 
 
 @dataclass(frozen=True)
