@@ -85,6 +85,7 @@ def train_model(
 
         def on_epoch(rec: dict) -> None:
             mlflow.log_metrics({k: v for k, v in rec.items() if k != "epoch"}, step=rec["epoch"])
+            print(f"epoch {rec['epoch']}: train loss {rec['train_loss']:.4f}, val accuracy {rec['val_accuracy']:.4f}")
 
         result = train_classifier(pd.read_parquet(train_set.path), pd.read_parquet(val_set.path), labels,
                                   cfg.model, cfg.train, checkpoint.path, on_epoch=on_epoch)
