@@ -54,7 +54,7 @@ def export_onnx(ckpt_dir: str | Path, out_dir: str | Path, tolerance: float = 1e
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     onnx_path = out / ONNX_FILE
-    example = (torch.full((2, 8), 1000, dtype=torch.long), torch.ones(2, 8, dtype=torch.long))
+    example = (torch.full((2, 11), 1000, dtype=torch.long), torch.ones(2, 11, dtype=torch.long))
     batch, seq = Dim("batch", min=1, max=4096), Dim("seq", min=1, max=spec.max_length)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -82,15 +82,19 @@ def train_classifier(
     out_dir: str | Path,
     on_epoch: Callable[[dict], None] | None = None,
     progress: bool = True,
+    encoder_weights: str | Path | None = None,
 ) -> TrainResult:
-    """Fine-tune the `spec.variant` preset; the best validation epoch is saved to `out_dir`."""
+    """Fine-tune the `spec.variant` preset; the best validation epoch is saved to `out_dir`.
+
+    `encoder_weights` starts from an adapted encoder (Pro) instead of the pretrained MiniLM.
+    """
     seed_everything(params.seed)
     index = {name: i for i, name in enumerate(labels)}
     texts = train_df[TEXT].tolist()
     y = torch.tensor([index[l] for l in train_df[LABEL]])
     val_texts, val_y = val_df[TEXT].tolist(), np.array([index[l] for l in val_df[LABEL]])
 
-    model = pretrained_classifier(spec, len(labels))
+    model = pretrained_classifier(spec, len(labels), Path(encoder_weights) if encoder_weights else None)
     tokenizer = TextTokenizer(base_tokenizer_file(), spec.max_length)
     steps_per_epoch = (len(texts) + params.batch_size - 1) // params.batch_size
     total = max(1, steps_per_epoch * params.epochs)

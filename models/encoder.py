@@ -1,6 +1,6 @@
 """A compact BERT-family encoder and the intent classifier built on it.
 
-Read top to bottom: attention, feed-forward, block, encoder, classifier. Attention is a module
+Read top to bottom: feed-forward, block, encoder, classifier (attention lives in attention.py). Attention is a module
 handed to each block, so a variant (dense here, sparse for V2) plugs in without the rest of the
 model branching on it. Shapes use B batch, T tokens, C channels, H heads, D head size.
 """
@@ -12,6 +12,8 @@ from typing import Callable
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from .attention import DenseAttention
 
 
 @dataclass(frozen=True)
@@ -28,33 +30,6 @@ class EncoderConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-class DenseAttention(nn.Module):
-    """Full softmax attention over all non-padding tokens: O(T^2) work."""
-
-    def __init__(self, d_model: int, n_heads: int, dropout: float) -> None:
-        super().__init__()
-        assert d_model % n_heads == 0, "d_model must split evenly into heads"
-        self.n_heads = n_heads
-        self.dropout = dropout
-        self.query = nn.Linear(d_model, d_model)
-        self.key = nn.Linear(d_model, d_model)
-        self.value = nn.Linear(d_model, d_model)
-        self.out = nn.Linear(d_model, d_model)
-
-    def forward(self, x: torch.Tensor, pad_mask: torch.Tensor) -> torch.Tensor:
-        B, T, C = x.shape
-        H, D = self.n_heads, C // self.n_heads
-        q = self.query(x).view(B, T, H, D).transpose(1, 2)  # (B, H, T, D)
-        k = self.key(x).view(B, T, H, D).transpose(1, 2)    # (B, H, T, D)
-        v = self.value(x).view(B, T, H, D).transpose(1, 2)  # (B, H, T, D)
-        keep = pad_mask[:, None, None, :]                    # (B, 1, 1, T): True = attend
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=keep, dropout_p=self.dropout if self.training else 0.0
-        )                                                    # (B, H, T, D)
-        y = y.transpose(1, 2).reshape(B, T, C)               # (B, T, C)
-        return self.out(y)
 
 
 class FeedForward(nn.Module):

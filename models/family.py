@@ -13,8 +13,9 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from .attention import SlidingWindowAttention
 from .encoder import AttentionFactory, Classifier, Encoder, EncoderConfig, dense_attention
-from .pretrained import load_pretrained_encoder, verified_base_file
+from .pretrained import load_encoder_weights, load_pretrained_encoder, verified_base_file
 
 CHECKPOINT_WEIGHTS = "model.safetensors"
 CHECKPOINT_SPEC = "model_config.json"
@@ -28,6 +29,9 @@ class ModelSpec:
     n_layers: int = 6        # blocks kept from the pretrained encoder
     max_length: int = 64     # tokens per text; banking77 queries are at most ~80 tokens
     dropout: float = 0.1     # encoder and head dropout during fine-tuning
+    max_positions: int = 512     # learned positions; V2 extends MiniLM's 512 to 4096 by copying them
+    attention_radius: int = 64   # V2: each token sees +-radius neighbours (and [CLS])
+    dense_below: int = 256       # V2: at or below this many tokens dense attention is faster (measured)
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelSpec":
@@ -38,36 +42,57 @@ class ModelSpec:
         return cls(**d)
 
 
-# variant -> attention module used in every block
-ATTENTION: dict[str, AttentionFactory] = {"v1": dense_attention}
+def attention_for(spec: ModelSpec) -> AttentionFactory:
+    """The attention module every block of this variant holds."""
+    if spec.variant == "v2":
+        return lambda cfg: SlidingWindowAttention(cfg.d_model, cfg.n_heads, cfg.dropout,
+                                                  radius=spec.attention_radius, dense_below=spec.dense_below)
+    return dense_attention
+
+
+VARIANTS = ("v1", "v2", "pro")
 
 
 def encoder_config(spec: ModelSpec) -> EncoderConfig:
-    return EncoderConfig(n_layers=spec.n_layers, dropout=spec.dropout)
+    return EncoderConfig(n_layers=spec.n_layers, dropout=spec.dropout, max_positions=spec.max_positions)
 
 
 def build_classifier(spec: ModelSpec, num_labels: int) -> Classifier:
     """An untrained classifier of the given variant (weights to be loaded by the caller)."""
-    if spec.variant not in ATTENTION:
-        raise ValueError(f"unknown variant {spec.variant!r}; known: {sorted(ATTENTION)}")
-    encoder = Encoder(encoder_config(spec), attention=ATTENTION[spec.variant])
+    if spec.variant not in VARIANTS:
+        raise ValueError(f"unknown variant {spec.variant!r}; known: {list(VARIANTS)}")
+    encoder = Encoder(encoder_config(spec), attention=attention_for(spec))
     return Classifier(encoder, num_labels, dropout=spec.dropout)
 
 
-def v1(spec: ModelSpec, num_labels: int) -> Classifier:
+def v1(spec: ModelSpec, num_labels: int, encoder_weights: Path | None = None) -> Classifier:
     """V1 "general": the pretrained MiniLM encoder with a fresh head, ready to fine-tune."""
     model = build_classifier(spec, num_labels)
     load_pretrained_encoder(model.encoder)
     return model
 
 
-PRESETS = {"v1": v1}
+def v2(spec: ModelSpec, num_labels: int, encoder_weights: Path | None = None) -> Classifier:
+    """V2 "fast": the same pretrained weights, sliding-window attention, positions up to 4096."""
+    return v1(spec, num_labels)
 
 
-def pretrained_classifier(spec: ModelSpec, num_labels: int) -> Classifier:
+def pro(spec: ModelSpec, num_labels: int, encoder_weights: Path | None = None) -> Classifier:
+    """Pro "domain": the encoder after domain-adaptive pretraining (the `adapt` step's output)."""
+    if encoder_weights is None:
+        raise ValueError("the pro variant needs the adapted encoder from the adapt step")
+    model = build_classifier(spec, num_labels)
+    load_encoder_weights(model.encoder, encoder_weights)
+    return model
+
+
+PRESETS = {"v1": v1, "v2": v2, "pro": pro}
+
+
+def pretrained_classifier(spec: ModelSpec, num_labels: int, encoder_weights: Path | None = None) -> Classifier:
     if spec.variant not in PRESETS:
         raise ValueError(f"unknown variant {spec.variant!r}; known: {sorted(PRESETS)}")
-    return PRESETS[spec.variant](spec, num_labels)
+    return PRESETS[spec.variant](spec, num_labels, encoder_weights)
 
 
 def base_tokenizer_file() -> Path:

@@ -91,10 +91,31 @@ def convert_bert_state_dict(hf: dict[str, torch.Tensor], n_layers: int) -> dict[
     return ours
 
 
+def extend_positions(table: torch.Tensor, n: int) -> torch.Tensor:
+    """Longformer's recipe for longer inputs: repeat the learned position rows up to `n`."""
+    reps = -(-n // table.shape[0])
+    return table.repeat(reps, 1)[:n].clone()
+
+
 def load_pretrained_encoder(encoder: Encoder, model_dir: str | Path | None = None) -> Encoder:
     """Fill `encoder` with the verified MiniLM weights; every parameter must be covered."""
     weights = load_file(str(verified_base_file("model.safetensors", model_dir)))
     state = convert_bert_state_dict(weights, encoder.cfg.n_layers)
+    if encoder.cfg.max_positions != state["pos_emb.weight"].shape[0]:
+        state["pos_emb.weight"] = extend_positions(state["pos_emb.weight"], encoder.cfg.max_positions)
     encoder.load_state_dict(state, strict=True)
+    return encoder
+
+
+def save_encoder_weights(encoder: Encoder, path: str | Path) -> Path:
+    from safetensors.torch import save_file
+
+    save_file({k: v.detach().contiguous() for k, v in encoder.state_dict().items()}, str(path))
+    return Path(path)
+
+
+def load_encoder_weights(encoder: Encoder, path: str | Path) -> Encoder:
+    """Encoder weights in our own names (e.g. the output of domain adaptation)."""
+    encoder.load_state_dict(load_file(str(path)), strict=True)
     return encoder
 

@@ -1,0 +1,118 @@
+"""Attention modules. All share one signature, `forward(x (B, T, C), pad_mask (B, T)) -> (B, T, C)`,
+so a block never knows which one it holds.
+
+Shapes: B batch, T tokens, C channels, H heads, D head size, W window radius, N blocks.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class _Projections(nn.Module):
+    """q, k, v and output projections, named like BERT's so pretrained weights map one to one."""
+
+    def __init__(self, d_model: int, n_heads: int, dropout: float) -> None:
+        super().__init__()
+        assert d_model % n_heads == 0, "d_model must split evenly into heads"
+        self.n_heads = n_heads
+        self.dropout = dropout
+        self.query = nn.Linear(d_model, d_model)
+        self.key = nn.Linear(d_model, d_model)
+        self.value = nn.Linear(d_model, d_model)
+        self.out = nn.Linear(d_model, d_model)
+
+    def heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        B, T, C = x.shape
+        H, D = self.n_heads, C // self.n_heads
+        q = self.query(x).view(B, T, H, D).transpose(1, 2)  # (B, H, T, D)
+        k = self.key(x).view(B, T, H, D).transpose(1, 2)    # (B, H, T, D)
+        v = self.value(x).view(B, T, H, D).transpose(1, 2)  # (B, H, T, D)
+        return q, k, v
+
+    def merge(self, y: torch.Tensor) -> torch.Tensor:
+        B, H, T, D = y.shape
+        return self.out(y.transpose(1, 2).reshape(B, T, H * D))  # (B, T, C)
+
+    def p_drop(self) -> float:
+        return self.dropout if self.training else 0.0
+
+
+class DenseAttention(_Projections):
+    """Full softmax attention over all non-padding tokens: O(T^2) work."""
+
+    def forward(self, x: torch.Tensor, pad_mask: torch.Tensor) -> torch.Tensor:
+        q, k, v = self.heads(x)
+        keep = pad_mask[:, None, None, :]                    # (B, 1, 1, T): True = attend
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=keep, dropout_p=self.p_drop())  # (B, H, T, D)
+        return self.merge(y)
+
+
+class SlidingWindowAttention(_Projections):
+    """Longformer-style sparse attention: each token attends to tokens within `radius` positions
+    and to the global [CLS] token (position 0); [CLS] attends to every token.
+
+    The sequence is cut into blocks of `radius` tokens; each query block scores only its own and
+    the two neighbouring key blocks plus the [CLS] column, so the work is O(T * 3W) instead of
+    O(T^2) -- the masked-out scores are never computed. At or below `dense_below` tokens the
+    dense kernel is faster and is used instead.
+    """
+
+    def __init__(self, d_model: int, n_heads: int, dropout: float, radius: int = 64, dense_below: int = 256) -> None:
+        super().__init__(d_model, n_heads, dropout)
+        self.radius = radius
+        self.dense_below = dense_below
+
+    def forward(self, x: torch.Tensor, pad_mask: torch.Tensor) -> torch.Tensor:
+        if torch.compiler.is_exporting():
+            # keep both paths in the exported graph (an ONNX If), chosen by length at run time
+            return torch.cond(x.shape[1] <= self.dense_below, self.dense, self.windowed, (x, pad_mask))
+        return self.dense(x, pad_mask) if x.shape[1] <= self.dense_below else self.windowed(x, pad_mask)
+
+    def dense(self, x: torch.Tensor, pad_mask: torch.Tensor) -> torch.Tensor:
+        q, k, v = self.heads(x)
+        keep = pad_mask[:, None, None, :]
+        return self.merge(F.scaled_dot_product_attention(q, k, v, attn_mask=keep, dropout_p=self.p_drop()))
+
+    def windowed(self, x: torch.Tensor, pad_mask: torch.Tensor) -> torch.Tensor:
+        B, T, C = x.shape
+        H, D, W = self.n_heads, C // self.n_heads, self.radius
+        extra = (W - T % W) % W                                           # pad T up to whole blocks
+        N = (T + extra) // W
+        # pad once before projecting: one block of keys before the first query block and one after
+        # the last, so every query block reads blocks (n-1, n, n+1) as a strided window, no gathers
+        xp = F.pad(x, (0, 0, W, W + extra))                               # (B, W + N*W + W, C)
+        q = self.query(xp[:, W : W + T + extra]).view(B, N, W, H, D)      # (B, N, W, H, D)
+        k = self.key(xp).view(B, -1, H, D)                                # (B, Tp, H, D)
+        v = self.value(xp).view(B, -1, H, D)                              # (B, Tp, H, D)
+
+        def window(t: torch.Tensor) -> torch.Tensor:                     # -> (B*N, H, 1+3W, D)
+            cls = t[:, W : W + 1].unsqueeze(1).repeat(1, N, 1, 1, 1)     # (B, N, 1, H, D) global [CLS]
+            local = t.unfold(1, 3 * W, W).permute(0, 1, 4, 2, 3)         # (B, N, 3W, H, D)
+            win = torch.cat([cls, local], dim=2)                          # (B, N, 1+3W, H, D)
+            return win.transpose(2, 3).reshape(B * N, H, 1 + 3 * W, D)
+
+        # a key's offset from its query is the same in every block: keep |offset| <= W
+        rows = torch.arange(W, device=x.device)[:, None]
+        cols = torch.arange(3 * W, device=x.device)[None, :]
+        band = (cols - W - rows).abs() <= W                               # (W, 3W)
+        valid = F.pad(pad_mask, (W, W + extra), value=False)             # (B, Tp)
+        valid = valid & (torch.arange(valid.shape[1], device=x.device) != W)  # [CLS] only via its column
+        key_ok = valid.unfold(1, 3 * W, W).reshape(B * N, 1, 1, 3 * W)   # (B*N, 1, 1, 3W)
+        bias = torch.zeros((), dtype=x.dtype).masked_fill(~(band & key_ok), float("-inf"))  # (B*N, 1, W, 3W)
+        bias = F.pad(bias, (1, 0), value=0.0)                            # [CLS] column always open
+
+        q_blocks = q.permute(0, 1, 3, 2, 4).reshape(B * N, H, W, D)      # (B*N, H, W, D)
+        y = F.scaled_dot_product_attention(q_blocks, window(k), window(v), attn_mask=bias,
+                                           dropout_p=self.p_drop())      # (B*N, H, W, D)
+        y = y.view(B, N, H, W, D).permute(0, 1, 3, 2, 4).reshape(B, T + extra, C)[:, :T]  # (B, T, C)
+        # global row: [CLS] reads the whole sequence
+        q0 = q[:, 0, :1].transpose(1, 2)                                  # (B, H, 1, D)
+        k_all, v_all = (t[:, W : W + T].transpose(1, 2) for t in (k, v))  # (B, H, T, D)
+        cls = F.scaled_dot_product_attention(q0, k_all, v_all, attn_mask=pad_mask[:, None, None, :],
+                                             dropout_p=self.p_drop())    # (B, H, 1, D)
+        y = torch.cat([cls.transpose(1, 2).reshape(B, 1, C), y[:, 1:]], dim=1)  # (B, T, C)
+        return self.out(y)
