@@ -31,11 +31,12 @@ class ExportResult:
     max_abs_diff: float
 
 
-def _parity_inputs(vocab_size: int, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Shapes other than the export example, with padding, so baked-in sizes are caught."""
+def _parity_inputs(vocab_size: int, seed: int = 0, long: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Shapes other than the export example, with padding, so baked-in sizes are caught;
+    `long` adds inputs of that length (e.g. past V2's dense/windowed switch)."""
     rng = np.random.default_rng(seed)
     cases = []
-    for batch, seq in [(1, 5), (3, 17), (8, 40), (2, 64)]:
+    for batch, seq in [(1, 5), (3, 17), (8, 40), (2, 64)] + ([(1, long), (2, long + 13)] if long else []):
         ids = rng.integers(1000, vocab_size, size=(batch, seq), dtype=np.int64)
         ids[:, 0] = 101  # [CLS]
         mask = np.ones_like(ids)
@@ -69,7 +70,8 @@ def export_onnx(ckpt_dir: str | Path, out_dir: str | Path, tolerance: float = 1e
     session = OnnxClassifier.from_dir(out)
     worst = 0.0
     with torch.no_grad():
-        for ids, mask in _parity_inputs(model.encoder.cfg.vocab_size):
+        long = spec.dense_below + 37 if spec.variant == "v2" and spec.max_length > spec.dense_below + 50 else 0
+        for ids, mask in _parity_inputs(model.encoder.cfg.vocab_size, long=long):
             ref = model(torch.from_numpy(ids), torch.from_numpy(mask)).numpy()
             got = session.logits(ids, mask)
             worst = max(worst, float(np.abs(ref - got).max()))

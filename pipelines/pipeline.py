@@ -20,6 +20,7 @@ def build_pipeline(image: str = DEFAULT_IMAGE) -> Callable:
         return dsl.component(fn, base_image=image, install_kfp_package=False)
 
     validate_op = component(steps.validate_data)
+    adapt_op = component(steps.adapt_domain)
     train_op = component(steps.train_model)
     export_op = component(steps.export_model)
     evaluate_op = component(steps.evaluate_model)
@@ -36,6 +37,7 @@ def build_pipeline(image: str = DEFAULT_IMAGE) -> Callable:
         label_set: str = "",
         artifact_root: str = "",
         git_commit: str = "unknown",
+        adapt_corpus: str = "",
     ) -> NamedTuple("PipelineOutputs", [("evaluation", str), ("gate", str)]):
         """Train, evaluate, gate and register one version of the model family.
 
@@ -48,12 +50,15 @@ def build_pipeline(image: str = DEFAULT_IMAGE) -> Callable:
             label_set: Optional JSON list of the known labels; empty means the labels seen in training.
             artifact_root: Artifact location for a new MLflow experiment; empty uses the server default.
             git_commit: Commit of the code that built this run, recorded as a lineage tag.
+            adapt_corpus: Comma-separated unlabeled in-domain text sources (CSV/Parquet, JSON lists, folders) for Pro's domain adaptation; other variants ignore it.
         """
         v = validate_op(train_data=train_data, test_data=test_data, label_set=label_set, config_json=config_json,
                         tracking_uri=tracking_uri, experiment=registered_model, artifact_root=artifact_root,
                         git_commit=git_commit).set_display_name("Validate data (Great Expectations)")
+        a = adapt_op(test_set=v.outputs["test_set"], adapt_corpus=adapt_corpus, config_json=config_json,
+                     tracking_uri=tracking_uri, run_id=v.outputs["run_id"]).set_display_name("Domain adaptation (Pro only)")
         t = train_op(train_set=v.outputs["train_set"], val_set=v.outputs["val_set"],
-                     validation_report=v.outputs["validation_report"], config_json=config_json,
+                     validation_report=v.outputs["validation_report"], encoder=a.outputs["encoder"], config_json=config_json,
                      tracking_uri=tracking_uri, run_id=v.outputs["run_id"]).set_display_name("Fine-tune")
         e = export_op(checkpoint=t.outputs["checkpoint"]).set_display_name("Export ONNX + parity check")
         ev = evaluate_op(bundle=e.outputs["bundle"], test_set=v.outputs["test_set"], config_json=config_json,

@@ -45,7 +45,7 @@ def compile_pipeline(package_path: str | Path, image: str = DEFAULT_IMAGE) -> Pa
 
 
 def run_local(config, train_data: str, test_data: str, label_set: str, state: LocalState,
-              tracking_uri: str | None, git_commit: str) -> RunOutcome:
+              tracking_uri: str | None, git_commit: str, adapt_corpus: list[str] | None = None) -> RunOutcome:
     """Run the whole graph in this interpreter's environment; returns what the gate decided."""
     import mlflow
     from kfp import local
@@ -60,6 +60,7 @@ def run_local(config, train_data: str, test_data: str, label_set: str, state: Lo
         train_data=str(train_data), test_data=str(test_data), label_set=str(label_set or ""),
         config_json=config.to_json(), tracking_uri=uri, registered_model=name,
         artifact_root="" if tracking_uri else state.artifact_root, git_commit=git_commit,
+        adapt_corpus=",".join(str(c) for c in (adapt_corpus if adapt_corpus is not None else [train_data])),
     )
     evaluation = json.loads(run.outputs["evaluation"])
     gate = run.outputs["gate"]

@@ -63,12 +63,46 @@ def validate_data(
     return namedtuple("ValidateOutputs", ["run_id", "data_sha256"])(run.info.run_id, data_sha)
 
 
+def adapt_domain(
+    test_set: Input[Dataset], adapt_corpus: str, config_json: str, tracking_uri: str, run_id: str,
+    encoder: Output[Model],
+) -> str:
+    import os
+
+    import mlflow
+    import pandas as pd
+
+    from yanjin.components.adapt import adapt_encoder, read_corpus
+    from yanjin.config import PipelineConfig
+
+    cfg = PipelineConfig.from_json(config_json)
+    os.makedirs(encoder.path, exist_ok=True)
+    if cfg.model.variant != "pro":  # only Pro is domain-adapted; the others start from MiniLM
+        encoder.metadata["adapted"] = False
+        return "skipped"
+    sources = [s for s in adapt_corpus.split(",") if s]
+    texts = read_corpus(sources, cfg.data.text_column)
+    exclude = pd.read_parquet(test_set.path)["text"].tolist()
+    mlflow.set_tracking_uri(tracking_uri)
+    with mlflow.start_run(run_id=run_id):
+        mlflow.log_params({f"adapt.{k}": v for k, v in cfg.adapt.__dict__.items()} | {"adapt.corpus": adapt_corpus})
+        result = adapt_encoder(texts, exclude, cfg.model, cfg.adapt, os.path.join(encoder.path, "encoder.safetensors"),
+                               on_step=lambda step, loss: mlflow.log_metric("adapt_loss", loss, step=step))
+        mlflow.log_metrics({"adapt_texts": result.n_texts, "adapt_excluded_test_texts": result.n_excluded_test,
+                            "adapt_seconds": result.seconds})
+        mlflow.log_artifact(os.path.join(encoder.path, "encoder.safetensors"), "adapted_encoder")
+    encoder.metadata.update({"adapted": True, "texts": result.n_texts, "excluded_test_texts": result.n_excluded_test})
+    print(f"adapted on {result.n_texts} texts ({result.n_excluded_test} test texts excluded), final loss {result.final_loss:.4f}")
+    return "adapted"
+
+
 def train_model(
-    train_set: Input[Dataset], val_set: Input[Dataset], validation_report: Input[Artifact],
+    train_set: Input[Dataset], val_set: Input[Dataset], validation_report: Input[Artifact], encoder: Input[Model],
     config_json: str, tracking_uri: str, run_id: str,
     checkpoint: Output[Model], metrics: Output[Metrics],
 ):
     import json
+    import os
 
     import mlflow
     import pandas as pd
@@ -87,8 +121,10 @@ def train_model(
             mlflow.log_metrics({k: v for k, v in rec.items() if k != "epoch"}, step=rec["epoch"])
             print(f"epoch {rec['epoch']}: train loss {rec['train_loss']:.4f}, val accuracy {rec['val_accuracy']:.4f}")
 
+        adapted = os.path.join(encoder.path, "encoder.safetensors")
         result = train_classifier(pd.read_parquet(train_set.path), pd.read_parquet(val_set.path), labels,
-                                  cfg.model, cfg.train, checkpoint.path, on_epoch=on_epoch)
+                                  cfg.model, cfg.train, checkpoint.path, on_epoch=on_epoch,
+                                  encoder_weights=adapted if os.path.isfile(adapted) else None)
         mlflow.log_metrics({"best_val_accuracy": result.best_val_accuracy, "train_seconds": result.seconds})
     checkpoint.metadata.update({"variant": cfg.model.variant, "best_epoch": result.best_epoch})
     metrics.log_metric("best_val_accuracy", result.best_val_accuracy)

@@ -40,7 +40,8 @@ def resolve_data_dir(explicit: Optional[Path], state_dir: Path) -> Path:
 @pipeline_app.command("run")
 def pipeline_run(
     profile: str = typer.Option("demo", help="Config profile (configs/<name>.yaml: tiny, demo, full) or a YAML path."),
-    variant: Optional[str] = typer.Option(None, help="Family member to build (overrides model.variant), e.g. v1."),
+    variant: Optional[str] = typer.Option(None, help="Family member to build (overrides model.variant): v1, v2 or pro."),
+    corpus: List[Path] = typer.Option([], help="Unlabeled in-domain text for Pro's adaptation (repeatable; default: the training file plus NLU++ banking when found)."),
     set_: List[str] = typer.Option([], "--set", help="Override a config field, e.g. --set train.epochs=2 (repeatable)."),
     data: Optional[Path] = typer.Option(None, help="Folder with train.csv, test.csv and categories.json (default: $YANJIN_DATA or banking77)."),
     train: Optional[Path] = typer.Option(None, help="Training CSV/Parquet file (overrides --data)."),
@@ -62,10 +63,13 @@ def pipeline_run(
         train, test = train or folder / "train.csv", test or folder / "test.csv"
         if labels is None and (folder / "categories.json").is_file():
             labels = folder / "categories.json"
+    if not corpus:
+        nlupp = Path(train).resolve().parent.parent / "nlupp" / "banking"
+        corpus = [Path(train)] + ([nlupp] if nlupp.is_dir() else [])
     state = LocalState(state_dir)
     try:
         outcome = run_local(config, str(train), str(test), str(labels or ""), state, tracking_uri,
-                            git_commit(PROJECT_ROOT))
+                            git_commit(PROJECT_ROOT), adapt_corpus=[str(c) for c in corpus])
     except RuntimeError as e:
         typer.secho(f"pipeline stopped: {e}\nSee the failing step's error above; nothing was registered.",
                     fg="red", err=True)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import yaml
 
+from .components.adapt import AdaptParams
 from .components.data import DataParams
 from .components.evaluate import EvalParams
 from .components.gate import GateParams
@@ -29,6 +30,7 @@ class PipelineConfig:
     data: DataParams = DataParams()
     validation: ValidationParams = ValidationParams()
     model: ModelSpec = ModelSpec()
+    adapt: AdaptParams = AdaptParams()
     train: TrainParams = TrainParams()
     evaluate: EvalParams = EvalParams()
     gate: GateParams = GateParams()
@@ -106,5 +108,10 @@ def load_config(profile: str, overrides: list[str] | None = None) -> PipelineCon
     return from_dict(values)
 
 
+# what a variant changes in the model settings of any profile
+VARIANT_MODEL_DEFAULTS = {"v2": {"max_positions": 4096, "max_length": 4096}}
+
+
 def with_variant(config: PipelineConfig, variant: str) -> PipelineConfig:
-    return replace(config, model=replace(config.model, variant=variant))
+    model = replace(config.model, variant=variant, **VARIANT_MODEL_DEFAULTS.get(variant, {}))
+    return replace(config, model=model)
