@@ -55,7 +55,10 @@ def export_onnx(ckpt_dir: str | Path, out_dir: str | Path, tolerance: float = 1e
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     onnx_path = out / ONNX_FILE
-    example = (torch.full((2, 11), 1000, dtype=torch.long), torch.ones(2, 11, dtype=torch.long))
+    # trace at a length that is no multiple of anything and, for V2, past the dense/windowed switch,
+    # so that no branch specialises the sequence axis to the example
+    T = min(spec.max_length, spec.dense_below + 37) if spec.variant == "v2" else 11
+    example = (torch.full((2, T), 1000, dtype=torch.long), torch.ones(2, T, dtype=torch.long))
     batch, seq = Dim("batch", min=1, max=4096), Dim("seq", min=1, max=spec.max_length)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
