@@ -1,4 +1,4 @@
-"""The registration gate: a candidate registers only when it meets the floors and beats the champion."""
+"""The registration gate: a candidate registers only when it meets the floors and beats the champions."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
@@ -9,15 +9,22 @@ class GateParams:
     min_accuracy: float = 0.0      # floor on test accuracy
     min_macro_f1: float = 0.0      # floor on test macro-F1 (guards against ignoring rare intents)
     max_ece: float = 1.0           # ceiling on calibration error (the review threshold relies on it)
-    min_improvement: float = 0.0   # accuracy margin over the champion, on the same test set
+    min_improvement: float = 0.0   # accuracy margin over each champion, on the same test set
+    also_beat: str = ""            # comma-separated other variants whose champions must be beaten too (Pro: "v1")
+
+
+@dataclass(frozen=True)
+class ChampionScore:
+    model: str          # registered model name, e.g. banking77-v1
+    version: str
+    accuracy: float     # re-scored on the candidate's test set
 
 
 @dataclass
 class GateDecision:
     register: bool
     reasons: list[str] = field(default_factory=list)
-    champion_version: str | None = None
-    champion_accuracy: float | None = None
+    champions: list[ChampionScore] = field(default_factory=list)
 
     @property
     def verdict(self) -> str:
@@ -27,8 +34,7 @@ class GateDecision:
         return asdict(self) | {"verdict": self.verdict}
 
 
-def decide(metrics: dict, params: GateParams, champion_accuracy: float | None = None,
-           champion_version: str | None = None) -> GateDecision:
+def decide(metrics: dict, params: GateParams, champions: list[ChampionScore] = ()) -> GateDecision:
     """Every failed condition becomes a reason; no reasons means register."""
     reasons = []
     if metrics["accuracy"] < params.min_accuracy:
@@ -37,9 +43,10 @@ def decide(metrics: dict, params: GateParams, champion_accuracy: float | None = 
         reasons.append(f"macro_f1 {metrics['macro_f1']:.4f} < floor {params.min_macro_f1:.4f}")
     if metrics["ece"] > params.max_ece:
         reasons.append(f"ece {metrics['ece']:.4f} > ceiling {params.max_ece:.4f}")
-    if champion_accuracy is not None and not metrics["accuracy"] > champion_accuracy + params.min_improvement:
-        reasons.append(
-            f"accuracy {metrics['accuracy']:.4f} does not beat champion v{champion_version} "
-            f"({champion_accuracy:.4f} + margin {params.min_improvement:.4f}) on the same test set"
-        )
-    return GateDecision(not reasons, reasons, champion_version, champion_accuracy)
+    for champ in champions:
+        if not metrics["accuracy"] > champ.accuracy + params.min_improvement:
+            reasons.append(
+                f"accuracy {metrics['accuracy']:.4f} does not beat {champ.model} champion v{champ.version} "
+                f"({champ.accuracy:.4f} + margin {params.min_improvement:.4f}) on the same test set"
+            )
+    return GateDecision(not reasons, reasons, list(champions))

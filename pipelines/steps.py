@@ -181,22 +181,27 @@ def gate_candidate(
     import pandas as pd
 
     from yanjin.components.evaluate import accuracy_on
-    from yanjin.components.gate import decide
-    from yanjin.components.register import find_champion
+    from yanjin.components.gate import ChampionScore, decide
+    from yanjin.components.register import find_champion, registered_model_name
     from yanjin.config import PipelineConfig
 
     cfg = PipelineConfig.from_json(config_json)
     metrics = json.loads(evaluation)
+    test = pd.read_parquet(test_set.path)
+    others = [registered_model_name(cfg.model_name, v) for v in cfg.gate.also_beat.split(",") if v.strip()]
     mlflow.set_tracking_uri(tracking_uri)
-    with tempfile.TemporaryDirectory() as tmp:
-        champion = find_champion(registered_model, tmp)
-        champion_acc = accuracy_on(champion.bundle_dir, pd.read_parquet(test_set.path)) if champion else None
-    decision = decide(metrics, cfg.gate, champion_acc, champion.version if champion else None)
+    champions = []
+    for name in [registered_model] + others:  # every champion re-scored on this candidate's test set
+        with tempfile.TemporaryDirectory() as tmp:
+            champion = find_champion(name, tmp)
+            if champion:
+                champions.append(ChampionScore(name, champion.version, accuracy_on(champion.bundle_dir, test)))
+    decision = decide(metrics, cfg.gate, champions)
     with mlflow.start_run(run_id=metrics["run_id"]):
         mlflow.set_tag("gate", decision.verdict)
         mlflow.log_dict(decision.to_dict(), "gate/decision.json")
-        if champion_acc is not None:
-            mlflow.log_metric("champion_test_accuracy", champion_acc)
+        for c in champions:
+            mlflow.log_metric(f"champion_test_accuracy.{c.model}", c.accuracy)
     print(f"gate: {decision.verdict}" + "".join(f"\n  - {r}" for r in decision.reasons))
     return decision.verdict
 

@@ -108,10 +108,12 @@ def load_config(profile: str, overrides: list[str] | None = None) -> PipelineCon
     return from_dict(values)
 
 
-# what a variant changes in the model settings of any profile
+# what a variant changes in any profile: V2 reads long inputs; Pro must also beat the general model
 VARIANT_MODEL_DEFAULTS = {"v2": {"max_positions": 4096, "max_length": 4096}}
+VARIANT_GATE_DEFAULTS = {"pro": {"also_beat": "v1"}}
 
 
 def with_variant(config: PipelineConfig, variant: str) -> PipelineConfig:
     model = replace(config.model, variant=variant, **VARIANT_MODEL_DEFAULTS.get(variant, {}))
-    return replace(config, model=model)
+    gate = replace(config.gate, **VARIANT_GATE_DEFAULTS.get(variant, {}))
+    return replace(config, model=model, gate=gate)

@@ -1,12 +1,16 @@
-"""The gate registers only candidates that meet every floor and beat the champion."""
-from yanjin.components.gate import GateParams, decide
+"""The gate registers only candidates that meet every floor and beat every champion it is held to."""
+from yanjin.components.gate import ChampionScore, GateParams, decide
 
 GOOD = {"accuracy": 0.93, "macro_f1": 0.92, "ece": 0.03}
 FLOORS = GateParams(min_accuracy=0.9, min_macro_f1=0.88, max_ece=0.1)
 
 
+def champ(acc, model="banking77-v1", version="3"):
+    return ChampionScore(model, version, acc)
+
+
 def test_first_candidate_meeting_floors_registers():
-    d = decide(GOOD, FLOORS, champion_accuracy=None)
+    d = decide(GOOD, FLOORS)
     assert d.register and d.reasons == [] and d.verdict == "register"
 
 
@@ -17,17 +21,24 @@ def test_each_floor_blocks_on_its_own():
 
 
 def test_candidate_must_beat_champion_not_tie_it():
-    assert decide(GOOD, FLOORS, champion_accuracy=0.92, champion_version="3").register
-    tie = decide(GOOD, FLOORS, champion_accuracy=0.93, champion_version="3")
-    assert not tie.register and "does not beat champion v3" in tie.reasons[0]
+    assert decide(GOOD, FLOORS, [champ(0.92)]).register
+    tie = decide(GOOD, FLOORS, [champ(0.93)])
+    assert not tie.register and "does not beat banking77-v1 champion v3" in tie.reasons[0]
 
 
 def test_margin_over_champion_is_respected():
     params = GateParams(min_improvement=0.02)
-    assert not decide(GOOD, params, champion_accuracy=0.92).register
-    assert decide(GOOD, params, champion_accuracy=0.90).register
+    assert not decide(GOOD, params, [champ(0.92)]).register
+    assert decide(GOOD, params, [champ(0.90)]).register
+
+
+def test_a_pro_candidate_must_also_beat_the_general_champion():
+    own, general = champ(0.90, "banking77-pro", "1"), champ(0.935, "banking77-v1", "2")
+    d = decide(GOOD, FLOORS, [own, general])
+    assert not d.register and d.reasons == [
+        "accuracy 0.9300 does not beat banking77-v1 champion v2 (0.9350 + margin 0.0000) on the same test set"]
 
 
 def test_all_reasons_are_reported():
-    d = decide({"accuracy": 0.5, "macro_f1": 0.4, "ece": 0.5}, FLOORS, champion_accuracy=0.9)
+    d = decide({"accuracy": 0.5, "macro_f1": 0.4, "ece": 0.5}, FLOORS, [champ(0.9)])
     assert len(d.reasons) == 4

@@ -61,7 +61,7 @@ def test_worse_candidate_is_not_registered(registry):
     assert [str(v.version) for v in client.search_model_versions(f"name='{MODEL}'")] == ["1"]
     run = client.get_run(worse.evaluation["run_id"])
     assert run.data.tags["gate"] == "reject"
-    assert run.data.metrics["champion_test_accuracy"] == pytest.approx(first.evaluation["accuracy"])
+    assert run.data.metrics[f"champion_test_accuracy.{MODEL}"] == pytest.approx(first.evaluation["accuracy"])
 
 
 def _bad_inputs(data_dir, tmp):
