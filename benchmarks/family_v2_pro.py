@@ -91,7 +91,7 @@ def fewshot(data: Path, state_dir: Path, shots: int, seeds: list[int]) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--parts", nargs="+", default=["fewshot", "pipeline", "latency"])
+    ap.add_argument("--parts", nargs="+", default=["fewshot", "latency", "pipeline"])
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "banking77")
     ap.add_argument("--state-dir", type=Path, default=ROOT / ".yanjin-bench")
     ap.add_argument("--shots", type=int, default=10)
@@ -99,16 +99,16 @@ def main() -> None:
     args = ap.parse_args()
     if "fewshot" in args.parts:
         merge(fewshot(args.data, args.state_dir, args.shots, args.seeds))
+    if "latency" in args.parts:
+        subprocess.run([sys.executable, str(ROOT / "benchmarks" / "v2_latency.py")], check=True)
     if "pipeline" in args.parts:
         v1 = json.loads((RESULTS / "v1.json").read_text())  # the V1 full-profile run (benchmarks/v1.py)
         figures = {"v1_accuracy": v1["accuracy"]}
-        for variant in ("v2", "pro"):
+        for variant in ("pro", "v2"):
             res = run_pipeline(variant, args.data, args.state_dir)
             figures |= {f"{variant}_accuracy": res["accuracy"], f"{variant}_macro_f1": res["macro_f1"],
                         f"{variant}_ece": res["ece"], f"{variant}_latency_ms_p50_b1": res["latency_ms_p50_b1"]}
             merge(figures)
-    if "latency" in args.parts:
-        subprocess.run([sys.executable, str(ROOT / "benchmarks" / "v2_latency.py")], check=True)
     print(FAMILY.read_text())
 
 

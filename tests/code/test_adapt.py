@@ -47,3 +47,18 @@ def test_pro_without_an_adapted_encoder_is_refused():
 
     with pytest.raises(ValueError, match="needs the adapted encoder"):
         pretrained_classifier(ModelSpec(variant="pro"), 3)
+
+
+def test_token_deletion_keeps_special_tokens_and_repads():
+    import numpy as np
+
+    from yanjin.components.adapt import delete_tokens
+
+    ids = np.array([[101, 5, 6, 7, 8, 9, 102, 0], [101, 5, 102, 0, 0, 0, 0, 0]])
+    mask = (ids > 0).astype(np.int64)
+    out, out_mask = delete_tokens(ids, mask, 0.5, np.random.default_rng(0))
+    for row, m in zip(out, out_mask):
+        tokens = row[: m.sum()]
+        assert tokens[0] == 101 and tokens[-1] == 102 and (row[m.sum():] == 0).all()
+    assert out_mask[0].sum() < 7  # something was deleted from the long row
+    assert list(out[1][:3]) == [101, 5, 102]  # a single inner token is never deleted
