@@ -1,12 +1,12 @@
 """A compact BERT-family encoder and the intent classifier built on it.
 
-Read top to bottom: feed-forward, block, encoder, classifier (attention lives in attention.py). Attention is a module
-handed to each block, so a variant (dense here, sparse for V2) plugs in without the rest of the
-model branching on it. Shapes use B batch, T tokens, C channels, H heads, D head size.
+Read top to bottom: feed-forward, block, encoder, classifier; attention lives in attention.py.
+Attention is a module handed to each block, so a variant (dense for V1/Pro, sliding-window for V2)
+plugs in without the rest of the model branching on it. Shapes use B batch, T tokens, C channels, H heads, D head size.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -27,9 +27,6 @@ class EncoderConfig:
     d_ff: int = 1536             # 4 x d_model
     dropout: float = 0.1         # hidden and attention dropout, as in pretraining
     layer_norm_eps: float = 1e-12  # BERT's value; the weights were trained with it
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 class FeedForward(nn.Module):
