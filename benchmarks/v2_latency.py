@@ -3,7 +3,8 @@
 Both models hold the same pretrained MiniLM weights with positions extended to 4096 (V1 alone
 stops at 512), so the only difference is the attention. Each (variant, length, batch) point runs
 in a fresh subprocess so peak RSS is its own; V1 and V2 alternate at every point, in one run.
-Also measures one attention layer alone to locate the dense/windowed crossover (`dense_below`).
+Also measures one attention layer alone, windowed path forced, to locate the dense/windowed
+crossover that sets `dense_below`.
 
     python benchmarks/v2_latency.py [--lengths 128 512 1024 2048 4096] [--batches 1 8]
 Writes benchmarks/results/v2_latency.json and merges the speedups into family_v2_pro.json.
@@ -26,8 +27,8 @@ def build(variant: str, radius: int):
     from yanjin.models.family import ModelSpec, build_classifier
     from yanjin.models.pretrained import load_pretrained_encoder
 
-    # dense_below=0: always the windowed path, so the crossover is measured, not assumed
-    spec = ModelSpec(variant=variant, max_positions=4096, max_length=4096, attention_radius=radius, dense_below=0)
+    # V2 as shipped: dense at or below ModelSpec.dense_below tokens, windowed above
+    spec = ModelSpec(variant=variant, max_positions=4096, max_length=4096, attention_radius=radius)
     model = build_classifier(spec, 77)
     load_pretrained_encoder(model.encoder)
     return model.eval()

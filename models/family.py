@@ -31,7 +31,7 @@ class ModelSpec:
     dropout: float = 0.1     # encoder and head dropout during fine-tuning
     max_positions: int = 512     # learned positions; V2 extends MiniLM's 512 to 4096 by copying them
     attention_radius: int = 64   # V2: each token sees +-radius neighbours (and [CLS])
-    dense_below: int = 256       # V2: at or below this many tokens dense attention is faster (measured)
+    dense_below: int = 512       # V2: at or below this many tokens dense is faster (one layer: 0.86x at 384, 1.02x at 512)
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelSpec":
