@@ -5,8 +5,6 @@ Shapes: B batch, T tokens, C channels, H heads, D head size, W window radius, N 
 """
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
