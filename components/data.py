@@ -13,6 +13,8 @@ from pathlib import Path
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
+from ..models.pretrained import sha256_file
+
 TEXT, LABEL = "text", "label"  # canonical column names inside the pipeline
 
 
@@ -34,7 +36,7 @@ def sha256_files(paths: list[str | Path]) -> str:
     """One digest over several files, order-sensitive, for the data lineage tag."""
     h = hashlib.sha256()
     for p in paths:
-        h.update(hashlib.sha256(Path(p).read_bytes()).hexdigest().encode())
+        h.update(sha256_file(p).encode())
     return h.hexdigest()
 
 

@@ -7,6 +7,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..models.pretrained import sha256_file
+
 
 @dataclass(frozen=True)
 class DatasetSource:
@@ -41,7 +43,7 @@ def fetch_dataset(name: str, dest: str | Path, base_url: str | None = None, time
     out.mkdir(parents=True, exist_ok=True)
     for fname, expected in source.files.items():
         target = out / fname
-        if target.is_file() and hashlib.sha256(target.read_bytes()).hexdigest() == expected:
+        if target.is_file() and sha256_file(target) == expected:
             continue
         url = f"{(base_url or source.base_url).rstrip('/')}/{fname}"
         try:

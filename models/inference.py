@@ -84,7 +84,7 @@ def bundle_sha256(bundle_dir: str | Path) -> str:
     """One digest over every file a bundle needs, so tampering with any of them is detected."""
     import hashlib
 
-    lines = []
-    for name in BUNDLE_FILES:
-        lines.append(f"{name} {hashlib.sha256(bundle_file(bundle_dir, name).read_bytes()).hexdigest()}")
+    from .pretrained import sha256_file
+
+    lines = [f"{name} {sha256_file(bundle_file(bundle_dir, name))}" for name in BUNDLE_FILES]
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()
