@@ -11,6 +11,9 @@ class GateParams:
     max_ece: float = 1.0           # ceiling on calibration error (the review threshold relies on it)
     min_improvement: float = 0.0   # accuracy margin over each champion, on the same test set
     also_beat: str = ""            # comma-separated other variants whose champions must be beaten too (Pro: "v1")
+    # compression floors, applied when the candidate has a teacher (Lite); 0 turns a floor off
+    min_teacher_accuracy_ratio: float = 0.0  # candidate accuracy / teacher accuracy, same test set
+    max_teacher_size_ratio: float = 0.0      # candidate ONNX bytes / teacher ONNX bytes
 
 
 @dataclass(frozen=True)
@@ -20,11 +23,20 @@ class ChampionScore:
     accuracy: float     # re-scored on the candidate's test set
 
 
+@dataclass(frozen=True)
+class TeacherScore:
+    model: str
+    version: str
+    accuracy: float     # re-scored on the candidate's test set
+    onnx_bytes: int
+
+
 @dataclass
 class GateDecision:
     register: bool
     reasons: list[str] = field(default_factory=list)
     champions: list[ChampionScore] = field(default_factory=list)
+    teacher: TeacherScore | None = None
 
     @property
     def verdict(self) -> str:
@@ -34,7 +46,8 @@ class GateDecision:
         return asdict(self) | {"verdict": self.verdict}
 
 
-def decide(metrics: dict, params: GateParams, champions: list[ChampionScore] = ()) -> GateDecision:
+def decide(metrics: dict, params: GateParams, champions: list[ChampionScore] = (),
+           teacher: TeacherScore | None = None) -> GateDecision:
     """Every failed condition becomes a reason; no reasons means register."""
     reasons = []
     if metrics["accuracy"] < params.min_accuracy:
@@ -49,4 +62,13 @@ def decide(metrics: dict, params: GateParams, champions: list[ChampionScore] = (
                 f"accuracy {metrics['accuracy']:.4f} does not beat {champ.model} champion v{champ.version} "
                 f"({champ.accuracy:.4f} + margin {params.min_improvement:.4f}) on the same test set"
             )
-    return GateDecision(not reasons, reasons, list(champions))
+    if teacher is not None:
+        accuracy_ratio = metrics["accuracy"] / teacher.accuracy
+        if accuracy_ratio < params.min_teacher_accuracy_ratio:
+            reasons.append(f"accuracy {metrics['accuracy']:.4f} is {accuracy_ratio:.1%} of teacher {teacher.model} "
+                           f"v{teacher.version} ({teacher.accuracy:.4f}) < floor {params.min_teacher_accuracy_ratio:.1%}")
+        size_ratio = metrics["onnx_bytes"] / teacher.onnx_bytes
+        if params.max_teacher_size_ratio and size_ratio > params.max_teacher_size_ratio:
+            reasons.append(f"ONNX file {metrics['onnx_bytes']:,} bytes is {size_ratio:.1%} of teacher's "
+                           f"{teacher.onnx_bytes:,} > ceiling {params.max_teacher_size_ratio:.1%}")
+    return GateDecision(not reasons, reasons, list(champions), teacher)

@@ -17,11 +17,19 @@ log = logging.getLogger(__name__)
 CHAMPION, CHALLENGER = "champion", "challenger"
 
 
+CHECKPOINT_ARTIFACT = "checkpoint"  # each training run logs its PyTorch checkpoint here (Lite's teacher weights)
+
+
 @dataclass(frozen=True)
 class Champion:
     version: str
     bundle_dir: Path
     tags: dict
+    run_id: str = ""
+
+
+class LineageError(RuntimeError):
+    """A registered version lacks what a later step needs (its checkpoint, an intact artifact)."""
 
 
 def registered_model_name(base: str, variant: str) -> str:
@@ -40,18 +48,48 @@ def ensure_experiment(name: str, artifact_root: str | None) -> str:
     return mlflow.create_experiment(name, artifact_location=location)
 
 
-def find_champion(model_name: str, download_to: str | Path) -> Champion | None:
-    """The version behind `@champion`, downloaded; None when the model or alias does not exist."""
+def find_champion(model_name: str, download_to: str | Path, alias: str = CHAMPION) -> Champion | None:
+    """The version behind `@alias`, downloaded; None when the model or alias does not exist."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
     client = mlflow.MlflowClient()
     try:
-        mv = client.get_model_version_by_alias(model_name, CHAMPION)
+        mv = client.get_model_version_by_alias(model_name, alias)
     except MlflowException:
         return None
-    local = mlflow.artifacts.download_artifacts(f"models:/{model_name}/{mv.version}", dst_path=str(download_to))
-    return Champion(str(mv.version), Path(local), dict(mv.tags))
+    return download_version(model_name, str(mv.version), download_to)
+
+
+def download_version(model_name: str, version: str, download_to: str | Path) -> Champion:
+    import mlflow
+
+    mv = mlflow.MlflowClient().get_model_version(model_name, version)
+    local = mlflow.artifacts.download_artifacts(f"models:/{model_name}/{version}", dst_path=str(download_to))
+    return Champion(str(mv.version), Path(local), dict(mv.tags), mv.run_id)
+
+
+def verified(champion: Champion, model_name: str) -> Champion:
+    """Refuse a downloaded bundle whose bytes differ from the digest recorded at registration."""
+    expected = champion.tags.get("artifact_sha256")
+    actual = bundle_sha256(champion.bundle_dir)
+    if expected != actual:
+        raise LineageError(f"{model_name} version {champion.version}: artifact sha256 {actual} does not match "
+                           f"the registered {expected}; the stored model was altered")
+    return champion
+
+
+def download_checkpoint(model_name: str, champion: Champion, download_to: str | Path) -> Path:
+    """The PyTorch checkpoint the version's training run logged (safetensors + spec + tokenizer)."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return Path(mlflow.artifacts.download_artifacts(run_id=champion.run_id, artifact_path=CHECKPOINT_ARTIFACT,
+                                                        dst_path=str(download_to)))
+    except (MlflowException, OSError) as e:
+        raise LineageError(f"{model_name} version {champion.version} (run {champion.run_id}) has no "
+                           f"'{CHECKPOINT_ARTIFACT}' artifact to start from; re-run its pipeline: {e}") from e
 
 
 def register_bundle(bundle_dir: str | Path, model_name: str, run_id: str, tags: dict[str, str]) -> str:

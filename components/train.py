@@ -73,6 +73,62 @@ def predict_logits(model: Classifier, tokenizer: TextTokenizer, texts: list[str]
     return np.concatenate(out) if out else np.zeros((0, model.head.out_features), dtype=np.float32)
 
 
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (logits, batch indices) -> loss
+
+
+@dataclass
+class Fit:
+    """Epoch loop state shared by fine-tuning and distillation: history and the best epoch so far."""
+
+    history: list[dict] = field(default_factory=list)
+    best_epoch: int = 0
+    best_val_accuracy: float = -1.0
+
+
+def fit(model: Classifier, tokenizer: TextTokenizer, texts: list[str], loss_fn: LossFn, epochs: int,
+        params: TrainParams, val_texts: list[str], val_y: np.ndarray, save: Callable[[], None],
+        state: Fit | None = None, on_epoch: Callable[[dict], None] | None = None, progress: bool = True,
+        phase: str = "") -> Fit:
+    """AdamW with linear warmup and decay for `epochs`; after each epoch, `save()` if validation
+    accuracy beat every earlier epoch (of this and previous `state`)."""
+    state = state or Fit()
+    steps_per_epoch = (len(texts) + params.batch_size - 1) // params.batch_size
+    total = max(1, steps_per_epoch * epochs)
+    optimizer = torch.optim.AdamW(param_groups(model, params.weight_decay), lr=params.learning_rate)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, warmup_linear_decay(total, int(total * params.warmup_ratio))
+    )
+    generator = torch.Generator().manual_seed(params.seed + len(state.history))
+    for _ in range(epochs):
+        epoch = len(state.history) + 1
+        model.train()
+        order = torch.randperm(len(texts), generator=generator)
+        bar = tqdm(range(steps_per_epoch), desc=f"{phase}epoch {epoch}", disable=not progress)
+        running = 0.0
+        for step in bar:
+            idx = order[step * params.batch_size : (step + 1) * params.batch_size]
+            ids, mask = tokenizer([texts[i] for i in idx])
+            loss = loss_fn(model(torch.from_numpy(ids), torch.from_numpy(mask)), idx)  # logits (B, num_labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            schedule.step()
+            running += loss.item()
+            bar.set_postfix(loss=f"{running / (step + 1):.4f}")
+        logits = predict_logits(model, tokenizer, val_texts, params.eval_batch_size)
+        acc = float((logits.argmax(1) == val_y).mean())
+        record = {"epoch": epoch, "train_loss": running / max(1, steps_per_epoch), "val_accuracy": acc,
+                  "lr": schedule.get_last_lr()[0]}
+        state.history.append(record)
+        if on_epoch:
+            on_epoch(record)
+        if acc > state.best_val_accuracy:
+            state.best_epoch, state.best_val_accuracy = epoch, acc
+            save()
+    return state
+
+
 def train_classifier(
     train_df: pd.DataFrame,
     val_df: pd.DataFrame,
@@ -96,48 +152,12 @@ def train_classifier(
 
     model = pretrained_classifier(spec, len(labels), Path(encoder_weights) if encoder_weights else None)
     tokenizer = TextTokenizer(base_tokenizer_file(), spec.max_length)
-    steps_per_epoch = (len(texts) + params.batch_size - 1) // params.batch_size
-    total = max(1, steps_per_epoch * params.epochs)
-    optimizer = torch.optim.AdamW(param_groups(model, params.weight_decay), lr=params.learning_rate)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, warmup_linear_decay(total, int(total * params.warmup_ratio))
-    )
-    generator = torch.Generator().manual_seed(params.seed)
-
-    def val_accuracy() -> float:
-        logits = predict_logits(model, tokenizer, val_texts, params.eval_batch_size)
-        return float((logits.argmax(1) == val_y).mean())
-
+    save = lambda: save_checkpoint(model, spec, labels, out_dir)  # noqa: E731
     start = time.perf_counter()
-    history: list[dict] = []
-    best_epoch, best_acc = 0, -1.0
     if params.epochs == 0:  # no training asked: the untrained head is the candidate
-        best_acc = val_accuracy()
-        save_checkpoint(model, spec, labels, out_dir)
-    for epoch in range(1, params.epochs + 1):
-        model.train()
-        order = torch.randperm(len(texts), generator=generator)
-        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch}/{params.epochs}", disable=not progress)
-        running = 0.0
-        for step in bar:
-            idx = order[step * params.batch_size : (step + 1) * params.batch_size]
-            ids, mask = tokenizer([texts[i] for i in idx])
-            logits = model(torch.from_numpy(ids), torch.from_numpy(mask))  # (B, num_labels)
-            loss = torch.nn.functional.cross_entropy(logits, y[idx])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            schedule.step()
-            running += loss.item()
-            bar.set_postfix(loss=f"{running / (step + 1):.4f}")
-        acc = val_accuracy()
-        record = {"epoch": epoch, "train_loss": running / max(1, steps_per_epoch), "val_accuracy": acc,
-                  "lr": schedule.get_last_lr()[0]}
-        history.append(record)
-        if on_epoch:
-            on_epoch(record)
-        if acc > best_acc:
-            best_epoch, best_acc = epoch, acc
-            save_checkpoint(model, spec, labels, out_dir)
-    return TrainResult(best_epoch, best_acc, time.perf_counter() - start, history)
+        logits = predict_logits(model, tokenizer, val_texts, params.eval_batch_size)
+        save()
+        return TrainResult(0, float((logits.argmax(1) == val_y).mean()), time.perf_counter() - start)
+    result = fit(model, tokenizer, texts, lambda logits, idx: torch.nn.functional.cross_entropy(logits, y[idx]),
+                 params.epochs, params, val_texts, val_y, save, on_epoch=on_epoch, progress=progress)
+    return TrainResult(result.best_epoch, result.best_val_accuracy, time.perf_counter() - start, result.history)

@@ -13,19 +13,22 @@ import torch.nn.functional as F
 class _Projections(nn.Module):
     """q, k, v and output projections, named like BERT's so pretrained weights map one to one."""
 
-    def __init__(self, d_model: int, n_heads: int, dropout: float) -> None:
+    def __init__(self, d_model: int, n_heads: int, dropout: float, head_dim: int | None = None) -> None:
         super().__init__()
-        assert d_model % n_heads == 0, "d_model must split evenly into heads"
+        # head_dim is fixed by pretraining (C / 12 = 32); head pruning lowers n_heads, so H*D may be < C
+        self.head_dim = head_dim or d_model // n_heads
+        assert head_dim or d_model % n_heads == 0, "d_model must split evenly into heads"
         self.n_heads = n_heads
         self.dropout = dropout
-        self.query = nn.Linear(d_model, d_model)
-        self.key = nn.Linear(d_model, d_model)
-        self.value = nn.Linear(d_model, d_model)
-        self.out = nn.Linear(d_model, d_model)
+        inner = n_heads * self.head_dim
+        self.query = nn.Linear(d_model, inner)
+        self.key = nn.Linear(d_model, inner)
+        self.value = nn.Linear(d_model, inner)
+        self.out = nn.Linear(inner, d_model)
 
     def heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         B, T, C = x.shape
-        H, D = self.n_heads, C // self.n_heads
+        H, D = self.n_heads, self.head_dim
         q = self.query(x).view(B, T, H, D).transpose(1, 2)  # (B, H, T, D)
         k = self.key(x).view(B, T, H, D).transpose(1, 2)    # (B, H, T, D)
         v = self.value(x).view(B, T, H, D).transpose(1, 2)  # (B, H, T, D)
@@ -59,8 +62,9 @@ class SlidingWindowAttention(_Projections):
     dense kernel is faster and is used instead.
     """
 
-    def __init__(self, d_model: int, n_heads: int, dropout: float, radius: int = 64, dense_below: int = 256) -> None:
-        super().__init__(d_model, n_heads, dropout)
+    def __init__(self, d_model: int, n_heads: int, dropout: float, radius: int = 64, dense_below: int = 256,
+                 head_dim: int | None = None) -> None:
+        super().__init__(d_model, n_heads, dropout, head_dim)
         self.radius = radius
         self.dense_below = dense_below
 
@@ -76,8 +80,9 @@ class SlidingWindowAttention(_Projections):
         return self.merge(F.scaled_dot_product_attention(q, k, v, attn_mask=keep, dropout_p=self.p_drop()))
 
     def windowed(self, x: torch.Tensor, pad_mask: torch.Tensor) -> torch.Tensor:
-        B, T, C = x.shape
-        H, D, W = self.n_heads, C // self.n_heads, self.radius
+        B, T, _ = x.shape
+        H, D, W = self.n_heads, self.head_dim, self.radius
+        C = H * D                                                         # inner width (< d_model once pruned)
         extra = (W - T % W) % W                                           # pad T up to whole blocks
         N = (T + extra) // W
         # pad once before projecting: one block of keys before the first query block and one after

@@ -22,9 +22,10 @@ class EncoderConfig:
     max_positions: int = 512     # learned absolute positions in the pretrained weights
     type_vocab_size: int = 2     # segment ids; single sentences only use segment 0
     d_model: int = 384           # MiniLM-L6-H384 width
-    n_heads: int = 12            # D = 32 per head
+    n_heads: int = 12            # heads per layer (fewer after Lite's head pruning)
+    head_dim: int = 32           # D, fixed by pretraining: 384 / 12
     n_layers: int = 6            # fewer than 6 keeps the first layers (tiny test profile)
-    d_ff: int = 1536             # 4 x d_model
+    d_ff: int = 1536             # 4 x d_model (narrower after Lite's FFN pruning)
     dropout: float = 0.1         # hidden and attention dropout, as in pretraining
     layer_norm_eps: float = 1e-12  # BERT's value; the weights were trained with it
 
@@ -61,7 +62,7 @@ AttentionFactory = Callable[[EncoderConfig], nn.Module]
 
 
 def dense_attention(cfg: EncoderConfig) -> nn.Module:
-    return DenseAttention(cfg.d_model, cfg.n_heads, cfg.dropout)
+    return DenseAttention(cfg.d_model, cfg.n_heads, cfg.dropout, cfg.head_dim)
 
 
 class Encoder(nn.Module):

@@ -32,6 +32,10 @@ class ModelSpec:
     max_positions: int = 512     # learned positions; V2 extends MiniLM's 512 to 4096 by copying them
     attention_radius: int = 64   # V2: each token sees +-radius neighbours (and [CLS])
     dense_below: int = 512       # V2: at or below this many tokens dense is faster (one layer: 0.86x at 384, 1.02x at 512)
+    # Lite shrinks these physically (vocabulary, head and FFN pruning); the others keep MiniLM's
+    vocab_size: int = 30522
+    n_heads: int = 12            # heads kept in every layer
+    d_ff: int = 1536             # FFN neurons kept in every layer
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelSpec":
@@ -50,11 +54,12 @@ def attention_for(spec: ModelSpec) -> AttentionFactory:
     return dense_attention
 
 
-VARIANTS = ("v1", "v2", "pro")
+VARIANTS = ("v1", "v2", "pro", "lite")
 
 
 def encoder_config(spec: ModelSpec) -> EncoderConfig:
-    return EncoderConfig(n_layers=spec.n_layers, dropout=spec.dropout, max_positions=spec.max_positions)
+    return EncoderConfig(n_layers=spec.n_layers, dropout=spec.dropout, max_positions=spec.max_positions,
+                         vocab_size=spec.vocab_size, n_heads=spec.n_heads, d_ff=spec.d_ff)
 
 
 def build_classifier(spec: ModelSpec, num_labels: int) -> Classifier:
@@ -90,6 +95,8 @@ PRESETS = {"v1": v1, "v2": v2, "pro": pro}
 
 
 def pretrained_classifier(spec: ModelSpec, num_labels: int, encoder_weights: Path | None = None) -> Classifier:
+    if spec.variant == "lite":
+        raise ValueError("lite is not fine-tuned from MiniLM: it is compressed from a trained teacher (components/distill.py)")
     if spec.variant not in PRESETS:
         raise ValueError(f"unknown variant {spec.variant!r}; known: {sorted(PRESETS)}")
     return PRESETS[spec.variant](spec, num_labels, encoder_weights)
@@ -99,15 +106,19 @@ def base_tokenizer_file() -> Path:
     return verified_base_file(TOKENIZER_FILE)
 
 
-def save_checkpoint(model: Classifier, spec: ModelSpec, labels: list[str], out_dir: str | Path) -> Path:
-    """Weights as safetensors (no pickle) next to everything needed to rebuild and tokenize."""
+def save_checkpoint(model: Classifier, spec: ModelSpec, labels: list[str], out_dir: str | Path,
+                    tokenizer_file: str | Path | None = None) -> Path:
+    """Weights as safetensors (no pickle) next to everything needed to rebuild and tokenize
+    (MiniLM's tokenizer unless given, e.g. Lite's pruned vocabulary)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(out / CHECKPOINT_WEIGHTS))
     (out / CHECKPOINT_SPEC).write_text(json.dumps(asdict(spec), indent=2))
     (out / LABELS_FILE).write_text(json.dumps(labels, indent=2))
-    shutil.copyfile(base_tokenizer_file(), out / TOKENIZER_FILE)
+    source = Path(tokenizer_file) if tokenizer_file else base_tokenizer_file()
+    if source.resolve() != (out / TOKENIZER_FILE).resolve():
+        shutil.copyfile(source, out / TOKENIZER_FILE)
     return out
 
 

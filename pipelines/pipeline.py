@@ -1,4 +1,4 @@
-"""The family pipeline graph: validate -> train -> export -> evaluate -> gate -> [register].
+"""The family pipeline graph: validate -> domain -> train -> export -> evaluate -> gate -> [register].
 
 Only wiring lives here. The same graph compiles to the YAML the Kubeflow UI uploads and runs
 locally under kfp.local; the image is chosen at build time.
@@ -50,24 +50,25 @@ def build_pipeline(image: str = DEFAULT_IMAGE) -> Callable:
             label_set: Optional JSON list of the known labels; empty means the labels seen in training.
             artifact_root: Artifact location for a new MLflow experiment; empty uses the server default.
             git_commit: Commit of the code that built this run, recorded as a lineage tag.
-            adapt_corpus: Comma-separated unlabeled in-domain text sources (CSV/Parquet, JSON lists, folders) for Pro's domain adaptation; other variants ignore it.
+            adapt_corpus: Comma-separated unlabeled in-domain text sources (CSV/Parquet, JSON lists, folders): Pro adapts to it, Lite keeps its vocabulary; V1/V2 ignore it.
         """
         v = validate_op(train_data=train_data, test_data=test_data, label_set=label_set, config_json=config_json,
                         tracking_uri=tracking_uri, experiment=registered_model, artifact_root=artifact_root,
                         git_commit=git_commit).set_display_name("Validate data (Great Expectations)")
         a = adapt_op(test_set=v.outputs["test_set"], adapt_corpus=adapt_corpus, config_json=config_json,
-                     tracking_uri=tracking_uri, run_id=v.outputs["run_id"]).set_display_name("Domain adaptation (Pro only)")
+                     tracking_uri=tracking_uri, run_id=v.outputs["run_id"]).set_display_name("Domain text: adaptation (Pro), vocabulary corpus (Lite)")
         t = train_op(train_set=v.outputs["train_set"], val_set=v.outputs["val_set"],
-                     validation_report=v.outputs["validation_report"], encoder=a.outputs["encoder"], config_json=config_json,
-                     tracking_uri=tracking_uri, run_id=v.outputs["run_id"]).set_display_name("Fine-tune")
-        e = export_op(checkpoint=t.outputs["checkpoint"]).set_display_name("Export ONNX + parity check")
+                     validation_report=v.outputs["validation_report"], domain=a.outputs["domain"], config_json=config_json,
+                     tracking_uri=tracking_uri, run_id=v.outputs["run_id"]).set_display_name("Fine-tune (Lite: distil + prune)")
+        e = export_op(checkpoint=t.outputs["checkpoint"], config_json=config_json).set_display_name("Export ONNX + parity (Lite: INT8)")
         ev = evaluate_op(bundle=e.outputs["bundle"], test_set=v.outputs["test_set"], config_json=config_json,
                          tracking_uri=tracking_uri, run_id=v.outputs["run_id"]).set_display_name("Evaluate")
         g = gate_op(bundle=e.outputs["bundle"], test_set=v.outputs["test_set"], evaluation=ev.outputs["Output"],
-                    config_json=config_json, tracking_uri=tracking_uri,
+                    lineage=t.outputs["Output"], config_json=config_json, tracking_uri=tracking_uri,
                     registered_model=registered_model).set_display_name("Gate: floors and champion")
         with dsl.If(g.output == "register", name="candidate-passes-gate"):
-            register_op(bundle=e.outputs["bundle"], evaluation=ev.outputs["Output"], config_json=config_json,
+            register_op(bundle=e.outputs["bundle"], evaluation=ev.outputs["Output"], lineage=t.outputs["Output"],
+                        config_json=config_json,
                         tracking_uri=tracking_uri, registered_model=registered_model,
                         data_sha256=v.outputs["data_sha256"],
                         git_commit=git_commit).set_display_name("Register in MLflow (alias challenger)")

@@ -14,6 +14,7 @@ import yaml
 
 from .components.adapt import AdaptParams
 from .components.data import DataParams
+from .components.distill import CompressParams
 from .components.evaluate import EvalParams
 from .components.gate import GateParams
 from .components.validate import ValidationParams
@@ -31,6 +32,7 @@ class PipelineConfig:
     validation: ValidationParams = ValidationParams()
     model: ModelSpec = ModelSpec()
     adapt: AdaptParams = AdaptParams()
+    compress: CompressParams = CompressParams()
     train: TrainParams = TrainParams()
     evaluate: EvalParams = EvalParams()
     gate: GateParams = GateParams()
@@ -110,6 +112,7 @@ def load_config(profile: str, overrides: list[str] | None = None) -> PipelineCon
 
 # what a variant changes in any profile: V2 reads long inputs; Pro must also beat the general model
 VARIANT_MODEL_DEFAULTS = {"v2": {"max_positions": 4096, "max_length": 4096}}
+FAMILY = ("v1", "v2", "pro", "lite")  # build order: Pro is gated against V1, Lite distils a Pro champion
 VARIANT_GATE_DEFAULTS = {"pro": {"also_beat": "v1"}}
 
 
