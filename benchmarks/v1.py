@@ -11,7 +11,6 @@ import argparse
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -19,23 +18,11 @@ RESULTS = ROOT / "benchmarks" / "results"
 
 
 def tfidf_baseline(data_dir: Path) -> dict:
-    import pandas as pd
-    from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.metrics import accuracy_score, f1_score
-    from sklearn.pipeline import make_pipeline, make_union
-    from sklearn.svm import LinearSVC
+    from yanjin.components.compare import tfidf_baseline as fit_and_score
+    from yanjin.components.data import read_table
 
-    train, test = pd.read_csv(data_dir / "train.csv"), pd.read_csv(data_dir / "test.csv")
-    start = time.perf_counter()
-    clf = make_pipeline(
-        make_union(TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True),
-                   TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True)),
-        LinearSVC(C=1.0),
-    ).fit(train["text"], train["category"])
-    fit_s = time.perf_counter() - start
-    pred = clf.predict(test["text"])
-    return {"accuracy": float(accuracy_score(test["category"], pred)),
-            "macro_f1": float(f1_score(test["category"], pred, average="macro")), "fit_seconds": fit_s}
+    train, test = (read_table(data_dir / f, "text", "category") for f in ("train.csv", "test.csv"))
+    return fit_and_score(train, test)
 
 
 def main() -> None:

@@ -10,7 +10,6 @@ import shutil
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-import torch
 from safetensors.torch import load_file, save_file
 
 from .attention import SlidingWindowAttention

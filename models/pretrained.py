@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from .encoder import Encoder, EncoderConfig
+from .encoder import Encoder
 
 # sha256 of the official all-MiniLM-L6-v2 files
 BASE_SHA256 = {

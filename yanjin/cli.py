@@ -12,8 +12,10 @@ app = typer.Typer(help="yanjin: train, evaluate, register and serve a family of 
                   no_args_is_help=True, pretty_exceptions_enable=False)
 pipeline_app = typer.Typer(help="Compile the Kubeflow pipeline or run it locally.", no_args_is_help=True)
 data_app = typer.Typer(help="Download public data sets, verified by sha256.", no_args_is_help=True)
+bench_app = typer.Typer(help="Measure registered versions side by side.", no_args_is_help=True)
 app.add_typer(pipeline_app, name="pipeline")
 app.add_typer(data_app, name="data")
+app.add_typer(bench_app, name="bench")
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -40,7 +42,7 @@ def resolve_data_dir(explicit: Optional[Path], state_dir: Path) -> Path:
 @pipeline_app.command("run")
 def pipeline_run(
     profile: str = typer.Option("demo", help="Config profile (configs/<name>.yaml: tiny, demo, full) or a YAML path."),
-    variant: Optional[str] = typer.Option(None, help="Family member to build (overrides model.variant): v1, v2 or pro."),
+    variant: Optional[str] = typer.Option(None, help="Family member to build (overrides model.variant): v1, v2, pro, lite, or all (the four in that order: Pro is gated against V1, Lite distils Pro)."),
     corpus: List[Path] = typer.Option([], help="Unlabeled in-domain text for Pro's adaptation (repeatable; default: the training file plus NLU++ banking when found)."),
     set_: List[str] = typer.Option([], "--set", help="Override a config field, e.g. --set train.epochs=2 (repeatable)."),
     data: Optional[Path] = typer.Option(None, help="Folder with train.csv, test.csv and categories.json (default: $YANJIN_DATA or banking77)."),
@@ -52,12 +54,11 @@ def pipeline_run(
     metrics_out: Optional[Path] = typer.Option(None, help="Also write the evaluation figures as JSON to this path."),
 ) -> None:
     """Run validate -> train -> export -> evaluate -> gate -> register with kfp.local."""
-    from .config import load_config, with_variant
+    from .config import FAMILY, load_config, with_variant
     from .pipelines.run import LocalState, git_commit, run_local
 
     config = load_config(profile, set_)
-    if variant:
-        config = with_variant(config, variant)
+    variants = list(FAMILY) if variant == "all" else [variant] if variant else [config.model.variant]
     if not (train and test):
         folder = resolve_data_dir(data, state_dir)
         train, test = train or folder / "train.csv", test or folder / "test.csv"
@@ -67,27 +68,29 @@ def pipeline_run(
         nlupp = Path(train).resolve().parent.parent / "nlupp" / "banking"
         corpus = [Path(train)] + ([nlupp] if nlupp.is_dir() else [])
     state = LocalState(state_dir)
-    try:
-        outcome = run_local(config, str(train), str(test), str(labels or ""), state, tracking_uri,
-                            git_commit(PROJECT_ROOT), adapt_corpus=[str(c) for c in corpus])
-    except RuntimeError as e:
-        typer.secho(f"pipeline stopped: {e}\nSee the failing step's error above; nothing was registered.",
-                    fg="red", err=True)
-        raise typer.Exit(1)
-    ev = outcome.evaluation
-    if metrics_out:
-        metrics_out.parent.mkdir(parents=True, exist_ok=True)
-        metrics_out.write_text(json.dumps(ev | {"registered_model": outcome.registered_model,
-                                                "profile": config.profile}, indent=2) + "\n")
-    typer.echo(f"\n{outcome.registered_model}: accuracy {ev['accuracy']:.4f}, macro-F1 {ev['macro_f1']:.4f}, "
-               f"ECE {ev['ece']:.4f}, p50 {ev['latency_ms_p50_b1']:.2f} ms, {ev['onnx_bytes'] / 1e6:.1f} MB ONNX")
-    if outcome.version:
-        typer.echo(f"gate passed: registered {outcome.registered_model} version {outcome.version} "
-                   f"(alias challenger; champion if it is the first)")
-    else:
-        typer.echo("gate rejected the candidate: nothing registered (reasons in the MLflow run, gate/decision.json)")
     uri = tracking_uri or state.tracking_uri
-    typer.echo(f"MLflow run {ev['run_id']} in {uri}")
+    for name in variants:
+        try:
+            outcome = run_local(with_variant(config, name), str(train), str(test), str(labels or ""), state,
+                                tracking_uri, git_commit(PROJECT_ROOT), adapt_corpus=[str(c) for c in corpus])
+        except (RuntimeError, ValueError) as e:
+            typer.secho(f"pipeline stopped ({name}): {e}\nSee the failing step's error above; nothing was registered.",
+                        fg="red", err=True)
+            raise typer.Exit(1)
+        ev = outcome.evaluation
+        if metrics_out:
+            path = metrics_out if len(variants) == 1 else metrics_out.with_name(f"{metrics_out.stem}-{name}{metrics_out.suffix}")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(ev | {"registered_model": outcome.registered_model,
+                                             "profile": config.profile}, indent=2) + "\n")
+        typer.echo(f"\n{outcome.registered_model}: accuracy {ev['accuracy']:.4f}, macro-F1 {ev['macro_f1']:.4f}, "
+                   f"ECE {ev['ece']:.4f}, p50 {ev['latency_ms_p50_b1']:.2f} ms, {ev['onnx_bytes'] / 1e6:.1f} MB ONNX")
+        if outcome.version:
+            typer.echo(f"gate passed: registered {outcome.registered_model} version {outcome.version} "
+                       f"(alias challenger; champion if it is the first)")
+        else:
+            typer.echo("gate rejected the candidate: nothing registered (reasons in the MLflow run, gate/decision.json)")
+        typer.echo(f"MLflow run {ev['run_id']} in {uri}")
     typer.echo(f"open the MLflow UI: mlflow ui --backend-store-uri {uri} --port 5000  (then http://127.0.0.1:5000)")
 
 
@@ -119,6 +122,42 @@ def data_fetch(
         typer.secho(str(e), fg="red", err=True)
         raise typer.Exit(1)
     typer.echo(f"{name}: verified files in {out}")
+
+
+@bench_app.command("family")
+def bench_family(
+    state_dir: Path = typer.Option(Path(".yanjin"), help="Embedded-mode state folder holding the MLflow registry."),
+    tracking_uri: Optional[str] = typer.Option(None, envvar="MLFLOW_TRACKING_URI", help="MLflow tracking URI (default: SQLite under --state-dir)."),
+    model_name: str = typer.Option("banking77", help="Registered models are <model-name>-<variant>."),
+    variants: str = typer.Option("v1,v2,pro,lite", help="Comma-separated family members; each one's @champion is measured."),
+    data: Optional[Path] = typer.Option(None, help="Folder with train.csv (baseline) and test.csv (default: as for pipeline run)."),
+    output_dir: Path = typer.Option(Path("benchmarks/results"), help="Where family.json, family.md and family.png go."),
+    latency_runs: int = typer.Option(300, min=10, help="Batch-1 requests timed per version and runtime."),
+    throughput_batches: int = typer.Option(30, min=1, help="Batch-32 calls timed per version."),
+) -> None:
+    """Every registered version plus a TF-IDF + LinearSVC baseline on the same test set, in one run."""
+    import mlflow
+
+    from .components import data as D
+    from .components.compare import CompareParams, compare_family
+    from .pipelines.run import LocalState
+
+    folder = resolve_data_dir(data, state_dir)
+    train = D.read_table(folder / "train.csv", "text", "category")
+    test = D.read_table(folder / "test.csv", "text", "category")
+    mlflow.set_tracking_uri(tracking_uri or LocalState(state_dir).tracking_uri)
+    result = compare_family(model_name, [v.strip() for v in variants.split(",") if v.strip()], train, test,
+                            CompareParams(latency_runs, throughput_batches), output_dir)
+    if not result["versions"]:
+        typer.secho(f"no registered champions found for {model_name}: run `yanjin pipeline run --variant all` first",
+                    fg="red", err=True)
+        raise typer.Exit(1)
+    typer.echo("\n" + (output_dir / "family.md").read_text())
+    for key, g in result["goals"].items():
+        typer.echo(f"{key}: {g['value']:.3f} (goal {g['goal']}): {'met' if g['met'] else 'NOT met'}")
+    if result["missing"]:
+        typer.echo(f"not registered (skipped): {', '.join(result['missing'])}")
+    typer.echo(f"wrote {output_dir / 'family.json'}, family.md, family.png; logged to MLflow experiment {model_name}-family")
 
 
 if __name__ == "__main__":

@@ -42,3 +42,18 @@ def test_a_pro_candidate_must_also_beat_the_general_champion():
 def test_all_reasons_are_reported():
     d = decide({"accuracy": 0.5, "macro_f1": 0.4, "ece": 0.5}, FLOORS, [champ(0.9)])
     assert len(d.reasons) == 4
+
+
+def test_lite_is_held_to_its_teacher_floors():
+    from yanjin.components.gate import TeacherScore
+
+    floors = GateParams(min_teacher_accuracy_ratio=0.97, max_teacher_size_ratio=0.10)
+    teacher = TeacherScore("banking77-pro", "4", accuracy=0.95, onnx_bytes=90_000_000)
+    small = GOOD | {"onnx_bytes": 5_000_000}
+    assert decide(small, floors, teacher=teacher).register  # 0.93 / 0.95 = 97.9%, 5.6% of the size
+    too_weak = decide(small | {"accuracy": 0.90}, floors, teacher=teacher)
+    assert not too_weak.register and too_weak.reasons == [
+        "accuracy 0.9000 is 94.7% of teacher banking77-pro v4 (0.9500) < floor 97.0%"]
+    too_big = decide(GOOD | {"onnx_bytes": 22_900_000}, floors, teacher=teacher)
+    assert not too_big.register and "25.4% of teacher's 90,000,000 > ceiling 10.0%" in too_big.reasons[0]
+    assert decide(GOOD | {"onnx_bytes": 1}, GateParams(), teacher=teacher).register  # floors off by default

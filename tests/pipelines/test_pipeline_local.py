@@ -1,6 +1,5 @@
 """The real pipeline under kfp.local against a real MLflow (SQLite): both gate branches, bad input."""
 import json
-import shutil
 
 import mlflow
 import pandas as pd
