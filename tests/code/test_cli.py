@@ -27,3 +27,19 @@ def test_missing_data_folder_is_explained(tmp_path):
 def test_compile_writes_yaml(tmp_path):
     result = runner.invoke(app, ["pipeline", "compile", "--output", str(tmp_path / "p.yaml"), "--image", "r/y:1"])
     assert result.exit_code == 0 and (tmp_path / "p.yaml").read_text().count("image: r/y:1") == 7  # one per step
+
+
+def test_every_bench_family_option_has_help():
+    out = runner.invoke(app, ["bench", "family", "--help"], env={"COLUMNS": "200"}).output
+    for option, help_text in (("--state-dir", "Embedded-mode state"), ("--tracking-uri", "MLflow tracking URI"),
+                              ("--model-name", "Registered models are"), ("--variants", "Comma-separated family"),
+                              ("--data", "Folder with train.csv"), ("--output-dir", "family.json"),
+                              ("--latency-runs", "Batch-1 requests"), ("--throughput-batches", "Batch-32 calls")):
+        assert option in out and help_text in out, option
+
+
+def test_bench_family_without_registered_versions_says_what_to_run(tmp_path, data_dir):
+    result = runner.invoke(app, ["bench", "family", "--state-dir", str(tmp_path / "s"), "--data", str(data_dir),
+                                 "--output-dir", str(tmp_path / "out"), "--latency-runs", "10"],
+                           env={"COLUMNS": "300"})
+    assert result.exit_code == 1 and "run `yanjin pipeline run --variant all` first" in result.output

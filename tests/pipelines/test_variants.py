@@ -89,3 +89,20 @@ def test_lite_without_a_teacher_stops_with_a_clear_error(tmp_path, data_dir, cap
     mlflow.set_tracking_uri(LocalState(tmp_path / "state").tracking_uri)
     assert mlflow.MlflowClient().search_registered_models() == []
     mlflow.set_tracking_uri(None)
+
+
+def test_family_benchmark_measures_every_registered_champion(runs, tmp_path, small_slice):
+    from yanjin.components.compare import CompareParams, compare_family
+
+    train, test, _ = small_slice
+    result = compare_family("banking77", ["v1", "v2", "pro", "lite"], train, test,
+                            CompareParams(latency_runs=10, throughput_batches=2), tmp_path)
+    assert result["missing"] == ["banking77-v1"] and set(result["versions"]) == {"v2", "pro", "lite"}
+    lite, pro = result["versions"]["lite"], result["versions"]["pro"]
+    for row in (lite, pro):
+        assert row["eager_latency_ms_p50_b1"] > 0 and row["ort_latency_ms_p50_b1"] > 0 and row["peak_rss_mb"] > 0
+    assert lite["params"] < pro["params"] / 4 and lite["onnx_bytes"] < pro["onnx_bytes"] / 10
+    assert result["lite_size_ratio_vs_pro"] == lite["onnx_bytes"] / pro["onnx_bytes"]
+    assert result["goals"]["lite_size_ratio_vs_pro"]["met"]
+    assert {p.name for p in tmp_path.iterdir()} == {"family.json", "family.md", "family.png"}
+    assert (tmp_path / "family.md").read_text().count("\n| ") == 4  # v2, pro, lite, TF-IDF rows
