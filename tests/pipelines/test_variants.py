@@ -73,7 +73,7 @@ def test_compression_gate_blocks_a_lite_over_its_size_ceiling(runs, tmp_path):
     outcomes, client = runs
     too_big = outcomes["lite-too-big"]
     assert too_big.gate == "reject" and too_big.version is None
-    assert [v.version for v in client.search_model_versions("name='banking77-lite'")] == ["1"]
+    assert [str(v.version) for v in client.search_model_versions("name='banking77-lite'")] == ["1"]
     decision = client.download_artifacts(too_big.evaluation["run_id"], "gate/decision.json", str(tmp_path))
     reasons = json.load(open(decision))["reasons"]
     assert any("of teacher's" in r and "> ceiling 0.0%" in r for r in reasons)
@@ -86,9 +86,7 @@ def test_lite_without_a_teacher_stops_with_a_clear_error(tmp_path, data_dir, cap
                   LocalState(tmp_path / "state"), None, "test-commit", adapt_corpus=[str(data_dir / "train.csv")])
     err = capfd.readouterr()
     assert "Lite distils banking77-pro@champion, which does not exist" in err.out + err.err
-    mlflow.set_tracking_uri(LocalState(tmp_path / "state").tracking_uri)
-    assert mlflow.MlflowClient().search_registered_models() == []
-    mlflow.set_tracking_uri(None)
+    assert mlflow.MlflowClient(LocalState(tmp_path / "state").tracking_uri).search_registered_models() == []
 
 
 def test_family_benchmark_measures_every_registered_champion(runs, tmp_path, small_slice):
