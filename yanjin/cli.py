@@ -15,7 +15,9 @@ data_app = typer.Typer(help="Download public data sets, verified by sha256.", no
 bench_app = typer.Typer(help="Measure registered versions side by side.", no_args_is_help=True)
 app.add_typer(pipeline_app, name="pipeline")
 app.add_typer(data_app, name="data")
+review_app = typer.Typer(help="Work the human-review queue of the prediction log.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
+app.add_typer(review_app, name="review")
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -158,6 +160,97 @@ def bench_family(
     if result["missing"]:
         typer.echo(f"not registered (skipped): {', '.join(result['missing'])}")
     typer.echo(f"wrote {output_dir / 'family.json'}, family.md, family.png; logged to MLflow experiment {model_name}-family")
+
+
+def serve_settings(state_dir: Path, tracking_uri: Optional[str], model: str, prediction_log: Optional[str],
+                   overrides: List[str]):
+    from .config import apply_override
+    from .pipelines.run import LocalState
+    from .serving.settings import ServeSettings
+
+    values: dict = {"tracking_uri": tracking_uri or LocalState(state_dir).tracking_uri, "model": model,
+                    "prediction_log": prediction_log or str((state_dir / "predictions.db").resolve())}
+    for assignment in overrides:
+        apply_override(values, assignment)
+    try:
+        return ServeSettings.from_dict(values)
+    except (TypeError, ValueError) as e:
+        raise typer.BadParameter(str(e), param_hint="--set")
+
+
+@app.command("serve")
+def serve(
+    model: str = typer.Option("banking77-lite", help="Registered model to serve (its @champion; @challenger in an A/B test)."),
+    host: str = typer.Option("127.0.0.1", help="Interface to bind; 0.0.0.0 exposes the server to the network."),
+    port: int = typer.Option(3000, help="HTTP port."),
+    state_dir: Path = typer.Option(Path(".yanjin"), help="Embedded-mode state folder (MLflow DB, prediction log)."),
+    tracking_uri: Optional[str] = typer.Option(None, envvar="MLFLOW_TRACKING_URI", help="MLflow tracking URI (default: SQLite under --state-dir)."),
+    prediction_log: Optional[str] = typer.Option(None, help="Prediction log: SQLite file or SQLAlchemy URL (default: <state-dir>/predictions.db)."),
+    set_: List[str] = typer.Option([], "--set", help="Override a serving setting, e.g. --set challenger_share=0.1 (repeatable; see serving/settings.py)."),
+) -> None:
+    """Start the BentoML server (ONNX Runtime, adaptive batching, A/B, review flags, hot swap)."""
+    import sys
+
+    from .serving.settings import ENV
+
+    settings = serve_settings(state_dir, tracking_uri, model, prediction_log, set_)
+    env = os.environ | {ENV: settings.to_json()}
+    typer.echo(f"serving {settings.model} on http://{host}:{port} (docs at /docs)")
+    os.execvpe(sys.executable, [sys.executable, "-m", "bentoml", "serve", "yanjin.serving.service:Classifier",
+                                "--host", host, "--port", str(port)], env)
+
+
+def _prediction_log(state_dir: Path, prediction_log: Optional[str]):
+    from .serving.predlog import PredictionLog
+
+    return PredictionLog(prediction_log or state_dir / "predictions.db")
+
+
+STATE_OPTION = typer.Option(Path(".yanjin"), help="Embedded-mode state folder holding predictions.db.")
+LOG_OPTION = typer.Option(None, help="Prediction log: SQLite file or SQLAlchemy URL (default: <state-dir>/predictions.db).")
+
+
+@review_app.command("list")
+def review_list(limit: int = typer.Option(20, min=1, help="How many flagged predictions to show, oldest first."),
+                state_dir: Path = STATE_OPTION, prediction_log: Optional[str] = LOG_OPTION) -> None:
+    """Predictions below the confidence threshold that nobody has labelled yet."""
+    log = _prediction_log(state_dir, prediction_log)
+    rows = log.review_queue(limit)
+    for r in rows:
+        typer.echo(f"{r['id']}  {r['confidence']:.2f}  {r['label']:<32} v{r['version']} {r['arm']:<10} {r['text'][:80]!r}")
+    typer.echo(f"{len(rows)} waiting for review" + (" (more not shown)" if len(rows) == limit else ""))
+    log.close()
+
+
+@review_app.command("label")
+def review_label(prediction_id: str = typer.Argument(..., help="Prediction id, as listed."),
+                 label: str = typer.Argument(..., help="The correct label."),
+                 state_dir: Path = STATE_OPTION, prediction_log: Optional[str] = LOG_OPTION) -> None:
+    """Record a reviewer's label for a prediction."""
+    from .serving.predlog import UnknownPrediction
+
+    log = _prediction_log(state_dir, prediction_log)
+    try:
+        log.review(prediction_id, label)
+    except UnknownPrediction:
+        typer.secho(f"no prediction with id {prediction_id!r}", fg="red", err=True)
+        raise typer.Exit(1)
+    finally:
+        log.close()
+    typer.echo(f"{prediction_id}: labelled {label}")
+
+
+@review_app.command("export")
+def review_export(output: Path = typer.Argument(..., help="CSV to write (columns text, category, source)."),
+                  state_dir: Path = STATE_OPTION, prediction_log: Optional[str] = LOG_OPTION) -> None:
+    """Reviewed and feedback labels as extra training data (same columns as banking77)."""
+    import pandas as pd
+
+    log = _prediction_log(state_dir, prediction_log)
+    rows = log.labelled()
+    log.close()
+    pd.DataFrame(rows, columns=["text", "label", "source"]).rename(columns={"label": "category"}).to_csv(output, index=False)
+    typer.echo(f"wrote {len(rows)} labelled texts to {output}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,231 @@
+"""Load test of the real servers on localhost, side by side in one run -> benchmarks/results/serving.json
+
+Servers: yanjin serving Lite and V1 (BentoML + ONNX Runtime, adaptive batching), the naive
+baseline (V1 in PyTorch eager, single-threaded HTTP server, no batching) and a no-op BentoML
+service with the same API (the ceiling of the HTTP stack). The client is a bounded asyncio
+httpx client on the same machine (so it competes with the server for the 2 cores), one text
+per request.
+
+For each server: closed loop at several concurrency levels (throughput, p50/p95/p99), then an
+open loop at half of the saturation throughput (p99 there). For Lite also an overload run
+against a server with a small concurrency cap: only 429/503 with Retry-After may come back.
+
+    python benchmarks/serving/load_test.py [--state-dir .yanjin-bench] [--seconds 6]
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[2]
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(args: list[str], url: str, ready_path: str, env: dict | None = None) -> subprocess.Popen:
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=ROOT)
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{args} exited with {proc.returncode}")
+        try:
+            if httpx.get(url + ready_path, timeout=2).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    proc.kill()
+    raise RuntimeError(f"{args} never became ready")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def summary(latencies: list[float], statuses: list, seconds: float) -> dict:
+    ms = np.array(latencies) * 1000 if latencies else np.array([np.nan])
+    ok = sum(1 for s in statuses if s == 200)
+    codes: dict[str, int] = {}
+    for s in statuses:
+        codes[str(s)] = codes.get(str(s), 0) + 1
+    return {"requests": len(statuses), "ok": ok, "errors": len(statuses) - ok, "statuses": codes,
+            "throughput_rps": ok / seconds, "p50_ms": float(np.percentile(ms, 50)),
+            "p95_ms": float(np.percentile(ms, 95)), "p99_ms": float(np.percentile(ms, 99))}
+
+
+async def one(client: httpx.AsyncClient, url: str, text: str, key: str, statuses: list, latencies: list,
+              retry_after: list) -> None:
+    start = time.perf_counter()
+    try:
+        r = await client.post(url, json={"items": [{"text": text, "key": key}]})
+        statuses.append(r.status_code)
+        if r.status_code == 200:
+            latencies.append(time.perf_counter() - start)
+        elif r.status_code in (429, 503):
+            retry_after.append("retry-after" in r.headers)
+    except httpx.HTTPError as e:  # a dropped or refused connection: the worst outcome
+        statuses.append(type(e).__name__)
+
+
+async def closed_loop(url: str, texts: list[str], concurrency: int, seconds: float, max_requests: int) -> dict:
+    statuses, latencies, retry_after = [], [], []
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+        deadline = time.perf_counter() + seconds
+        counter = iter(range(max_requests))
+
+        async def worker(w: int) -> None:
+            for i in counter:
+                if time.perf_counter() > deadline:
+                    return
+                await one(client, url, texts[i % len(texts)], f"user-{w}", statuses, latencies, retry_after)
+
+        start = time.perf_counter()
+        await asyncio.gather(*(worker(w) for w in range(concurrency)))
+        elapsed = time.perf_counter() - start
+    return summary(latencies, statuses, elapsed) | {"concurrency": concurrency,
+                                                    "retry_after_on_all_rejections": all(retry_after)}
+
+
+async def open_loop(url: str, texts: list[str], rate: float, seconds: float) -> dict:
+    """Requests at a fixed rate whatever the server does: latency at a given load, not at saturation."""
+    statuses, latencies, retry_after = [], [], []
+    async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=256)) as client:
+        tasks, n = [], int(rate * seconds)
+        start = time.perf_counter()
+        for i in range(n):
+            await asyncio.sleep(max(0.0, start + i / rate - time.perf_counter()))
+            tasks.append(asyncio.create_task(one(client, url, texts[i % len(texts)], f"user-{i % 97}",
+                                                 statuses, latencies, retry_after)))
+        await asyncio.gather(*tasks)
+        elapsed = time.perf_counter() - start
+    return summary(latencies, statuses, elapsed) | {"rate_rps": rate}
+
+
+def measure(name: str, url: str, texts: list[str], levels: list[int], seconds: float) -> dict:
+    asyncio.run(closed_loop(url, texts, 4, 2.0, 200))  # warm up
+    runs = [asyncio.run(closed_loop(url, texts, c, seconds, 20_000)) for c in levels]
+    saturation = max(r["throughput_rps"] for r in runs)
+    half = asyncio.run(open_loop(url, texts, saturation / 2, seconds))
+    for r in runs:
+        print(f"{name:>8} c={r['concurrency']:<3} {r['throughput_rps']:7.1f} req/s  p50 {r['p50_ms']:6.1f}  "
+              f"p99 {r['p99_ms']:6.1f} ms  errors {r['errors']}")
+    print(f"{name:>8} open loop at {half['rate_rps']:.0f} req/s: p99 {half['p99_ms']:.1f} ms, errors {half['errors']}")
+    return {"closed_loop": runs, "saturation_rps": saturation, "half_saturation": half}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--state-dir", type=Path, default=ROOT / ".yanjin-bench")
+    ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "banking77")
+    ap.add_argument("--seconds", type=float, default=6.0, help="per load level")
+    ap.add_argument("--levels", default="1,8,32", help="closed-loop concurrency levels")
+    args = ap.parse_args()
+    import mlflow
+
+    from yanjin.components.register import download_checkpoint, find_champion
+    from yanjin.pipelines.run import LocalState
+    from yanjin.serving.settings import ENV, ServeSettings
+
+    state = LocalState(args.state_dir)
+    texts = pd.read_csv(args.data / "test.csv")["text"].tolist()
+    levels = [int(c) for c in args.levels.split(",")]
+    py = sys.executable
+    results: dict = {"levels": levels, "seconds_per_level": args.seconds, "cpus": os.cpu_count(),
+                     "client": "httpx asyncio on the same machine, 1 text per request"}
+    tmp = Path(tempfile.mkdtemp())
+
+    def yanjin_server(model: str, **overrides) -> tuple[subprocess.Popen, str]:
+        port = free_port()
+        settings = ServeSettings(tracking_uri=state.tracking_uri, model=model,
+                                 prediction_log=str(tmp / f"{model}.db"), **overrides)
+        env = os.environ | {ENV: settings.to_json()}
+        url = f"http://127.0.0.1:{port}"
+        return start([py, "-m", "bentoml", "serve", "yanjin.serving.service:Classifier", "--port", str(port)],
+                     url, "/readyz", env), url
+
+    for name, model in (("lite", "banking77-lite"), ("v1", "banking77-v1")):
+        proc, url = yanjin_server(model)
+        try:
+            results[name] = measure(name, url + "/predict", texts, levels, args.seconds)
+        finally:
+            stop(proc)
+
+    mlflow.set_tracking_uri(state.tracking_uri)
+    champion = find_champion("banking77-v1", tmp / "v1")
+    ckpt = download_checkpoint("banking77-v1", champion, tmp / "v1ckpt")
+    port = free_port()
+    proc = start([py, str(ROOT / "benchmarks/serving/naive_server.py"), str(ckpt), str(port)],
+                 f"http://127.0.0.1:{port}", "/")
+    try:
+        results["baseline"] = measure("baseline", f"http://127.0.0.1:{port}/predict", texts, levels, args.seconds)
+    finally:
+        stop(proc)
+
+    port = free_port()
+    proc = start([py, "-m", "bentoml", "serve", "benchmarks/serving/noop_service.py:Noop", "--port", str(port)],
+                 f"http://127.0.0.1:{port}", "/readyz")
+    try:
+        results["noop"] = measure("noop", f"http://127.0.0.1:{port}/predict", texts, levels, args.seconds)
+    finally:
+        stop(proc)
+
+    # overload: far more clients than the server admits -> only 429/503 with Retry-After
+    proc, url = yanjin_server("banking77-lite", max_concurrency=8)
+    try:
+        over = asyncio.run(closed_loop(url + "/predict", texts, 128, args.seconds, 50_000))
+    finally:
+        stop(proc)
+    print(f"overload (128 clients, cap 8): {over['statuses']}, Retry-After on every rejection: "
+          f"{over['retry_after_on_all_rejections']}")
+    results["overload"] = over
+
+    lite, base, noop = results["lite"], results["baseline"], results["noop"]
+    normal = [r for name in ("lite", "v1") for r in results[name]["closed_loop"] + [results[name]["half_saturation"]]]
+    results |= {
+        "lite_throughput_rps": lite["saturation_rps"],
+        "v1_throughput_rps": results["v1"]["saturation_rps"],
+        "baseline_throughput_rps": base["saturation_rps"],
+        "noop_throughput_rps": noop["saturation_rps"],
+        "throughput_ratio_vs_baseline": lite["saturation_rps"] / base["saturation_rps"],
+        "lite_share_of_noop": lite["saturation_rps"] / noop["saturation_rps"],
+        "p99_ms_at_half_saturation": lite["half_saturation"]["p99_ms"],
+        "errors": sum(r["errors"] for r in normal),
+        "overload_only_429_503_with_retry_after": all(k in ("200", "429", "503") for k in over["statuses"])
+                                                  and over["retry_after_on_all_rejections"],
+    }
+    results["goals"] = {
+        "throughput_ratio_vs_baseline >= 5": results["throughput_ratio_vs_baseline"] >= 5,
+        "lite_share_of_noop >= 0.7": results["lite_share_of_noop"] >= 0.7,
+        "p99_ms_at_half_saturation <= 100": results["p99_ms_at_half_saturation"] <= 100,
+        "errors == 0": results["errors"] == 0,
+        "overload: only 429/503 with Retry-After": results["overload_only_429_503_with_retry_after"],
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "serving.json").write_text(json.dumps(results, indent=2) + "\n")
+    print(json.dumps({k: v for k, v in results.items() if not isinstance(v, dict)} | {"goals": results["goals"]}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

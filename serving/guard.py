@@ -1,0 +1,78 @@
+"""ASGI middleware in front of the BentoML app: what must never reach the model code.
+
+- request bodies over the limit: 413 (BentoML has no limit by default), checked on the declared
+  length and again while reading, so a chunked upload cannot slip past;
+- anything but JSON on a POST: 415 (BentoML also accepts pickle between services: never from clients);
+- bodies that are not UTF-8 or not JSON: 400 naming the problem;
+- overload answers (429/503) get a Retry-After header, so clients back off instead of hammering.
+"""
+from __future__ import annotations
+
+import json
+
+
+def _reply(status: int, message: str):
+    body = json.dumps({"error": message}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+
+    async def send_to(send) -> None:
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+    return send_to
+
+
+class RequestGuard:
+    def __init__(self, app, max_body_bytes: int = 1_000_000, retry_after_s: int = 1) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+        self.retry_after = str(retry_after_s).encode()
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def send_with_retry_after(message) -> None:
+            if message["type"] == "http.response.start" and message["status"] in (429, 503):
+                message = message | {"headers": list(message.get("headers", [])) + [(b"retry-after", self.retry_after)]}
+            await send(message)
+
+        if scope["method"] not in ("POST", "PUT", "PATCH"):
+            return await self.app(scope, receive, send_with_retry_after)
+        headers = {k.lower(): v for k, v in scope.get("headers", [])}
+        content_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+        if content_type != b"application/json":
+            shown = content_type.decode("latin-1") or "none"
+            return await _reply(415, f"content type {shown!r} is not accepted; send application/json")(send)
+        declared = headers.get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_body_bytes):
+            return await _reply(413, f"request body of {declared.decode('latin-1')} bytes exceeds the "
+                                     f"{self.max_body_bytes}-byte limit")(send)
+        chunks, size, more = [], 0, True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                return await _reply(413, f"request body exceeds the {self.max_body_bytes}-byte limit")(send)
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        try:
+            json.loads(body.decode("utf-8"))
+        except UnicodeDecodeError as e:
+            return await _reply(400, f"request body is not valid UTF-8 (byte 0x{body[e.start]:02x} at offset {e.start})")(send)
+        except json.JSONDecodeError as e:
+            return await _reply(400, f"request body is not valid JSON: {e.msg} at line {e.lineno} column {e.colno}")(send)
+
+        replayed = False
+
+        async def replay():
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send_with_retry_after)

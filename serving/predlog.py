@@ -1,0 +1,181 @@
+"""The prediction log and the human-review queue, one table, any SQLAlchemy database.
+
+Embedded mode uses SQLite in WAL mode (readers never block the writer; a crash loses at most the
+rows not yet committed, and the file stays readable); a cluster points the same code at
+PostgreSQL. Requests never wait for the database: rows go to a queue that one writer thread
+commits in batches.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import sqlalchemy as sa
+
+log = logging.getLogger(__name__)
+
+metadata = sa.MetaData()
+predictions = sa.Table(
+    "predictions", metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("created_at", sa.Float, nullable=False, index=True),   # unix seconds
+    sa.Column("text", sa.Text, nullable=False),
+    sa.Column("label", sa.String(200), nullable=False),
+    sa.Column("confidence", sa.Float, nullable=False),
+    sa.Column("model", sa.String(200), nullable=False),
+    sa.Column("version", sa.String(20), nullable=False),
+    sa.Column("variant", sa.String(20), nullable=False),
+    sa.Column("arm", sa.String(20), nullable=False),
+    sa.Column("latency_ms", sa.Float, nullable=False),
+    sa.Column("needs_review", sa.Boolean, nullable=False, index=True),
+    sa.Column("reviewed_label", sa.String(200)),      # set by a person working the review queue
+    sa.Column("feedback_label", sa.String(200)),      # the true label reported by the client
+    sa.Column("labelled_at", sa.Float),
+)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    id: str
+    created_at: float
+    text: str
+    label: str
+    confidence: float
+    model: str
+    version: str
+    variant: str
+    arm: str
+    latency_ms: float
+    needs_review: bool
+
+
+class UnknownPrediction(KeyError):
+    pass
+
+
+def database_url(location: str | Path) -> str:
+    """A SQLAlchemy URL as is, or a file path for SQLite."""
+    text = str(location)
+    return text if "://" in text else f"sqlite:///{Path(text).resolve()}"
+
+
+def make_engine(url: str) -> sa.Engine:
+    engine = sa.create_engine(url)
+    if engine.dialect.name == "sqlite":
+        @sa.event.listens_for(engine, "connect")
+        def _wal(conn, _record):  # per connection: WAL + fsync at checkpoints is crash-safe for committed rows
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA busy_timeout=5000")
+    metadata.create_all(engine)
+    return engine
+
+
+class PredictionLog:
+    """Append predictions off the request path; read and label them for review and feedback."""
+
+    def __init__(self, location: str | Path, batch_size: int = 256, flush_seconds: float = 0.2) -> None:
+        self.engine = make_engine(database_url(location))
+        self.batch_size = batch_size
+        self.flush_seconds = flush_seconds
+        self._queue: queue.Queue[Prediction | None] = queue.Queue()
+        self._idle = threading.Event()
+        self._idle.set()
+        self._writer = threading.Thread(target=self._write_loop, name="prediction-log", daemon=True)
+        self._writer.start()
+
+    def append(self, rows: list[Prediction]) -> None:
+        self._idle.clear()
+        for row in rows:
+            self._queue.put(row)
+
+    def _write_loop(self) -> None:
+        while True:
+            try:
+                first = self._queue.get(timeout=self.flush_seconds)
+            except queue.Empty:
+                self._idle.set()
+                continue
+            if first is None:
+                return
+            batch = [first]
+            deadline = time.monotonic() + self.flush_seconds
+            while len(batch) < self.batch_size and time.monotonic() < deadline:
+                try:
+                    item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+                except queue.Empty:
+                    break
+                if item is None:
+                    self._commit(batch)
+                    return
+                batch.append(item)
+            self._commit(batch)
+            if self._queue.empty():
+                self._idle.set()
+
+    def _commit(self, batch: list[Prediction]) -> None:
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(predictions.insert(), [asdict(p) for p in batch])
+        except sa.exc.SQLAlchemyError:  # the log must never take serving down; the loss is reported
+            log.exception("prediction log: %d rows could not be written", len(batch))
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until everything appended so far is committed."""
+        return self._idle.wait(timeout)
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._writer.join(timeout=10)
+        self.engine.dispose()
+
+    # -- reading and labelling ------------------------------------------------------------
+
+    def get(self, prediction_id: str) -> dict:
+        self.flush()
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(predictions).where(predictions.c.id == prediction_id)).mappings().first()
+        if row is None:
+            raise UnknownPrediction(prediction_id)
+        return dict(row)
+
+    def review_queue(self, limit: int = 50) -> list[dict]:
+        """Predictions waiting for a person: flagged and not yet reviewed, oldest first."""
+        self.flush()
+        q = (sa.select(predictions).where(predictions.c.needs_review, predictions.c.reviewed_label.is_(None))
+             .order_by(predictions.c.created_at).limit(limit))
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(q).mappings()]
+
+    def _set_label(self, prediction_id: str, column: str, label: str) -> None:
+        self.flush()
+        with self.engine.begin() as conn:
+            done = conn.execute(predictions.update().where(predictions.c.id == prediction_id)
+                                .values({column: label, "labelled_at": time.time()}))
+        if done.rowcount == 0:
+            raise UnknownPrediction(prediction_id)
+
+    def review(self, prediction_id: str, label: str) -> None:
+        self._set_label(prediction_id, "reviewed_label", label)
+
+    def feedback(self, prediction_id: str, label: str) -> None:
+        self._set_label(prediction_id, "feedback_label", label)
+
+    def labelled(self) -> list[dict]:
+        """(text, label, source) for every prediction a person or a client labelled: extra training data.
+        A reviewer's label wins over client feedback."""
+        self.flush()
+        q = sa.select(predictions.c.text, predictions.c.reviewed_label, predictions.c.feedback_label).where(
+            sa.or_(predictions.c.reviewed_label.is_not(None), predictions.c.feedback_label.is_not(None)))
+        with self.engine.connect() as conn:
+            return [{"text": r.text, "label": r.reviewed_label or r.feedback_label,
+                     "source": "review" if r.reviewed_label else "feedback"} for r in conn.execute(q)]
+
+    def count(self) -> int:
+        self.flush()
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(sa.func.count()).select_from(predictions)).scalar_one()

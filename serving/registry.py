@@ -1,0 +1,135 @@
+"""Which model versions serve: resolved from MLflow aliases, verified, cached, swapped atomically.
+
+A version is loaded only after its files' sha256 matches the digest recorded at registration;
+a mismatch is refused and the version already serving keeps serving. The watcher polls the
+aliases, so moving `@champion` or `@challenger` (CLI or the MLflow UI) reaches the server within
+one poll, and the swap is one reference assignment: a request sees the old or the new model,
+never a half-loaded one.
+"""
+from __future__ import annotations
+
+import logging
+import tempfile
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Callable
+
+from ..components.register import CHALLENGER, CHAMPION, LineageError, download_version, verified
+from ..models.inference import OnnxClassifier
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    name: str
+    version: str
+    variant: str
+    sha256: str
+    classifier: OnnxClassifier
+
+    @property
+    def provider(self) -> str:
+        return self.classifier.providers[0]
+
+
+def load_verified(name: str, version: str, threads: int = 0) -> ServedModel:
+    """Download one registered version, check its sha256 against its tag, open an ORT session."""
+    with tempfile.TemporaryDirectory() as tmp:
+        found = verified(download_version(name, version, tmp), name)
+        classifier = OnnxClassifier.from_dir(found.bundle_dir, threads=threads)  # reads everything into memory
+    return ServedModel(name, version, found.tags.get("variant", "?"), found.tags["artifact_sha256"], classifier)
+
+
+class VersionCache:
+    """The last few loaded versions (LRU), so rolling back or flipping an A/B test is instant."""
+
+    def __init__(self, capacity: int = 3, threads: int = 0) -> None:
+        self.capacity = capacity
+        self.threads = threads
+        self._items: OrderedDict[tuple[str, str], ServedModel] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, name: str, version: str) -> ServedModel:
+        key = (name, version)
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+        model = load_verified(name, version, self.threads)  # outside the lock: loading takes seconds
+        with self._lock:
+            self._items[key] = model
+            self._items.move_to_end(key)
+            while len(self._items) > self.capacity:
+                self._items.popitem(last=False)
+        return model
+
+    def versions(self) -> list[str]:
+        with self._lock:
+            return [f"{n}/{v}" for n, v in self._items]
+
+
+class AliasWatcher:
+    """Keeps `arms` = {"champion": ServedModel, "challenger": ServedModel | None} in step with MLflow."""
+
+    def __init__(self, name: str, cache: VersionCache, poll_seconds: float, with_challenger: bool,
+                 on_swap: Callable[[str, ServedModel | None, ServedModel], None] | None = None) -> None:
+        self.name = name
+        self.on_swap = on_swap
+        self.cache = cache
+        self.poll_seconds = poll_seconds
+        self.with_challenger = with_challenger
+        self.arms: dict[str, ServedModel | None] = {CHAMPION: None, CHALLENGER: None}
+        self.errors: list[str] = []   # refusals and lookup failures, newest last (shown in /info)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self.arms[CHAMPION] is not None
+
+    def _alias_version(self, alias: str) -> str | None:
+        import mlflow
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return str(mlflow.MlflowClient().get_model_version_by_alias(self.name, alias).version)
+        except MlflowException:
+            return None
+
+    def refresh(self) -> list[str]:
+        """Load what the aliases point at now; returns the changes made."""
+        changes = []
+        for arm in (CHAMPION, CHALLENGER) if self.with_challenger else (CHAMPION,):
+            version = self._alias_version(arm)
+            current = self.arms[arm]
+            if version is None or (current and current.version == version):
+                continue
+            try:
+                model = self.cache.get(self.name, version)
+            except (LineageError, OSError, ValueError) as e:
+                message = f"refused {self.name} v{version} for {arm}: {e}"
+                log.error(message)
+                self.errors = (self.errors + [message])[-20:]
+                continue
+            self.arms = self.arms | {arm: model}  # one assignment: readers see old or new, never a mix
+            if self.on_swap:
+                self.on_swap(arm, current, model)
+            changes.append(f"{arm}: {current.version if current else '-'} -> {version}")
+            log.info("now serving %s v%s as %s", self.name, version, arm)
+        return changes
+
+    def start(self) -> None:
+        def loop() -> None:
+            while not self._stop.wait(self.poll_seconds):
+                try:
+                    self.refresh()
+                except Exception:  # a registry outage must not kill the watcher; the current model keeps serving
+                    log.exception("alias refresh failed")
+
+        self._thread = threading.Thread(target=loop, name="alias-watcher", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()

@@ -1,0 +1,271 @@
+"""The real server: `yanjin serve` as a subprocess (BentoML + ONNX Runtime), talked to over HTTP."""
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import httpx
+import mlflow
+import pytest
+
+from yanjin.components.register import CHALLENGER, CHAMPION, register_bundle
+from yanjin.config import load_config
+from yanjin.pipelines.run import LocalState, run_local
+
+MODEL = "banking77-v1"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def reregister(client, version: str) -> str:
+    """The same files as `version`, registered again from a new run: something to swap to."""
+    mv = client.get_model_version(MODEL, version)
+    run = client.create_run(client.get_run(mv.run_id).info.experiment_id)
+    with tempfile.TemporaryDirectory() as tmp:
+        bundle = mlflow.artifacts.download_artifacts(f"models:/{MODEL}/{version}", dst_path=tmp)
+        tags = {k: v for k, v in mv.tags.items() if k != "artifact_sha256"}
+        return register_bundle(bundle, MODEL, run.info.run_id, tags)
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory, data_dir):
+    state = LocalState(tmp_path_factory.mktemp("serving") / "state")
+    run_local(load_config("tiny"), str(data_dir / "train.csv"), str(data_dir / "test.csv"),
+              str(data_dir / "categories.json"), state, None, "test-commit", adapt_corpus=[])
+    mlflow.set_tracking_uri(state.tracking_uri)
+    client = mlflow.MlflowClient()
+    assert reregister(client, "1") == "2"
+    tampered = reregister(client, "1")
+    client.set_model_version_tag(MODEL, tampered, "artifact_sha256", "0" * 64)  # the stored files no longer match
+    client.set_registered_model_alias(MODEL, CHALLENGER, "2")
+    yield state, client, tampered
+    mlflow.set_tracking_uri(None)
+
+
+def start_server(state: LocalState, port: int, *settings: str) -> subprocess.Popen:
+    args = [sys.executable, "-m", "yanjin.cli", "serve", "--model", MODEL, "--state-dir", str(state.root),
+            "--port", str(port), "--set", "poll_seconds=0.5"]
+    for s in settings:
+        args += ["--set", s]
+    return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 120) -> bool:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited: {proc.stderr.read()[-3000:]}")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return True
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    return False
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+@pytest.fixture(scope="module")
+def server(registry):
+    state, client, tampered = registry
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = start_server(state, port, "challenger_share=0.5", "review_threshold=0.99", "max_chars=500",
+                        "max_items=16", "max_body_bytes=20000")
+    try:
+        assert wait_ready(url, proc), "server never became ready"
+        yield url, state, client, tampered
+    finally:
+        stop(proc)
+
+
+def predict(url: str, items: list[dict], **kw) -> httpx.Response:
+    return httpx.post(f"{url}/predict", json={"items": items}, timeout=30, **kw)
+
+
+def test_prediction_carries_everything_a_caller_needs(server):
+    url, *_ = server
+    r = predict(url, [{"text": "my card has not arrived yet", "key": "u1"}, {"text": "how do I top up?"}])
+    assert r.status_code == 200, r.text
+    first, second = r.json()
+    assert set(first) == {"prediction_id", "label", "confidence", "top_k", "needs_review", "model", "version",
+                          "variant", "arm"}
+    assert first["model"] == MODEL and first["variant"] == "v1" and first["arm"] in (CHAMPION, CHALLENGER)
+    assert first["version"] == {"champion": "1", "challenger": "2"}[first["arm"]]
+    assert len(first["top_k"]) == 3 and first["top_k"][0]["label"] == first["label"]
+    assert first["top_k"][0]["confidence"] == pytest.approx(first["confidence"])
+    assert first["needs_review"] == (first["confidence"] < 0.99)
+    assert first["prediction_id"] != second["prediction_id"]
+
+
+def test_info_shows_versions_variants_providers_and_weights(server):
+    url, *_ = server
+    info = httpx.post(f"{url}/info", json={}, timeout=10).json()
+    assert info["arms"]["champion"]["version"] == "1" and info["arms"]["challenger"]["version"] == "2"
+    assert info["arms"]["champion"]["provider"] == "CPUExecutionProvider"
+    assert info["arms"]["champion"]["variant"] == "v1" and info["ab"]["challenger_share"] == 0.5
+    assert "CPUExecutionProvider" in info["providers_available"]
+
+
+def test_ab_assignment_is_sticky_and_near_the_configured_split(server):
+    url, *_ = server
+    keys = [f"user-{i}" for i in range(320)]
+    arms = {}
+    for chunk in range(0, len(keys), 16):
+        for key, res in zip(keys[chunk:chunk + 16], predict(url, [{"text": "card payment declined", "key": k}
+                                                                   for k in keys[chunk:chunk + 16]]).json()):
+            arms[key] = res["arm"]
+    share = sum(a == CHALLENGER for a in arms.values()) / len(arms)
+    assert share == pytest.approx(0.5, abs=0.08)
+    again = predict(url, [{"text": "another message", "key": k} for k in keys[:16]]).json()
+    assert [r["arm"] for r in again] == [arms[k] for k in keys[:16]]
+
+
+def test_low_confidence_goes_to_the_review_queue_and_labels_export(server, tmp_path):
+    url, state, *_ = server
+    flagged = [r for r in predict(url, [{"text": "is there a fee for this?"}, {"text": "where is my money"}]).json()
+               if r["needs_review"]]
+    assert flagged
+    db = str(state.root / "predictions.db")
+    cli = [sys.executable, "-m", "yanjin.cli", "review"]
+    listing = subprocess.run(cli + ["list", "--limit", "1000", "--prediction-log", db], capture_output=True,
+                             text=True, env=os.environ | {"COLUMNS": "300"})
+    assert flagged[0]["prediction_id"] in listing.stdout
+    labelled = subprocess.run(cli + ["label", flagged[0]["prediction_id"], "card_arrival", "--prediction-log", db],
+                              capture_output=True, text=True)
+    assert labelled.returncode == 0, labelled.stderr
+    subprocess.run(cli + ["export", str(tmp_path / "extra.csv"), "--prediction-log", db], check=True, capture_output=True)
+    rows = (tmp_path / "extra.csv").read_text().splitlines()
+    assert rows[0] == "text,category,source" and any(r.endswith(",card_arrival,review") for r in rows[1:])
+
+
+def test_feedback_is_recorded_and_checked(server):
+    url, *_ = server
+    first = predict(url, [{"text": "I want to close my account"}]).json()[0]
+    pid, known = first["prediction_id"], first["top_k"][1]["label"]  # a label the model knows
+    ok = httpx.post(f"{url}/feedback", json={"prediction_id": pid, "label": known}, timeout=10)
+    assert ok.status_code == 200 and ok.json()["ok"], ok.text
+    unknown = httpx.post(f"{url}/feedback", json={"prediction_id": "nope", "label": known}, timeout=10)
+    assert unknown.status_code == 404 and "no prediction with id 'nope'" in unknown.text
+    bad_label = httpx.post(f"{url}/feedback", json={"prediction_id": pid, "label": "crypto"}, timeout=10)
+    assert bad_label.status_code == 400 and "unknown label 'crypto'" in bad_label.text
+
+
+MALFORMED = [  # (what, body bytes, content type)
+    ("not JSON", b"{items: [", "application/json"),
+    ("truncated JSON", b'{"items": [{"text": "hi"}', "application/json"),
+    ("non-UTF-8 bytes", '{"items": [{"text": "caf\u00e9"}]}'.encode("latin-1"), "application/json"),
+    ("empty body", b"", "application/json"),
+    ("JSON null", b"null", "application/json"),
+    ("items missing", b'{"texts": ["hi"]}', "application/json"),
+    ("items not a list", b'{"items": "hi"}', "application/json"),
+    ("item not an object", b'{"items": ["hi"]}', "application/json"),
+    ("text missing", b'{"items": [{"key": "u"}]}', "application/json"),
+    ("text a number", b'{"items": [{"text": 42}]}', "application/json"),
+    ("text null", b'{"items": [{"text": null}]}', "application/json"),
+    ("empty text", b'{"items": [{"text": ""}]}', "application/json"),
+    ("whitespace text", b'{"items": [{"text": " \\n\\t "}]}', "application/json"),
+    ("text too long", json.dumps({"items": [{"text": "a" * 501}]}).encode(), "application/json"),
+    ("too many items", json.dumps({"items": [{"text": "hi"}] * 17}).encode(), "application/json"),
+    ("body too large", json.dumps({"items": [{"text": "hi " * 10_000}]}).encode(), "application/json"),
+    ("key too long", json.dumps({"items": [{"text": "hi", "key": "k" * 300}]}).encode(), "application/json"),
+    ("pickle content type", b"\x80\x04\x95", "application/vnd.bentoml+pickle"),
+    ("form content type", b"items=hi", "application/x-www-form-urlencoded"),
+    ("no content type", b'{"items": [{"text": "hi"}]}', ""),
+]
+
+
+def test_malformed_requests_get_a_clear_4xx_and_the_server_keeps_serving(server):
+    url, *_ = server
+    answers = {}
+    for what, body, content_type in MALFORMED:
+        headers = {"content-type": content_type} if content_type else {}
+        r = httpx.post(f"{url}/predict", content=body, headers=headers, timeout=30)
+        answers[what] = (r.status_code, r.text[:200])
+    assert all(400 <= code < 500 for code, _ in answers.values()), answers
+    assert answers["body too large"][0] == 413 and answers["pickle content type"][0] == 415
+    assert "not valid UTF-8" in answers["non-UTF-8 bytes"][1] and "not valid JSON" in answers["not JSON"][1]
+    assert "empty or only whitespace" in answers["whitespace text"][1]
+    assert "the limit is 500" in answers["text too long"][1]
+    assert predict(url, [{"text": "still there?"}]).status_code == 200
+
+
+def test_metrics_endpoint_is_prometheus_text(server):
+    url, *_ = server
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    assert "bentoml_service_request_total" in text and 'endpoint="/predict"' in text
+    served = [line for line in text.splitlines() if line.startswith("yanjin_served_model{") and line.endswith(" 1.0")]
+    assert any('arm="champion"' in line and 'provider="CPUExecutionProvider"' in line and 'version="1"' in line
+               for line in served), served
+
+
+def test_hot_swap_under_concurrent_requests_loses_nothing(server):
+    url, state, client, _ = server
+    failures, served, stop_flag = [], [], threading.Event()
+
+    def hammer(worker: int) -> None:
+        with httpx.Client(timeout=30) as http:
+            while not stop_flag.is_set():
+                r = http.post(f"{url}/predict", json={"items": [{"text": "transfer failed", "key": f"w{worker}"}]})
+                if r.status_code != 200:
+                    failures.append((r.status_code, r.text[:200]))
+                else:
+                    served.append(r.json()[0]["version"])
+
+    threads = [threading.Thread(target=hammer, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    time.sleep(1.0)
+    client.set_registered_model_alias(MODEL, CHAMPION, "2")
+    deadline = time.time() + 30
+    while time.time() < deadline and httpx.post(f"{url}/info", json={}, timeout=10).json()["arms"]["champion"]["version"] != "2":
+        time.sleep(0.2)
+    time.sleep(1.0)
+    stop_flag.set()
+    for t in threads:
+        t.join()
+    assert failures == []
+    assert httpx.post(f"{url}/info", json={}, timeout=10).json()["arms"]["champion"]["version"] == "2"
+    assert len(served) > 20 and "2" in served
+
+
+def test_a_version_whose_files_do_not_match_its_sha256_is_refused(server):
+    url, state, client, tampered = server
+    client.set_registered_model_alias(MODEL, CHAMPION, tampered)
+    deadline = time.time() + 20
+    info = {}
+    while time.time() < deadline:
+        info = httpx.post(f"{url}/info", json={}, timeout=10).json()
+        if any(f"v{tampered}" in e for e in info["refusals"]):
+            break
+        time.sleep(0.3)
+    assert any(f"refused {MODEL} v{tampered}" in e and "does not match" in e for e in info["refusals"])
+    assert info["arms"]["champion"]["version"] == "2"          # the previous model keeps serving
+    assert predict(url, [{"text": "hello"}]).status_code == 200
+
+
+def test_a_server_whose_champion_is_tampered_never_becomes_ready(server):
+    url, state, client, tampered = server   # the champion alias now points at the tampered version
+    port = free_port()
+    proc = start_server(state, port)
+    try:
+        assert not wait_ready(f"http://127.0.0.1:{port}", proc, timeout=25)
+        assert httpx.get(f"http://127.0.0.1:{port}/livez", timeout=5).status_code == 200
+    finally:
+        stop(proc)
+        client.set_registered_model_alias(MODEL, CHAMPION, "1")
