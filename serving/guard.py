@@ -4,16 +4,21 @@
   length and again while reading, so a chunked upload cannot slip past;
 - anything but JSON on a POST: 415 (BentoML also accepts pickle between services: never from clients);
 - bodies that are not UTF-8 or not JSON: 400 naming the problem;
-- overload answers (429/503) get a Retry-After header, so clients back off instead of hammering.
+- more than `max_in_flight` requests at once: 503 with Retry-After, before any work is queued
+  (BentoML's own concurrency cap answers 429 without Retry-After from outside this middleware, so
+  it is only a backstop set higher); any other 429/503 passing through also gets Retry-After.
 """
 from __future__ import annotations
 
 import json
 
 
-def _reply(status: int, message: str):
+UNGUARDED = ("/readyz", "/livez", "/healthz", "/metrics")  # probes and scrapes must answer under load
+
+
+def _reply(status: int, message: str, extra: list[tuple[bytes, bytes]] = ()):
     body = json.dumps({"error": message}).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *extra]
 
     async def send_to(send) -> None:
         await send({"type": "http.response.start", "status": status, "headers": headers})
@@ -22,15 +27,26 @@ def _reply(status: int, message: str):
 
 
 class RequestGuard:
-    def __init__(self, app, max_body_bytes: int = 1_000_000, retry_after_s: int = 1) -> None:
+    def __init__(self, app, max_body_bytes: int = 1_000_000, max_in_flight: int = 256, retry_after_s: int = 1) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.max_in_flight = max_in_flight
+        self.in_flight = 0  # one event loop per worker: no lock needed
         self.retry_after = str(retry_after_s).encode()
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope["path"] in UNGUARDED:
             return await self.app(scope, receive, send)
+        if self.in_flight >= self.max_in_flight:
+            return await _reply(503, f"server busy: {self.in_flight} requests in flight (limit {self.max_in_flight}); "
+                                     f"retry later", [(b"retry-after", self.retry_after)])(send)
+        self.in_flight += 1
+        try:
+            await self._guarded(scope, receive, send)
+        finally:
+            self.in_flight -= 1
 
+    async def _guarded(self, scope, receive, send) -> None:
         async def send_with_retry_after(message) -> None:
             if message["type"] == "http.response.start" and message["status"] in (429, 503):
                 message = message | {"headers": list(message.get("headers", [])) + [(b"retry-after", self.retry_after)]}

@@ -74,7 +74,7 @@ class Feedback(BaseModel):
 @bentoml.service(
     name="yanjin",
     http={"host": "127.0.0.1"},                           # not exposed unless --host says so
-    traffic={"timeout": 30, "max_concurrency": SETTINGS.max_concurrency},  # beyond it: 503 + Retry-After
+    traffic={"timeout": 30, "max_concurrency": 4 * SETTINGS.max_concurrency},  # backstop; RequestGuard answers first
     workers=1,
 )
 class Classifier:
@@ -176,4 +176,5 @@ class Classifier:
         }
 
 
-Classifier.add_asgi_middleware(RequestGuard, max_body_bytes=SETTINGS.max_body_bytes)
+Classifier.add_asgi_middleware(RequestGuard, max_body_bytes=SETTINGS.max_body_bytes,
+                               max_in_flight=SETTINGS.max_concurrency)

@@ -22,7 +22,7 @@ class ServeSettings:
     max_body_bytes: int = 1_000_000     # request body limit (BentoML has none by default)
     max_batch_size: int = 64            # adaptive batching: texts per model call
     max_latency_ms: int = 1000          # adaptive batching: a batch waits at most this long (503 beyond)
-    max_concurrency: int = 256          # requests in flight; beyond it BentoML answers 503 (+ our Retry-After)
+    max_concurrency: int = 256          # requests in flight; beyond it 503 with Retry-After
     poll_seconds: float = 5.0           # how often the aliases are re-read
     cache_size: int = 3                 # loaded versions kept in memory (LRU)
     prediction_log: str = ".yanjin/predictions.db"  # SQLite file or any SQLAlchemy URL

@@ -3,7 +3,7 @@
 Servers: yanjin serving Lite and V1 (BentoML + ONNX Runtime, adaptive batching), the naive
 baseline (V1 in PyTorch eager, single-threaded HTTP server, no batching) and a no-op BentoML
 service with the same API (the ceiling of the HTTP stack). The client is a bounded asyncio
-httpx client on the same machine (so it competes with the server for the 2 cores), one text
+aiohttp client on the same machine (so it competes with the server for the 2 cores), one text
 per request.
 
 For each server: closed loop at several concurrency levels (throughput, p50/p95/p99), then an
@@ -25,6 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import aiohttp
 import httpx
 import numpy as np
 import pandas as pd
@@ -74,24 +75,29 @@ def summary(latencies: list[float], statuses: list, seconds: float) -> dict:
             "p95_ms": float(np.percentile(ms, 95)), "p99_ms": float(np.percentile(ms, 99))}
 
 
-async def one(client: httpx.AsyncClient, url: str, text: str, key: str, statuses: list, latencies: list,
+async def one(client: aiohttp.ClientSession, url: str, text: str, key: str, statuses: list, latencies: list,
               retry_after: list) -> None:
     start = time.perf_counter()
     try:
-        r = await client.post(url, json={"items": [{"text": text, "key": key}]})
-        statuses.append(r.status_code)
-        if r.status_code == 200:
-            latencies.append(time.perf_counter() - start)
-        elif r.status_code in (429, 503):
-            retry_after.append("retry-after" in r.headers)
-    except httpx.HTTPError as e:  # a dropped or refused connection: the worst outcome
+        async with client.post(url, json={"items": [{"text": text, "key": key}]}) as r:
+            await r.read()
+            statuses.append(r.status)
+            if r.status == 200:
+                latencies.append(time.perf_counter() - start)
+            elif r.status in (429, 503):
+                retry_after.append("retry-after" in r.headers)
+    except (aiohttp.ClientError, asyncio.TimeoutError) as e:  # a dropped or refused connection: the worst outcome
         statuses.append(type(e).__name__)
+
+
+def session(connections: int) -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=connections),
+                                 timeout=aiohttp.ClientTimeout(total=60))
 
 
 async def closed_loop(url: str, texts: list[str], concurrency: int, seconds: float, max_requests: int) -> dict:
     statuses, latencies, retry_after = [], [], []
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+    async with session(concurrency) as client:
         deadline = time.perf_counter() + seconds
         counter = iter(range(max_requests))
 
@@ -111,7 +117,7 @@ async def closed_loop(url: str, texts: list[str], concurrency: int, seconds: flo
 async def open_loop(url: str, texts: list[str], rate: float, seconds: float) -> dict:
     """Requests at a fixed rate whatever the server does: latency at a given load, not at saturation."""
     statuses, latencies, retry_after = [], [], []
-    async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=256)) as client:
+    async with session(256) as client:
         tasks, n = [], int(rate * seconds)
         start = time.perf_counter()
         for i in range(n):
@@ -153,7 +159,7 @@ def main() -> None:
     levels = [int(c) for c in args.levels.split(",")]
     py = sys.executable
     results: dict = {"levels": levels, "seconds_per_level": args.seconds, "cpus": os.cpu_count(),
-                     "client": "httpx asyncio on the same machine, 1 text per request"}
+                     "client": "aiohttp asyncio on the same machine, 1 text per request"}
     tmp = Path(tempfile.mkdtemp())
 
     def yanjin_server(model: str, **overrides) -> tuple[subprocess.Popen, str]:
