@@ -3,8 +3,8 @@ test) behind ONNX Runtime, with adaptive batching, review flags, a prediction lo
 
     yanjin serve --model banking77-lite           # or: bentoml serve yanjin.serving.service:Classifier
 
-Endpoints: POST /predict, POST /feedback, GET /info, and BentoML's /readyz, /livez, /metrics,
-/docs. Settings come from `YANJIN_SERVE_SETTINGS` (JSON, written by `yanjin serve`).
+Endpoints: POST /predict, POST /feedback, POST /info, and BentoML's /readyz, /livez, /metrics,
+/docs.json (OpenAPI). Settings come from `YANJIN_SERVE_SETTINGS` (JSON, written by `yanjin serve`).
 """
 from __future__ import annotations
 

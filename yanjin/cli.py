@@ -195,7 +195,7 @@ def serve(
 
     settings = serve_settings(state_dir, tracking_uri, model, prediction_log, set_)
     env = os.environ | {ENV: settings.to_json()}
-    typer.echo(f"serving {settings.model} on http://{host}:{port} (docs at /docs)")
+    typer.echo(f"serving {settings.model} on http://{host}:{port} (OpenAPI spec at /docs.json)")
     os.execvpe(sys.executable, [sys.executable, "-m", "bentoml", "serve", "yanjin.serving.service:Classifier",
                                 "--host", host, "--port", str(port)], env)
 

@@ -209,6 +209,7 @@ def test_metrics_endpoint_is_prometheus_text(server):
     url, *_ = server
     text = httpx.get(f"{url}/metrics", timeout=10).text
     assert "bentoml_service_request_total" in text and 'endpoint="/predict"' in text
+    assert httpx.get(f"{url}/docs.json", timeout=10).json()["paths"].keys() >= {"/predict", "/feedback", "/info"}
     served = [line for line in text.splitlines() if line.startswith("yanjin_served_model{") and line.endswith(" 1.0")]
     assert any('arm="champion"' in line and 'provider="CPUExecutionProvider"' in line and 'version="1"' in line
                for line in served), served
