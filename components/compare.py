@@ -9,6 +9,7 @@ CPU-seconds per 1,000 batch-1 requests (the energy proxy: CPU time, not wall tim
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -239,7 +240,7 @@ def compare_family(model_name: str, variants: list[str], train: pd.DataFrame, te
     baseline = tfidf_baseline(train, test, params)
     result = summarise(rows, baseline) | {
         "versions": rows, "tfidf_linearsvc": baseline, "missing": missing, "n_test": len(test),
-        "machine": {"cpus": __import__("os").cpu_count(), "platform": platform.platform()},
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
         "params": params.__dict__,
     }
     out = Path(out_dir)

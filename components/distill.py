@@ -27,7 +27,7 @@ from ..models.family import CHECKPOINT_SPEC, CHECKPOINT_WEIGHTS, LABELS_FILE, TO
 from ..models.inference import OnnxClassifier
 from ..models.tokenizer import TextTokenizer
 from .data import LABEL, TEXT
-from .train import Fit, TrainParams, fit, predict_logits, seed_everything
+from .train import Fit, TrainParams, fit, seed_everything, val_accuracy
 
 
 @dataclass(frozen=True)
@@ -140,8 +140,7 @@ def distill_classifier(
     pruned = Fit(history=first.history)  # epochs keep counting; "best" restarts for the new architecture
     if params.recovery_epochs == 0:
         pruned.best_epoch = len(first.history)
-        pruned.best_val_accuracy = float((predict_logits(model, tokenizer, val_texts, train.eval_batch_size)
-                                          .argmax(1) == val_y).mean())
+        pruned.best_val_accuracy = val_accuracy(model, tokenizer, val_texts, val_y, train.eval_batch_size)
         save()
     fit(model, tokenizer, texts, kd, params.recovery_epochs, recipe, val_texts, val_y, save=save,
         state=pruned, on_epoch=on_epoch, progress=progress, phase="recover ")

@@ -73,6 +73,10 @@ def predict_logits(model: Classifier, tokenizer: TextTokenizer, texts: list[str]
     return np.concatenate(out) if out else np.zeros((0, model.head.out_features), dtype=np.float32)
 
 
+def val_accuracy(model: Classifier, tokenizer: TextTokenizer, texts: list[str], y: np.ndarray, batch_size: int) -> float:
+    return float((predict_logits(model, tokenizer, texts, batch_size).argmax(1) == y).mean())
+
+
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (logits, batch indices) -> loss
 
 
@@ -116,8 +120,7 @@ def fit(model: Classifier, tokenizer: TextTokenizer, texts: list[str], loss_fn: 
             schedule.step()
             running += loss.item()
             bar.set_postfix(loss=f"{running / (step + 1):.4f}")
-        logits = predict_logits(model, tokenizer, val_texts, params.eval_batch_size)
-        acc = float((logits.argmax(1) == val_y).mean())
+        acc = val_accuracy(model, tokenizer, val_texts, val_y, params.eval_batch_size)
         record = {"epoch": epoch, "train_loss": running / max(1, steps_per_epoch), "val_accuracy": acc,
                   "lr": schedule.get_last_lr()[0]}
         state.history.append(record)
@@ -155,9 +158,9 @@ def train_classifier(
     save = lambda: save_checkpoint(model, spec, labels, out_dir)  # noqa: E731
     start = time.perf_counter()
     if params.epochs == 0:  # no training asked: the untrained head is the candidate
-        logits = predict_logits(model, tokenizer, val_texts, params.eval_batch_size)
+        acc = val_accuracy(model, tokenizer, val_texts, val_y, params.eval_batch_size)
         save()
-        return TrainResult(0, float((logits.argmax(1) == val_y).mean()), time.perf_counter() - start)
+        return TrainResult(0, acc, time.perf_counter() - start)
     result = fit(model, tokenizer, texts, lambda logits, idx: torch.nn.functional.cross_entropy(logits, y[idx]),
                  params.epochs, params, val_texts, val_y, save, on_epoch=on_epoch, progress=progress)
     return TrainResult(result.best_epoch, result.best_val_accuracy, time.perf_counter() - start, result.history)

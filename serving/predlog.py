@@ -83,25 +83,19 @@ class PredictionLog:
         self.batch_size = batch_size
         self.flush_seconds = flush_seconds
         self._queue: queue.Queue[Prediction | None] = queue.Queue()
-        self._idle = threading.Event()
-        self._idle.set()
+        self._pending = 0                      # appended but not yet committed (or given up on)
+        self._settled = threading.Condition()
         self._writer = threading.Thread(target=self._write_loop, name="prediction-log", daemon=True)
         self._writer.start()
 
     def append(self, rows: list[Prediction]) -> None:
-        self._idle.clear()
+        with self._settled:  # counted before queued, so flush() can never miss a row in transit
+            self._pending += len(rows)
         for row in rows:
             self._queue.put(row)
 
     def _write_loop(self) -> None:
-        while True:
-            try:
-                first = self._queue.get(timeout=self.flush_seconds)
-            except queue.Empty:
-                self._idle.set()
-                continue
-            if first is None:
-                return
+        while (first := self._queue.get()) is not None:
             batch = [first]
             deadline = time.monotonic() + self.flush_seconds
             while len(batch) < self.batch_size and time.monotonic() < deadline:
@@ -114,8 +108,6 @@ class PredictionLog:
                     return
                 batch.append(item)
             self._commit(batch)
-            if self._queue.empty():
-                self._idle.set()
 
     def _commit(self, batch: list[Prediction]) -> None:
         try:
@@ -123,10 +115,15 @@ class PredictionLog:
                 conn.execute(predictions.insert(), [asdict(p) for p in batch])
         except sa.exc.SQLAlchemyError:  # the log must never take serving down; the loss is reported
             log.exception("prediction log: %d rows could not be written", len(batch))
+        finally:
+            with self._settled:
+                self._pending -= len(batch)
+                self._settled.notify_all()
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until everything appended so far is committed."""
-        return self._idle.wait(timeout)
+        with self._settled:
+            return self._settled.wait_for(lambda: self._pending == 0, timeout)
 
     def close(self) -> None:
         self._queue.put(None)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 ENV = "YANJIN_SERVE_SETTINGS"
 
@@ -33,11 +33,9 @@ class ServeSettings:
 
     @classmethod
     def from_dict(cls, values: dict) -> "ServeSettings":
-        known = {f.name for f in fields(cls)}
-        unknown = set(values) - known
-        if unknown:
-            raise ValueError(f"unknown serving settings {sorted(unknown)}; known: {sorted(known)}")
-        return cls(**values)
+        from ..config import build  # the pipeline config's checks: unknown names, wrong types
+
+        return build(cls, values, "serving")
 
     @classmethod
     def from_env(cls) -> "ServeSettings":

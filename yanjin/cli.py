@@ -174,7 +174,7 @@ def serve_settings(state_dir: Path, tracking_uri: Optional[str], model: str, pre
         apply_override(values, assignment)
     try:
         return ServeSettings.from_dict(values)
-    except (TypeError, ValueError) as e:
+    except ValueError as e:
         raise typer.BadParameter(str(e), param_hint="--set")
 
 

@@ -49,7 +49,8 @@ class ConfigError(ValueError):
     pass
 
 
-def _build(cls, values: dict, where: str):
+def build(cls, values: dict, where: str):
+    """A config dataclass from a mapping: unknown fields and wrong types are ConfigErrors naming them."""
     if not isinstance(values, dict):
         raise ConfigError(f"{where}: expected a mapping, got {type(values).__name__}")
     known = {f.name: f for f in fields(cls)}
@@ -60,7 +61,7 @@ def _build(cls, values: dict, where: str):
     for name, value in values.items():
         default = getattr(cls(), name)
         if is_dataclass(default):
-            kwargs[name] = _build(type(default), value, f"{where}.{name}")
+            kwargs[name] = build(type(default), value, f"{where}.{name}")
         else:
             kwargs[name] = _coerce(value, type(default), f"{where}.{name}")
     return cls(**kwargs)
@@ -75,7 +76,7 @@ def _coerce(value, kind: type, where: str):
 
 
 def from_dict(values: dict) -> PipelineConfig:
-    return _build(PipelineConfig, values, "config")
+    return build(PipelineConfig, values, "config")
 
 
 def profile_path(profile: str) -> Path:
