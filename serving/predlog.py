@@ -36,6 +36,16 @@ predictions = sa.Table(
     sa.Column("feedback_label", sa.String(200)),      # the true label reported by the client
     sa.Column("labelled_at", sa.Float),
 )
+failures = sa.Table(  # model calls that raised: a rollout's error-rate guardrail counts them per arm
+    "failures", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("created_at", sa.Float, nullable=False, index=True),
+    sa.Column("model", sa.String(200), nullable=False),
+    sa.Column("version", sa.String(20), nullable=False),
+    sa.Column("arm", sa.String(20), nullable=False),
+    sa.Column("items", sa.Integer, nullable=False),      # texts in the failed call
+    sa.Column("error", sa.Text, nullable=False),
+)
 
 
 @dataclass(frozen=True)
@@ -171,6 +181,34 @@ class PredictionLog:
         with self.engine.connect() as conn:
             return [{"text": r.text, "label": r.reviewed_label or r.feedback_label,
                      "source": "review" if r.reviewed_label else "feedback"} for r in conn.execute(q)]
+
+    def failure(self, model: str, version: str, arm: str, items: int, error: str) -> None:
+        """Record a failed model call at once (rare, and the evidence a rollback may rest on)."""
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(failures.insert().values(created_at=time.time(), model=model, version=version, arm=arm,
+                                                      items=items, error=error[:2000]))
+        except sa.exc.SQLAlchemyError:
+            log.exception("prediction log: could not record a failure of %s v%s", model, version)
+
+    def outcomes(self, model: str, since: float) -> list[dict]:
+        """Per prediction of `model` since `since`: arm, version, confidence, review flag, latency and the
+        true label when someone gave one (reviewer first, then client feedback)."""
+        self.flush()
+        c = predictions.c
+        q = (sa.select(c.created_at, c.arm, c.version, c.label, c.confidence, c.needs_review, c.latency_ms,
+                       sa.func.coalesce(c.reviewed_label, c.feedback_label).label("true_label"))
+             .where(c.model == model, c.created_at >= since).order_by(c.created_at))
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(q).mappings()]
+
+    def failed_items(self, model: str, since: float) -> dict[tuple[str, str], int]:
+        """Texts whose model call failed since `since`, per (arm, version)."""
+        c = failures.c
+        q = (sa.select(c.arm, c.version, sa.func.sum(c.items)).where(c.model == model, c.created_at >= since)
+             .group_by(c.arm, c.version))
+        with self.engine.connect() as conn:
+            return {(arm, version): int(n) for arm, version, n in conn.execute(q)}
 
     def count(self) -> int:
         self.flush()

@@ -70,16 +70,22 @@ class VersionCache:
             return [f"{n}/{v}" for n, v in self._items]
 
 
-class AliasWatcher:
-    """Keeps `arms` = {"champion": ServedModel, "challenger": ServedModel | None} in step with MLflow."""
+SHARE_TAG = "yanjin.challenger_share"  # registered-model tag: the challenger's share of traffic, set by a rollout
 
-    def __init__(self, name: str, cache: VersionCache, poll_seconds: float, with_challenger: bool,
+
+class AliasWatcher:
+    """Keeps `arms` = {"champion": ServedModel, "challenger": ServedModel | None} and the challenger's
+    traffic share in step with MLflow: the aliases, and the share tag a rollout writes (which wins
+    over the configured default, so every replica follows the same rollout plan)."""
+
+    def __init__(self, name: str, cache: VersionCache, poll_seconds: float, default_share: float,
                  on_swap: Callable[[str, ServedModel | None, ServedModel], None] | None = None) -> None:
         self.name = name
         self.on_swap = on_swap
         self.cache = cache
         self.poll_seconds = poll_seconds
-        self.with_challenger = with_challenger
+        self.default_share = default_share
+        self.share = default_share
         self.arms: dict[str, ServedModel | None] = {CHAMPION: None, CHALLENGER: None}
         self.errors: list[str] = []   # refusals and lookup failures, newest last (shown in /info)
         self._stop = threading.Event()
@@ -89,29 +95,50 @@ class AliasWatcher:
     def ready(self) -> bool:
         return self.arms[CHAMPION] is not None
 
-    def _alias_version(self, alias: str) -> str | None:
+    @property
+    def challenger_share(self) -> float:
+        """The share in force: 0 while no challenger is loaded."""
+        return self.share if self.arms[CHALLENGER] is not None else 0.0
+
+    def _note(self, message: str) -> None:
+        log.error(message)
+        self.errors = (self.errors + [message])[-20:]
+
+    def _registry_state(self) -> tuple[dict[str, str], float]:
         import mlflow
         from mlflow.exceptions import MlflowException
 
         try:
-            return str(mlflow.MlflowClient().get_model_version_by_alias(self.name, alias).version)
+            model = mlflow.MlflowClient().get_registered_model(self.name)
         except MlflowException:
-            return None
+            return {}, self.share
+        share = self.default_share
+        if SHARE_TAG in model.tags:
+            try:
+                share = float(model.tags[SHARE_TAG])
+                if not 0.0 <= share <= 1.0:
+                    raise ValueError("outside [0, 1]")
+            except ValueError as e:
+                self._note(f"ignored tag {SHARE_TAG}={model.tags[SHARE_TAG]!r}: {e}; keeping share {self.share}")
+                share = self.share
+        return {alias: str(version) for alias, version in model.aliases.items()}, share
 
     def refresh(self) -> list[str]:
-        """Load what the aliases point at now; returns the changes made."""
+        """Load what the aliases point at now and take the current share; returns the changes made."""
         changes = []
-        for arm in (CHAMPION, CHALLENGER) if self.with_challenger else (CHAMPION,):
-            version = self._alias_version(arm)
+        aliases, share = self._registry_state()
+        if share != self.share:
+            changes.append(f"challenger share: {self.share} -> {share}")
+            self.share = share
+        for arm in (CHAMPION, CHALLENGER) if share > 0 else (CHAMPION,):
+            version = aliases.get(arm)
             current = self.arms[arm]
             if version is None or (current and current.version == version):
                 continue
             try:
                 model = self.cache.get(self.name, version)
             except (LineageError, OSError, ValueError) as e:
-                message = f"refused {self.name} v{version} for {arm}: {e}"
-                log.error(message)
-                self.errors = (self.errors + [message])[-20:]
+                self._note(f"refused {self.name} v{version} for {arm}: {e}")
                 continue
             self.arms = self.arms | {arm: model}  # one assignment: readers see old or new, never a mix
             if self.on_swap:

@@ -85,7 +85,7 @@ class Classifier:
         mlflow.set_tracking_uri(SETTINGS.tracking_uri)
         self.cache = VersionCache(SETTINGS.cache_size, SETTINGS.threads)
         self.watcher = AliasWatcher(SETTINGS.model, self.cache, SETTINGS.poll_seconds,
-                                    with_challenger=SETTINGS.challenger_share > 0, on_swap=self._export_metrics)
+                                    default_share=SETTINGS.challenger_share, on_swap=self._export_metrics)
         self.watcher.refresh()     # not ready (no /readyz 200) until a verified champion is loaded
         self.watcher.start()
         self.predictions = PredictionLog(SETTINGS.prediction_log)
@@ -106,17 +106,26 @@ class Classifier:
         arms = self.watcher.arms  # one snapshot per batch: a hot swap never splits a batch
         if arms[CHAMPION] is None:
             raise bentoml.exceptions.ServiceUnavailable("no verified champion loaded yet")
-        share = self.settings.challenger_share if arms[CHALLENGER] is not None else 0.0
+        share = self.watcher.share if arms[CHALLENGER] is not None else 0.0
         chosen = [assign_arm(item.key, share, self.rng) for item in items]
         results: list[Result | None] = [None] * len(items)
         rows = []
-        for arm in (CHAMPION, CHALLENGER):
+        for arm in (CHALLENGER, CHAMPION):  # challenger first: texts it fails on fall back to the champion
             idx = [i for i, a in enumerate(chosen) if a == arm]
             if not idx:
                 continue
             model: ServedModel = arms[arm]
             start = time.perf_counter()
-            probs = model.classifier.predict_proba([items[i].text for i in idx], batch_size=len(idx))
+            try:
+                probs = model.classifier.predict_proba([items[i].text for i in idx], batch_size=len(idx))
+            except Exception as e:  # counted per arm: the rollout's error guardrail reads these
+                self.predictions.failure(model.name, model.version, arm, len(idx), f"{type(e).__name__}: {e}")
+                if arm == CHAMPION:
+                    raise
+                log.exception("challenger %s v%s failed on %d texts; the champion answers them", model.name,
+                              model.version, len(idx))
+                chosen = [CHAMPION if a == CHALLENGER else a for a in chosen]
+                continue
             latency_ms = (time.perf_counter() - start) * 1000
             now = time.time()
             for i, p in zip(idx, probs):
@@ -164,7 +173,7 @@ class Classifier:
             "model": s.model,
             "arms": {arm: None if m is None else {"version": m.version, "variant": m.variant, "provider": m.provider,
                                                   "artifact_sha256": m.sha256} for arm, m in arms.items()},
-            "ab": {"challenger_share": s.challenger_share if arms[CHALLENGER] else 0.0,
+            "ab": {"challenger_share": self.watcher.challenger_share, "share_set": self.watcher.share,
                    "configured_challenger_share": s.challenger_share, "sticky_by": "key"},
             "providers_available": available_providers(),
             "cached_versions": self.cache.versions(),

@@ -1,0 +1,91 @@
+"""Promotion against a real MLflow registry (SQLite): compare-and-set under contention, rollback, audit."""
+import threading
+
+import pytest
+from mlflow import MlflowClient
+
+from yanjin.release.promotion import (CHAMPION, PromotionConflict, PromotionRefused, alias_version, history,
+                                      lock_name, promote, rollback)
+
+MODEL = "demo-v1"
+
+
+@pytest.fixture()
+def client(tmp_path):
+    """A registry with versions 1..12 (1 is champion); 12 never passed its gate."""
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    client.create_registered_model(MODEL)
+    source = tmp_path / "artifacts"
+    source.mkdir()
+    for v in range(1, 13):
+        client.create_model_version(MODEL, str(source), tags={"gate": "passed" if v < 12 else "reject"})
+    client.set_registered_model_alias(MODEL, CHAMPION, "1")
+    return client
+
+
+def test_ten_concurrent_promoters_exactly_one_wins(client):
+    seen = alias_version(client, MODEL, CHAMPION)
+    barrier = threading.Barrier(10)
+    won, conflicts, other = [], [], []
+
+    def promoter(version: str) -> None:
+        barrier.wait()
+        try:
+            promote(client, MODEL, version, f"thread for v{version}", expected=seen, who=f"t{version}")
+            won.append(version)
+        except PromotionConflict as e:
+            conflicts.append(str(e))
+        except Exception as e:  # noqa: BLE001 - anything else is a failure of the test
+            other.append(repr(e))
+
+    threads = [threading.Thread(target=promoter, args=(str(v),)) for v in range(2, 12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert other == []
+    assert len(won) == 1 and len(conflicts) == 9
+    assert alias_version(client, MODEL, CHAMPION) == won[0]
+    assert all("moved from v1 to v" + won[0] in c for c in conflicts), conflicts[:2]
+    promotions = [e for e in history(client, MODEL) if e.action == "promote"]
+    assert [(e.from_version, e.to_version, e.who) for e in promotions] == [("1", won[0], f"t{won[0]}")]
+    assert lock_name(MODEL) not in [m.name for m in client.search_registered_models()]  # lock released
+
+
+def test_stale_expectation_is_refused_and_names_who_moved_it(client):
+    promote(client, MODEL, "2", "first", expected="1", who="alice")
+    with pytest.raises(PromotionConflict, match=r"moved from v1 to v2 by alice .*first"):
+        promote(client, MODEL, "3", "second", expected="1", who="bob")
+    assert alias_version(client, MODEL, CHAMPION) == "2"
+
+
+def test_a_move_made_outside_yanjin_is_detected(client):
+    client.set_registered_model_alias(MODEL, CHAMPION, "4")  # as the MLflow UI would
+    with pytest.raises(PromotionConflict, match="outside yanjin"):
+        promote(client, MODEL, "2", "x", expected="1")
+
+
+def test_gate_failures_need_force_and_are_recorded(client):
+    with pytest.raises(PromotionRefused, match="gate"):
+        promote(client, MODEL, "12", "hotfix", expected="1")
+    assert alias_version(client, MODEL, CHAMPION) == "1"
+    entry = promote(client, MODEL, "12", "hotfix", expected="1", force=True)
+    assert entry.forced and history(client, MODEL)[-1].forced
+    with pytest.raises(PromotionRefused, match="no version 99"):
+        promote(client, MODEL, "99", "x", expected="12")
+    with pytest.raises(PromotionRefused, match="reason"):
+        promote(client, MODEL, "2", "  ", expected="12")
+
+
+def test_rollback_walks_back_and_history_lists_every_change(client):
+    promote(client, MODEL, "2", "better", expected="1", who="a")
+    promote(client, MODEL, "3", "better still", expected="2", who="b")
+    rollback(client, MODEL, "v3 misbehaves", who="c")
+    assert alias_version(client, MODEL, CHAMPION) == "2"
+    rollback(client, MODEL, "v2 too", who="d")           # a stack, not a toggle between 2 and 3
+    assert alias_version(client, MODEL, CHAMPION) == "1"
+    with pytest.raises(PromotionRefused, match="no earlier version"):
+        rollback(client, MODEL, "again")
+    changes = [(e.action, e.from_version, e.to_version, e.who, e.reason) for e in history(client, MODEL)]
+    assert changes == [("promote", "1", "2", "a", "better"), ("promote", "2", "3", "b", "better still"),
+                       ("rollback", "3", "2", "c", "v3 misbehaves"), ("rollback", "2", "1", "d", "v2 too")]
