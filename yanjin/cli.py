@@ -8,6 +8,8 @@ from typing import List, Optional
 
 import typer
 
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # progress bars garble CLI output
+
 app = typer.Typer(help="yanjin: train, evaluate, register and serve a family of model versions.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
 pipeline_app = typer.Typer(help="Compile the Kubeflow pipeline or run it locally.", no_args_is_help=True)
@@ -18,6 +20,12 @@ app.add_typer(data_app, name="data")
 review_app = typer.Typer(help="Work the human-review queue of the prediction log.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
 app.add_typer(review_app, name="review")
+from .release_cli import promote, rollback, history, rollout_app, select  # noqa: E402 - the release commands
+app.command("promote")(promote)
+app.command("rollback")(rollback)
+app.command("history")(history)
+app.command("select")(select)
+app.add_typer(rollout_app, name="rollout")
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
