@@ -11,6 +11,7 @@ class RolloutPolicy:
     review_margin: float = 0.05          # ... and its low-confidence (review) share <= champion's + margin
     min_labelled: int = 200              # labelled predictions per arm before the first verdict on accuracy
     min_step_requests: int = 200         # challenger predictions at the current step before it may advance
+    max_step_requests: int = 20_000      # no verdict after this many at one step: inconclusive, roll back
     max_error_rate: float = 0.01         # failed challenger calls / its requests beyond which it rolls back
     max_latency_ratio: float = 1.5       # challenger p95 / champion p95 beyond which it rolls back
     alpha: float = 0.05                  # error rate of the always-valid test, over all looks together

@@ -30,7 +30,7 @@ from .sequential import Difference, confidence_sequence
 
 STATE_TAG = "yanjin.rollout"
 MIN_FOR_VERDICT = 30   # labelled texts per arm before accuracy may condemn: the test is a normal approximation
-RUNNING, ROLLED_BACK, PROMOTED = "running", "rolled_back", "promoted"
+RUNNING, ROLLED_BACK, PROMOTED, ABORTED = "running", "rolled_back", "promoted", "aborted"
 
 
 class RolloutError(RuntimeError):
@@ -193,6 +193,9 @@ def assess(log: PredictionLog, model: str, state: RolloutState, policy: RolloutP
         pending.append(f"review-rate difference [{review.low:+.3f}, {review.high:+.3f}] does not yet exclude "
                        f"a rise of {policy.review_margin:.3f}")
 
+    if pending and step_requests >= policy.max_step_requests:
+        worse.append(f"inconclusive after {step_requests} challenger requests at {state.share:.0%}: "
+                     + "; ".join(pending))
     if worse:
         decision, reasons = "rollback", worse
     elif pending:
@@ -246,6 +249,21 @@ def apply(client: MlflowClient, model: str, state: RolloutState, a: Assessment, 
     if fresh.status != RUNNING:
         write_report(client, model, fresh, report_dir)
     return fresh
+
+
+def abort(client: MlflowClient, model: str, reason: str, who: str | None = None,
+          report_dir: Path | None = None) -> RolloutState:
+    """Stop a running rollout by hand: all traffic back to the champion, aliases unchanged."""
+    with model_lock(client, model):
+        state = read_state(client, model)
+        if state is None or state.status != RUNNING:
+            raise RolloutError(f"{model}: no rollout is running")
+        state = replace(state, status=ABORTED, reason=reason)
+        record(client, model, "rollout-abort", CHALLENGER, state.challenger, state.challenger,
+               f"all traffic back to champion v{state.champion}: {reason}", who=who)
+        _write_state(client, model, state)
+    write_report(client, model, state, report_dir)
+    return state
 
 
 def check(client: MlflowClient, log: PredictionLog, model: str, policy: RolloutPolicy, act: bool = True,

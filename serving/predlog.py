@@ -43,7 +43,7 @@ failures = sa.Table(  # model calls that raised: a rollout's error-rate guardrai
     sa.Column("model", sa.String(200), nullable=False),
     sa.Column("version", sa.String(20), nullable=False),
     sa.Column("arm", sa.String(20), nullable=False),
-    sa.Column("items", sa.Integer, nullable=False),      # texts in the failed call
+    sa.Column("n_texts", sa.Integer, nullable=False),    # texts in the failed call
     sa.Column("error", sa.Text, nullable=False),
 )
 
@@ -187,7 +187,7 @@ class PredictionLog:
         try:
             with self.engine.begin() as conn:
                 conn.execute(failures.insert().values(created_at=time.time(), model=model, version=version, arm=arm,
-                                                      items=items, error=error[:2000]))
+                                                      n_texts=items, error=error[:2000]))
         except sa.exc.SQLAlchemyError:
             log.exception("prediction log: could not record a failure of %s v%s", model, version)
 
@@ -205,7 +205,7 @@ class PredictionLog:
     def failed_items(self, model: str, since: float) -> dict[tuple[str, str], int]:
         """Texts whose model call failed since `since`, per (arm, version)."""
         c = failures.c
-        q = (sa.select(c.arm, c.version, sa.func.sum(c.items)).where(c.model == model, c.created_at >= since)
+        q = (sa.select(c.arm, c.version, sa.func.sum(c.n_texts)).where(c.model == model, c.created_at >= since)
              .group_by(c.arm, c.version))
         with self.engine.connect() as conn:
             return {(arm, version): int(n) for arm, version, n in conn.execute(q)}

@@ -152,6 +152,59 @@ def rollout_status(
     _print_assessment(a)
 
 
+@rollout_app.command("abort")
+def rollout_abort(
+    model: str = typer.Argument(..., help="Registered model."),
+    reason: str = typer.Option(..., help="Why: kept in the audit trail."),
+    report_dir: Optional[Path] = typer.Option(None, help="Where the report goes (also logged to MLflow)."),
+    who: Optional[str] = WHO, state_dir: Path = STATE, tracking_uri: Optional[str] = TRACKING,
+) -> None:
+    """Stop the running rollout: all traffic back to the champion, aliases unchanged."""
+    from .release.rollout import RolloutError, abort
+
+    try:
+        state = abort(_client(state_dir, tracking_uri), model, reason, who, report_dir)
+    except RolloutError as err:
+        _fail(str(err))
+    typer.echo(f"{model}: rollout of v{state.challenger} aborted; champion v{state.champion} takes all traffic")
+
+
+@rollout_app.command("rehearse")
+def rollout_rehearse(
+    model: str = typer.Argument(..., help="Registered model, served at --url."),
+    challenger: str = typer.Option(..., help="Version to roll out against @champion."),
+    url: str = typer.Option("http://127.0.0.1:3000", help="The yanjin server serving MODEL."),
+    data: Path = typer.Option(..., help="Labelled CSV to replay (columns text, category)."),
+    feedback_share: float = typer.Option(1.0, min=0.0, max=1.0, help="Share of predictions whose true label is reported."),
+    chunk: int = typer.Option(64, min=1, help="Requests between two checks."),
+    max_requests: int = typer.Option(20_000, min=1, help="Stop replaying after this many requests."),
+    output: Optional[Path] = typer.Option(None, help="Write every check as JSON here."),
+    force: bool = typer.Option(False, help="Roll out a version that did not pass its gates."),
+    profile: str = PROFILE, set_: List[str] = SETS, prediction_log: Optional[str] = LOG,
+    state_dir: Path = STATE, tracking_uri: Optional[str] = TRACKING,
+) -> None:
+    """Replay labelled texts against the server with feedback until the rollout is promoted or rolled back."""
+    import pandas as pd
+
+    from .release.rehearsal import rehearse
+    from .serving.predlog import PredictionLog
+
+    policy = _config(profile, set_).rollout
+    frame = pd.read_csv(data)
+    if not {"text", "category"} <= set(frame.columns):
+        raise typer.BadParameter(f"{data} needs columns text and category, has {list(frame.columns)}", param_hint="--data")
+    log = PredictionLog(prediction_log or state_dir / "predictions.db")
+    try:
+        out = rehearse(_client(state_dir, tracking_uri), log, url, model, challenger, policy, list(frame["text"]),
+                       list(frame["category"]), chunk, feedback_share, max_requests, force=force)
+    finally:
+        log.close()
+    if output:
+        output.write_text(json.dumps(out.to_dict(), indent=2))
+    typer.echo(f"{model} v{challenger}: {out.status} after {out.requests} requests ({out.served_by['challenger']} "
+               f"by the challenger), {out.feedback} labels, {len(out.checks)} checks; {out.reason}")
+
+
 @rollout_app.command("watch")
 def rollout_watch(
     model: str = typer.Argument(..., help="Registered model."),

@@ -1,0 +1,116 @@
+"""The rollout controller's verdicts, computed from a real prediction log (SQLite) and a real registry."""
+import time
+import uuid
+
+import pytest
+from mlflow import MlflowClient
+
+from yanjin.release.policy import RolloutPolicy
+from yanjin.release.promotion import CHAMPION, PromotionRefused, alias_version, history
+from yanjin.release.rollout import RolloutError, abort, assess, check, read_state, start
+from yanjin.serving.predlog import Prediction, PredictionLog
+from yanjin.serving.registry import SHARE_TAG
+
+MODEL = "demo-v1"
+POLICY = RolloutPolicy(plan="10,50,100", min_labelled=40, min_step_requests=40, accuracy_margin=0.05,
+                       review_margin=0.1)
+
+
+@pytest.fixture()
+def setup(tmp_path):
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    client.create_registered_model(MODEL)
+    for v in range(1, 4):
+        client.create_model_version(MODEL, str(tmp_path), tags={"gate": "passed" if v < 3 else "reject"})
+    client.set_registered_model_alias(MODEL, CHAMPION, "1")
+    log = PredictionLog(tmp_path / "predictions.db")
+    yield client, log
+    log.close()
+
+
+def traffic(log: PredictionLog, arm: str, version: str, n: int, accuracy: float, review: float = 0.2,
+            latency_ms: float = 2.0) -> None:
+    """n labelled predictions: the first accuracy*n right, the first review*n flagged."""
+    now = time.time()
+    rows = [Prediction(str(uuid.uuid4()), now, f"text {i}", "right" if i < accuracy * n else "wrong", 0.9,
+                       MODEL, version, "v1", arm, latency_ms, i < review * n) for i in range(n)]
+    log.append(rows)
+    for r in rows:
+        log.feedback(r.id, "right")
+
+
+def test_start_needs_a_gated_version_and_moves_only_the_challenger(setup):
+    client, log = setup
+    with pytest.raises(PromotionRefused, match="gate"):
+        start(client, MODEL, "3", POLICY, "try")
+    with pytest.raises(RolloutError, match="already the champion"):
+        start(client, MODEL, "1", POLICY, "try")
+    state = start(client, MODEL, "2", POLICY, "try")
+    assert (state.champion, state.challenger, state.share) == ("1", "2", 0.1)
+    assert alias_version(client, MODEL, "challenger") == "2" and alias_version(client, MODEL, CHAMPION) == "1"
+    assert client.get_registered_model(MODEL).tags[SHARE_TAG] == "0.1"
+    with pytest.raises(RolloutError, match="already running"):
+        start(client, MODEL, "2", POLICY, "again")
+
+
+def test_too_little_evidence_holds(setup):
+    client, log = setup
+    state = start(client, MODEL, "2", POLICY, "try")
+    traffic(log, "champion", "1", 100, 0.9)
+    traffic(log, "challenger", "2", 10, 0.0)
+    a = assess(log, MODEL, state, POLICY)
+    assert a.decision == "hold" and "need 40 each" in a.reasons[0]
+
+
+def test_a_worse_challenger_is_rolled_back_and_marked(setup):
+    client, log = setup
+    start(client, MODEL, "2", POLICY, "try")
+    traffic(log, "champion", "1", 200, 0.9)
+    traffic(log, "challenger", "2", 60, 0.5)
+    state, a = check(client, log, MODEL, POLICY)
+    assert a.decision == "rollback" and "significantly below" in a.reasons[0]
+    assert state.status == "rolled_back" and client.get_registered_model(MODEL).tags[SHARE_TAG] == "0"
+    assert alias_version(client, MODEL, CHAMPION) == "1"
+    assert client.get_model_version(MODEL, "2").tags["rollout_outcome"] == "rolled_back"
+    assert history(client, MODEL)[-1].action == "rollout-rollback"
+    with pytest.raises(PromotionRefused, match="rolled back"):   # promoting it now needs --force
+        from yanjin.release.promotion import promote
+        promote(client, MODEL, "2", "anyway", expected="1")
+    report = client.download_artifacts(state.run_id, "rollout/report.md")
+    assert "rolled_back" in open(report).read()
+
+
+def test_failures_and_slowness_roll_back(setup):
+    client, log = setup
+    state = start(client, MODEL, "2", POLICY, "try")
+    traffic(log, "champion", "1", 200, 0.9)
+    traffic(log, "challenger", "2", 60, 0.9)
+    log.failure(MODEL, "2", "challenger", 5, "RuntimeError: boom")
+    a = assess(log, MODEL, state, POLICY)
+    assert a.decision == "rollback" and any("error rate" in r or "fails" in r for r in a.reasons)
+    abort(client, MODEL, "next case")
+
+    state = start(client, MODEL, "2", POLICY, "try")
+    traffic(log, "champion", "1", 100, 0.9, latency_ms=2.0)
+    traffic(log, "challenger", "2", 60, 0.9, latency_ms=9.0)
+    a = assess(log, MODEL, state, POLICY)
+    assert a.decision == "rollback" and "latency" in a.reasons[0]
+
+
+def test_a_good_challenger_walks_the_plan_and_is_promoted(setup):
+    client, log = setup
+    start(client, MODEL, "2", POLICY, "try")
+    decisions = []
+    for _ in range(30):
+        traffic(log, "champion", "1", 100, 0.9)
+        traffic(log, "challenger", "2", 50, 0.96)
+        state, a = check(client, log, MODEL, POLICY)
+        decisions.append(a.decision)
+        if state.status != "running":
+            break
+    assert [d for d in decisions if d != "hold"] == ["advance", "advance", "promote"], decisions
+    assert decisions[0] == "hold"   # 50 labelled texts cannot yet rule out a 5-point loss
+    assert alias_version(client, MODEL, CHAMPION) == "2"
+    assert [e.action for e in history(client, MODEL)] == ["rollout-start", "rollout-advance", "rollout-advance",
+                                                          "rollout-promote"]
+    assert read_state(client, MODEL).status == "promoted"

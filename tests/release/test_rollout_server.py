@@ -1,0 +1,85 @@
+"""A rollout end to end: two versions built by the tiny pipeline, the real server over HTTP,
+labelled traffic with feedback, the controller deciding after every chunk."""
+import json
+
+import httpx
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from tests.serving.test_server import MODEL, free_port, start_server, stop, wait_ready
+from yanjin.config import load_config
+from yanjin.pipelines.run import LocalState, run_local
+from yanjin.release.policy import RolloutPolicy
+from yanjin.release.promotion import CHAMPION, alias_version, history, promote
+from yanjin.release.rehearsal import rehearse
+from yanjin.serving.predlog import PredictionLog
+
+POLICY = RolloutPolicy(plan="10,50,100", min_labelled=30, min_step_requests=30, accuracy_margin=0.05,
+                       review_margin=0.15, max_step_requests=3000)
+
+
+def build_two_versions(state: LocalState, data_dir) -> tuple[list[str], list[str]]:
+    """v1: the tiny profile as is. v2: the same recipe on training labels rotated among the six intents
+    (a genuinely wrong model; a permissive gate lets it register, as an offline test set might).
+    Returns the labelled test texts of those six intents, shuffled."""
+    args = (str(data_dir / "test.csv"), str(data_dir / "categories.json"), state, None, "test-commit")
+    assert run_local(load_config("tiny"), str(data_dir / "train.csv"), *args, adapt_corpus=[]).version == "1"
+    six = sorted(json.loads((data_dir / "categories.json").read_text()))[:6]   # the tiny profile's intents
+    rotate = {label: six[(i + 1) % 6] for i, label in enumerate(six)}
+    train = pd.read_csv(data_dir / "train.csv")
+    train["category"] = train["category"].map(lambda c: rotate.get(c, c))
+    train.to_csv(state.root / "rotated.csv", index=False)
+    permissive = load_config("tiny", ["gate.min_accuracy=0", "gate.min_macro_f1=0", "gate.max_ece=1",
+                                      "gate.min_improvement=-1"])
+    assert run_local(permissive, str(state.root / "rotated.csv"), *args, adapt_corpus=[]).version == "2"
+    test = pd.read_csv(data_dir / "test.csv")
+    test = test[test["category"].isin(six)].sample(frac=1, random_state=0)
+    return list(test["text"]), list(test["category"])
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory, data_dir):
+    state = LocalState(tmp_path_factory.mktemp("rollout") / "state")
+    return (state, *build_two_versions(state, data_dir))
+
+
+@pytest.fixture(scope="module")
+def served(registry):
+    state, texts, labels = registry
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = start_server(state, port)
+    try:
+        assert wait_ready(url, proc), "server never became ready"
+        log = PredictionLog(state.root / "predictions.db")
+        yield MlflowClient(state.tracking_uri), log, url, texts, labels
+        log.close()
+    finally:
+        stop(proc)
+
+
+def test_worse_challenger_is_rolled_back_then_better_one_promoted(served):
+    client, log, url, texts, labels = served
+    worse = rehearse(client, log, url, MODEL, "2", POLICY, texts, labels, poll_wait_s=0.6)
+    last = worse.checks[-1]
+    print(f"\nworse challenger: {worse.status} after {worse.requests} requests ({worse.served_by}), "
+          f"labelled champion {last['labelled_champion']} / challenger {last['labelled_challenger']}")
+    assert worse.status == "rolled_back" and "significantly below" in worse.reason
+    assert alias_version(client, MODEL, CHAMPION) == "1"
+    assert 0 < worse.served_by["challenger"] < worse.served_by["champion"]   # 10% of keys, not half
+    info = httpx.post(f"{url}/info", json={}, timeout=10)
+    assert info.json()["ab"]["share_set"] in (0.0, 0.1)                     # 0 once the server has polled
+
+    promote(client, MODEL, "2", "rehearsal: a weak champion to beat", expected="1", force=True)
+    better = rehearse(client, log, url, MODEL, "1", POLICY, texts, labels, poll_wait_s=0.6, seed=1)
+    last = better.checks[-1]
+    print(f"better challenger: {better.status} after {better.requests} requests ({better.served_by}), "
+          f"labelled champion {last['labelled_champion']} / challenger {last['labelled_challenger']}")
+    assert better.status == "promoted"
+    assert [c["share"] for c in better.checks if c["decision"] != "hold"] == [0.1, 0.5, 1.0]
+    assert alias_version(client, MODEL, CHAMPION) == "1"
+    actions = [e.action for e in history(client, MODEL)]
+    assert actions == ["rollout-start", "rollout-rollback", "promote", "rollout-start", "rollout-advance",
+                       "rollout-advance", "rollout-promote"]
+    assert history(client, MODEL)[2].forced
