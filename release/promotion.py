@@ -137,6 +137,18 @@ def gate_problem(client: MlflowClient, model: str, version: str) -> str | None:
     return None
 
 
+def eligible(client: MlflowClient, model: str, version: str, force: bool, doing: str = "promote") -> bool:
+    """Refuse a missing version, or one that failed its gates unless forced; returns whether it was forced."""
+    try:
+        client.get_model_version(model, version)
+    except MlflowException:
+        raise PromotionRefused(f"{model} has no version {version}") from None
+    problem = gate_problem(client, model, version)
+    if problem and not force:
+        raise PromotionRefused(f"{problem}; pass --force to {doing} it anyway (recorded as forced)")
+    return problem is not None
+
+
 def set_alias_checked(client: MlflowClient, model: str, alias: str, version: str | None,
                       expected: str | None, action: str, reason: str, forced: bool = False,
                       who: str | None = None) -> AuditEntry:
@@ -162,15 +174,9 @@ def promote(client: MlflowClient, model: str, version: str, reason: str, alias: 
     """Point `model@alias` at `version` if it still points where the caller saw it (`expected`)."""
     if not reason.strip():
         raise PromotionRefused("a reason is required: it goes into the audit trail")
-    try:
-        client.get_model_version(model, version)
-    except MlflowException:
-        raise PromotionRefused(f"{model} has no version {version}") from None
-    problem = gate_problem(client, model, version)
-    if problem and not force:
-        raise PromotionRefused(f"{problem}; pass --force to promote it anyway (recorded as forced)")
+    forced = eligible(client, model, version, force)
     with model_lock(client, model):
-        return set_alias_checked(client, model, alias, version, expected, action, reason, bool(problem), who)
+        return set_alias_checked(client, model, alias, version, expected, action, reason, forced, who)
 
 
 def rollback_target(entries: list[AuditEntry], current: str | None, alias: str = CHAMPION) -> str | None:

@@ -19,13 +19,12 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from mlflow import MlflowClient
-from mlflow.exceptions import MlflowException
 
 from ..serving.predlog import PredictionLog
 from ..serving.registry import SHARE_TAG
 from .policy import RolloutPolicy
-from .promotion import (CHALLENGER, CHAMPION, ROLLED_BACK_TAG, PromotionRefused, alias_version, gate_problem,
-                        model_lock, record, set_alias_checked)
+from .promotion import (CHALLENGER, CHAMPION, ROLLED_BACK_TAG, alias_version, eligible, model_lock, record,
+                        set_alias_checked)
 from .sequential import Difference, confidence_sequence
 
 STATE_TAG = "yanjin.rollout"
@@ -117,13 +116,7 @@ def start(client: MlflowClient, model: str, challenger: str, policy: RolloutPoli
         raise RolloutError(f"{model} has no @champion to compare against")
     if champion == challenger:
         raise RolloutError(f"{model} v{challenger} is already the champion")
-    try:
-        client.get_model_version(model, challenger)
-    except MlflowException:
-        raise PromotionRefused(f"{model} has no version {challenger}") from None
-    problem = gate_problem(client, model, challenger)
-    if problem and not force:
-        raise PromotionRefused(f"{problem}; pass --force to roll it out anyway (recorded as forced)")
+    forced = eligible(client, model, challenger, force, "roll out")
     experiment = f"{model}-rollouts"
     exp = client.get_experiment_by_name(experiment)
     exp_id = exp.experiment_id if exp else client.create_experiment(experiment)
@@ -135,7 +128,7 @@ def start(client: MlflowClient, model: str, challenger: str, policy: RolloutPoli
     state = RolloutState(champion, challenger, plan, 0, now, now, run.info.run_id)
     with model_lock(client, model):
         set_alias_checked(client, model, CHALLENGER, challenger, alias_version(client, model, CHALLENGER),
-                          "rollout-start", f"{reason} (plan {policy.plan})", bool(problem), who)
+                          "rollout-start", f"{reason} (plan {policy.plan})", forced, who)
         _write_state(client, model, state)
     return state  # the run stays open until the rollout ends
 

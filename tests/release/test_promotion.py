@@ -89,3 +89,35 @@ def test_rollback_walks_back_and_history_lists_every_change(client):
     changes = [(e.action, e.from_version, e.to_version, e.who, e.reason) for e in history(client, MODEL)]
     assert changes == [("promote", "1", "2", "a", "better"), ("promote", "2", "3", "b", "better still"),
                        ("rollback", "3", "2", "c", "v3 misbehaves"), ("rollback", "2", "1", "d", "v2 too")]
+
+
+def test_cli_promote_conflict_history_and_select(client, tmp_path):
+    import json
+    import os
+
+    from typer.testing import CliRunner
+
+    from yanjin.cli import app
+
+    uri = client._registry_uri
+    run = CliRunner().invoke
+    env = {"COLUMNS": "300", "YANJIN_USER": "ops"}
+    ok = run(app, ["promote", MODEL, "2", "--reason", "better on feedback", "--tracking-uri", uri], env=env)
+    assert ok.exit_code == 0 and "v1 -> v2" in ok.output
+    stale = run(app, ["promote", MODEL, "3", "--reason", "x", "--expected", "1", "--tracking-uri", uri], env=env)
+    assert stale.exit_code == 1 and "moved from v1 to v2 by ops" in stale.output
+    shown = run(app, ["history", MODEL, "--tracking-uri", uri], env=env)
+    assert "ops" in shown.output and "better on feedback" in shown.output and "1 change(s)" in shown.output
+
+    # the advisor only considers versions that are registered: register pro and v2 as the benchmark saw them
+    for variant in ("pro", "v2"):
+        client.create_registered_model(f"banking77-{variant}")
+        client.create_model_version(f"banking77-{variant}", str(tmp_path))
+    family = os.path.join(os.path.dirname(__file__), "..", "..", "benchmarks", "results", "family.json")
+    out = run(app, ["select", "--family-json", family, "--months", "18", "--calls-per-day", "100000",
+                    "--tracking-uri", uri, "--output-dir", str(tmp_path / "sel")], env=env)
+    assert out.exit_code == 0, out.output
+    assert "choose v2" in out.output and "pro (+0.0013 accuracy) beats v2 at 18 months only when an error costs more than $0.87" in out.output
+    assert "banking77-v1 v1 is no longer registered" in out.output          # measured, but not in this registry
+    saved = json.loads((tmp_path / "sel" / "select.json").read_text())
+    assert saved["ranking"] == ["v2", "pro"] and (tmp_path / "sel" / "select.png").stat().st_size > 0
