@@ -18,6 +18,7 @@ CHAMPION, CHALLENGER = "champion", "challenger"
 
 
 CHECKPOINT_ARTIFACT = "checkpoint"  # each training run logs its PyTorch checkpoint here (Lite's teacher weights)
+TRAINING_DATA_ARTIFACT = "training_data"  # ... and its training split (parquet): the drift monitor's reference
 
 
 @dataclass(frozen=True)

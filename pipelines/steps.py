@@ -20,7 +20,7 @@ def validate_data(
     import mlflow
 
     from yanjin.components import data as D
-    from yanjin.components.register import ensure_experiment
+    from yanjin.components.register import TRAINING_DATA_ARTIFACT, ensure_experiment
     from yanjin.components.validate import DataValidationError, validate_splits
     from yanjin.config import PipelineConfig
 
@@ -58,6 +58,8 @@ def validate_data(
     for frame, art in ((tr, train_set), (va, val_set), (test, test_set)):
         frame.to_parquet(art.path, index=False)
         art.metadata["rows"] = len(frame)
+    with mlflow.start_run(run_id=run.info.run_id):  # the drift monitor's reference: what this version learnt from
+        mlflow.log_artifact(train_set.path, TRAINING_DATA_ARTIFACT)
     with open(validation_report.path, "w") as f:
         json.dump(verdict | {"labels": labels}, f, indent=2)
     return namedtuple("ValidateOutputs", ["run_id", "data_sha256"])(run.info.run_id, data_sha)

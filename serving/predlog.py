@@ -202,6 +202,16 @@ class PredictionLog:
         with self.engine.connect() as conn:
             return [dict(r) for r in conn.execute(q).mappings()]
 
+    def recent_texts(self, model: str, version: str, limit: int, since: float | None = None) -> list[str]:
+        """The newest `limit` texts a version answered (optionally only after `since`), oldest first."""
+        self.flush()
+        c = predictions.c
+        q = sa.select(c.text).where(c.model == model, c.version == version)
+        if since is not None:
+            q = q.where(c.created_at >= since)
+        with self.engine.connect() as conn:
+            return [r.text for r in conn.execute(q.order_by(c.created_at.desc()).limit(limit))][::-1]
+
     def failed_items(self, model: str, since: float) -> dict[tuple[str, str], int]:
         """Texts whose model call failed since `since`, per (arm, version)."""
         c = failures.c

@@ -26,6 +26,9 @@ app.command("rollback")(rollback)
 app.command("history")(history)
 app.command("select")(select)
 app.add_typer(rollout_app, name="rollout")
+from .monitor_cli import monitor_app, schedule_app  # noqa: E402 - drift monitoring and retraining
+app.add_typer(monitor_app, name="monitor")
+app.add_typer(schedule_app, name="schedule")
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -115,6 +118,82 @@ def pipeline_compile(
 
     path = compile_pipeline(output, image or DEFAULT_IMAGE)
     typer.echo(f"wrote {path}")
+
+
+def _cluster_arguments(profile: str, set_: List[str], variant: Optional[str], params: List[str]):
+    from .components.register import registered_model_name
+    from .config import load_config, with_variant
+
+    config = load_config(profile, set_)
+    config = with_variant(config, variant) if variant else config
+    overrides = {}
+    for p in params:
+        key, sep, value = p.partition("=")
+        if not sep:
+            raise typer.BadParameter(f"{p!r} must look like name=value", param_hint="--param")
+        overrides[key.strip()] = value
+    from .pipelines.remote import pipeline_arguments
+    return pipeline_arguments(config, registered_model_name(config.model_name, config.model.variant), overrides)
+
+
+CLUSTER_PARAMS = typer.Option([], "--param", help="Pipeline parameter name=value, e.g. train_data=s3://bucket/train.csv, tracking_uri=http://mlflow:5000 (repeatable).")
+
+
+@pipeline_app.command("submit")
+def pipeline_submit(
+    host: str = typer.Option(..., help="Kubeflow Pipelines API, e.g. http://ml-pipeline-ui.kubeflow:80."),
+    package: Path = typer.Option(Path("yanjin_pipeline.yaml"), help="Compiled pipeline (yanjin pipeline compile)."),
+    profile: str = typer.Option("full", help="Config profile sent as config_json."),
+    variant: Optional[str] = typer.Option(None, help="Family member (v1, v2, pro, lite)."),
+    set_: List[str] = typer.Option([], "--set", help="Override a config field (repeatable)."),
+    param: List[str] = CLUSTER_PARAMS,
+    experiment: str = typer.Option("yanjin", help="KFP experiment."),
+    namespace: Optional[str] = typer.Option(None, help="Kubeflow profile namespace (multi-user installs)."),
+) -> None:
+    """Start one run of the compiled pipeline on a Kubeflow cluster."""
+    from .pipelines.remote import client
+
+    if not package.is_file():
+        raise typer.BadParameter(f"{package} not found; run yanjin pipeline compile first", param_hint="--package")
+    kfp_client = client(host, namespace)
+    run = kfp_client.create_run_from_pipeline_package(str(package), _cluster_arguments(profile, set_, variant, param),
+                                                      experiment_name=experiment, namespace=namespace,
+                                                      enable_caching=False)
+    typer.echo(f"submitted run {run.run_id} to {host}")
+
+
+@pipeline_app.command("schedule")
+def pipeline_schedule(
+    host: str = typer.Option(..., help="Kubeflow Pipelines API."),
+    quarterly: bool = typer.Option(False, "--quarterly", help="Cron 0 0 0 1 1,4,7,10 * (00:00 on 1 Jan/Apr/Jul/Oct; KFP's cron has seconds first)."),
+    cron: Optional[str] = typer.Option(None, help="Another 6-field KFP cron expression instead of --quarterly."),
+    package: Path = typer.Option(Path("yanjin_pipeline.yaml"), help="Compiled pipeline (yanjin pipeline compile)."),
+    name: str = typer.Option("yanjin-quarterly-retraining", help="Recurring run name."),
+    profile: str = typer.Option("full", help="Config profile sent as config_json."),
+    variant: Optional[str] = typer.Option(None, help="Family member (v1, v2, pro, lite)."),
+    set_: List[str] = typer.Option([], "--set", help="Override a config field (repeatable)."),
+    param: List[str] = CLUSTER_PARAMS,
+    experiment: str = typer.Option("yanjin", help="KFP experiment."),
+    namespace: Optional[str] = typer.Option(None, help="Kubeflow profile namespace (multi-user installs)."),
+) -> None:
+    """Create a recurring run: max 1 at a time, no catch-up, caching off."""
+    from .monitoring.trigger import QUARTERLY_CRON
+    from .pipelines.remote import client, experiment_id, recurring_run_options
+
+    if quarterly == bool(cron):
+        raise typer.BadParameter("give exactly one of --quarterly and --cron", param_hint="--quarterly / --cron")
+    expression = QUARTERLY_CRON if quarterly else cron
+    if len(expression.split()) != 6:
+        raise typer.BadParameter(f"{expression!r}: KFP cron has 6 fields, seconds first (quarterly: {QUARTERLY_CRON})",
+                                 param_hint="--cron")
+    if not package.is_file():
+        raise typer.BadParameter(f"{package} not found; run yanjin pipeline compile first", param_hint="--package")
+    kfp_client = client(host, namespace)
+    options = recurring_run_options(name, experiment_id(kfp_client, experiment, namespace), package,
+                                    _cluster_arguments(profile, set_, variant, param), expression)
+    job = kfp_client.create_recurring_run(**options)
+    typer.echo(f"recurring run {getattr(job, 'recurring_run_id', job)} '{name}': cron {expression}, max 1 at a time, "
+               f"no catch-up, caching off")
 
 
 @data_app.command("fetch")

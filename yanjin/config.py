@@ -20,6 +20,7 @@ from .components.gate import GateParams
 from .components.validate import ValidationParams
 from .components.train import TrainParams
 from .models.family import ModelSpec
+from .monitoring.drift import MonitorParams
 from .release.policy import CostParams, RolloutPolicy
 
 CONFIG_DIR = Path(str(resources.files("yanjin.configs")))  # configs/ ships inside the package
@@ -39,6 +40,7 @@ class PipelineConfig:
     gate: GateParams = GateParams()
     rollout: RolloutPolicy = RolloutPolicy()   # A/B rollout guardrails (yanjin rollout)
     costs: CostParams = CostParams()           # prices for the version advisor (yanjin select)
+    monitor: MonitorParams = MonitorParams()   # drift check and retraining trigger (yanjin monitor)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)

@@ -1,0 +1,148 @@
+"""Drift on a real served version (tiny pipeline), real Evidently, real prediction log; and a
+retraining run that takes reviewed labels and registers a challenger."""
+import json
+import time
+import uuid
+
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+from mlflow import MlflowClient
+from typer.testing import CliRunner
+
+from yanjin.cli import app
+from yanjin.config import load_config
+from yanjin.monitoring.drift import MonitorParams
+from yanjin.monitoring.monitor import ServedMonitor
+from yanjin.monitoring.retrain import retraining_data
+from yanjin.monitoring.scenarios import fortune_texts, planted
+from yanjin.pipelines.run import LocalState, run_local
+from yanjin.serving.predlog import Prediction, PredictionLog, predictions
+
+MODEL = "banking77-v1"
+SMALL = ["monitor.reference_size=60", "monitor.window=60", "monitor.min_window=40"]
+PARAMS = MonitorParams(reference_size=60, window=60, min_window=40)
+ENV = {"COLUMNS": "300"}
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, data_dir):
+    state = LocalState(tmp_path_factory.mktemp("monitor") / "state")
+    outcome = run_local(load_config("tiny"), str(data_dir / "train.csv"), str(data_dir / "test.csv"),
+                        str(data_dir / "categories.json"), state, None, "test-commit", adapt_corpus=[])
+    assert outcome.version == "1"
+    six = sorted(json.loads((data_dir / "categories.json").read_text()))[:6]
+    test = pd.read_csv(data_dir / "test.csv")
+    test = test[test["category"].isin(six)].sample(frac=1.0, random_state=0).reset_index(drop=True)
+    client = MlflowClient(state.tracking_uri)
+    return state, client, test, six
+
+
+@pytest.fixture(scope="module")
+def monitor(served):
+    state, client, test, _ = served
+    m = ServedMonitor.load(client, MODEL, PARAMS)
+    cal = test[:120]["text"].tolist()   # calibration traffic; windows below come from the other half
+    m.calibrate(client, [cal[i:i + 60] for i in (0, 30, 60)] + [m.rest["text"].tolist()[:48]])
+    return m
+
+
+def test_reference_is_the_versions_logged_training_split(served, monitor):
+    state, client, _, six = served
+    run_id = client.get_model_version(MODEL, "1").run_id
+    assert [a.path for a in client.list_artifacts(run_id, "training_data")]   # logged by validate-data
+    assert len(monitor.reference) + len(monitor.rest) == 108                 # 6 intents x 24, 75% for training
+    assert monitor.calibrated and set(monitor.params.thresholds) == {"chars", "tokens", "oov_rate", "confidence",
+                                                                      "novelty", "label"}
+
+
+def test_same_distribution_is_not_flagged_and_planted_shifts_are(served, monitor):
+    _, _, test, _ = served
+    held_out = test[120:]["text"].tolist()
+    clean = [monitor.check(held_out[i:i + 60]) for i in (0, 30, 60)]
+    assert [r.verdict for r in clean] == ["no_drift"] * 3, [r.scores for r in clean]
+    ood = fortune_texts()
+    for scenario in ("ood_100", "ood_25", "truncated", "typos"):
+        windows = planted(scenario, test[120:], 60, 3, ood, [], seed=1)
+        verdicts = [monitor.check(w) for w in windows]
+        assert all(r.verdict == "drift" for r in verdicts), (scenario, [r.scores for r in verdicts])
+    assert "novelty" in monitor.check(planted("ood_100", test[120:], 60, 1, ood, [], seed=2)[0]).drifted_columns
+
+
+def test_too_few_requests_give_no_verdict(served, monitor):
+    _, _, test, _ = served
+    result = monitor.check(test["text"].tolist()[:10])
+    assert result.verdict == "insufficient_data" and result.snapshot is None
+
+
+def log_traffic(state: LocalState, texts: list[str]) -> PredictionLog:
+    log = PredictionLog(state.root / "predictions.db")
+    now = time.time()
+    log.append([Prediction(str(uuid.uuid4()), now + i * 1e-3, t, "activate_my_card", 0.9, MODEL, "1", "v1", "champion",
+                           1.0, False) for i, t in enumerate(texts)])
+    log.flush()
+    return log
+
+
+def test_cli_check_reports_logs_and_fails_on_drift(served, monitor, tmp_path):
+    state, client, _, _ = served
+    log_traffic(state, fortune_texts()[:60]).close()
+    args = ["monitor", "check", MODEL, "--state-dir", str(state.root), "--profile", "tiny", "--fail-on-drift",
+            "--output-dir", str(tmp_path / "out"), "--workspace", str(tmp_path / "ws")] + \
+        sum([["--set", s] for s in SMALL], [])
+    result = CliRunner().invoke(app, args, env=ENV)
+    assert result.exit_code == 1, result.output
+    assert "drift on 60 requests (thresholds calibrated)" in result.output
+    summary = json.loads(next((tmp_path / "out").glob("drift-*.json")).read_text())
+    assert summary["verdict"] == "drift" and "novelty" in summary["drifted_columns"]
+    assert set(summary) >= {"drift_share", "drifted_columns", "low_confidence_share", "scores", "thresholds"}
+    assert next((tmp_path / "out").glob("drift-*.html")).stat().st_size > 10_000
+    runs = client.search_runs([client.get_experiment_by_name(f"{MODEL}-monitoring").experiment_id])
+    assert runs[0].data.tags["verdict"] == "drift" and runs[0].data.metrics["drift_share"] > 0
+    from evidently.ui.workspace import Workspace
+    ws = Workspace(str(tmp_path / "ws"))
+    assert len(ws.list_runs(ws.search_project(f"{MODEL} drift")[0].id)) == 1
+
+
+def test_retraining_data_dedups_and_guards_the_test_set(data_dir, tmp_path):
+    train = pd.read_csv(data_dir / "train.csv")
+    test = pd.read_csv(data_dir / "test.csv")
+    labelled = [{"text": "My new card needs activating, how?", "label": "activate_my_card"},
+                {"text": "my new card needs  ACTIVATING, how?", "label": "activate_my_card"},   # same text again
+                {"text": train["text"][0], "label": train["category"][0]},                      # already in train
+                {"text": test["text"][0], "label": test["category"][0]},                        # would leak
+                {"text": "what's the weather like", "label": "weather"}]                         # unknown label
+    labels = json.loads((data_dir / "categories.json").read_text())
+    out = retraining_data(data_dir / "train.csv", data_dir / "test.csv", labelled, labels, tmp_path)
+    assert out.added == 1 and out.dropped == {"unknown_label": 1, "in_test_set": 1, "duplicate": 2}
+    assert len(pd.read_csv(out.path)) == len(train) + 1
+
+
+REVIEWED = [("I got my card today, how do I turn it on?", "activate_my_card"),
+            ("Is there a minimum age to open an account with you?", "age_limit"),
+            ("Can I add my card to my phone's wallet for contactless payments?", "apple_pay_or_google_pay"),
+            ("Which cash machines can I use without a fee?", "atm_support"),
+            ("Set my balance to refill itself when it drops low", "automatic_top_up"),
+            ("I sent money from my other bank yesterday and my balance still shows the old amount",
+             "balance_not_updated_after_bank_transfer")]
+
+
+def test_retraining_takes_reviewed_labels_and_registers_a_challenger(served):
+    state, client, _, _ = served
+    log = log_traffic(state, [t for t, _ in REVIEWED])
+    with log.engine.connect() as conn:   # the ids of the rows just logged
+        ids = dict(conn.execute(sa.select(predictions.c.text, predictions.c.id).where(
+            predictions.c.text.in_([t for t, _ in REVIEWED]))).all())
+    for text, label in REVIEWED:                       # a person works the review queue
+        log.review(ids[text], label)
+    log.close()
+    result = CliRunner().invoke(app, ["monitor", "retrain", MODEL, "--state-dir", str(state.root), "--profile", "tiny",
+                                      "--reason", "test", "--set", "data.max_per_class=0",
+                                      "--set", "gate.min_improvement=-1"], env=ENV)
+    assert result.exit_code == 0, result.output
+    assert "6 labelled rows added" in result.output and "as @challenger" in result.output
+    version = client.get_model_version_by_alias(MODEL, "challenger")
+    assert version.version != 1 and client.get_model_version_by_alias(MODEL, "champion").version == 1
+    assert version.tags["feedback_rows"] == "6" and version.tags["retraining_reason"] == "test"
+    trained_on = client.get_run(version.run_id).data.params["data.train"]
+    assert set(t for t, _ in REVIEWED) <= set(pd.read_csv(trained_on)["text"])

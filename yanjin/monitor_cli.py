@@ -1,0 +1,248 @@
+"""`yanjin monitor check | calibrate | retrain` and `yanjin schedule run` (registered in cli.py).
+Configuration (the profile's `monitor` section) is read here, once."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+monitor_app = typer.Typer(help="Drift on live traffic, calibrated; retraining with review labels.", no_args_is_help=True)
+schedule_app = typer.Typer(help="Embedded scheduler: drift checks on an interval, retraining each quarter.",
+                           no_args_is_help=True)
+
+STATE = typer.Option(Path(".yanjin"), help="Embedded-mode state folder (MLflow DB, prediction log, reports).")
+TRACKING = typer.Option(None, envvar="MLFLOW_TRACKING_URI", help="MLflow tracking URI (default: SQLite under --state-dir).")
+PROFILE = typer.Option("demo", help="Profile whose `monitor` section applies (configs/<name>.yaml or a path).")
+SETS = typer.Option([], "--set", help="Override a profile field, e.g. --set monitor.window=300 (repeatable).")
+LOG = typer.Option(None, help="Prediction log: SQLite file or SQLAlchemy URL (default: <state-dir>/predictions.db).")
+DATA = typer.Option(None, help="Folder with train.csv, test.csv, categories.json (default: as for pipeline run).")
+
+
+def _setup(state_dir: Path, tracking_uri: Optional[str], profile: str, overrides: List[str]):
+    from mlflow import MlflowClient
+
+    from .config import ConfigError, load_config
+    from .pipelines.run import LocalState
+
+    try:
+        config = load_config(profile, overrides)
+    except ConfigError as e:
+        raise typer.BadParameter(str(e), param_hint="--profile / --set")
+    uri = tracking_uri or LocalState(state_dir).tracking_uri
+    return MlflowClient(uri), config
+
+
+def _log(state_dir: Path, prediction_log: Optional[str]):
+    from .serving.predlog import PredictionLog
+
+    return PredictionLog(prediction_log or state_dir / "predictions.db")
+
+
+def run_check(client, config, model: str, log, out_dir: Path, workspace: Optional[Path], since: Optional[float] = None):
+    """One drift check of model@champion on the newest window of its traffic: report, MLflow, workspace."""
+    import mlflow
+
+    from .components.register import ensure_experiment
+    from .monitoring.monitor import ServedMonitor
+
+    monitor = ServedMonitor.load(client, model, config.monitor)
+    texts = log.recent_texts(model, monitor.version, config.monitor.window, since)
+    result = monitor.check(texts)
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary = result.summary() | {"model": model, "version": monitor.version, "calibrated": monitor.calibrated,
+                                  "at": time.time()}
+    (out_dir / f"drift-{stamp}.json").write_text(json.dumps(summary, indent=2))
+    if result.snapshot is not None:
+        result.snapshot.save_html(str(out_dir / f"drift-{stamp}.html"))
+    mlflow.set_tracking_uri(client.tracking_uri)
+    with mlflow.start_run(experiment_id=ensure_experiment(f"{model}-monitoring", None), run_name=f"drift {stamp}"):
+        mlflow.set_tags({"verdict": result.verdict, "model": model, "version": monitor.version,
+                         "calibrated": str(monitor.calibrated)})
+        mlflow.log_metrics({"drift_share": result.drift_share, "window": result.window,
+                            "low_confidence_share": result.low_confidence_share}
+                           | {f"score_{c}": v for c, v in result.scores.items()})
+        for suffix in ("json", "html"):
+            if (out_dir / f"drift-{stamp}.{suffix}").is_file():
+                mlflow.log_artifact(str(out_dir / f"drift-{stamp}.{suffix}"), "drift")
+    if workspace is not None and result.snapshot is not None:
+        add_to_workspace(workspace, model, result.snapshot)
+    return monitor, result, summary
+
+
+def add_to_workspace(folder: Path, model: str, snapshot) -> None:
+    """One snapshot per check in an Evidently workspace: `evidently ui --workspace FOLDER` plots them over time."""
+    from evidently.sdk.models import PanelMetric
+    from evidently.sdk.panels import counter_panel, line_plot_panel
+    from evidently.ui.workspace import Workspace
+
+    ws = Workspace(str(folder)) if folder.is_dir() else Workspace.create(str(folder))
+    name = f"{model} drift"
+    found = ws.search_project(name)
+    project = found[0] if found else ws.create_project(name, description=f"yanjin drift checks of {model}@champion")
+    if not found:
+        project.dashboard.add_panel(line_plot_panel(title="Share of drifted feature columns", values=[
+            PanelMetric(legend="share", metric="DriftedColumnsCount", metric_labels={"value_type": "share"})]),
+            tab="Drift")
+        project.dashboard.add_panel(counter_panel(title="Drifted columns (last check)", aggregation="last", values=[
+            PanelMetric(legend="count", metric="DriftedColumnsCount", metric_labels={"value_type": "count"})]),
+            tab="Drift")
+        project.save()
+    ws.add_run(project.id, snapshot, include_data=False)
+
+
+def record_and_maybe_retrain(client, config, model: str, verdict: str, retrain_now, now: float | None = None) -> bool:
+    """Feed the verdict to the debounced trigger (state in a registered-model tag); launch when it fires."""
+    from .monitoring.trigger import STATE_TAG, TriggerState, observe
+
+    now = now or time.time()
+    state = TriggerState.from_json(client.get_registered_model(model).tags.get(STATE_TAG))
+    m = config.monitor
+    fire = observe(state, verdict, now, m.checks, m.needed, m.cooldown_hours * 3600)
+    if fire:
+        state.runs.append({"at": now, "why": f"drift in {m.needed} of the last {m.checks} checks"})
+    client.set_registered_model_tag(model, STATE_TAG, state.to_json())
+    if fire and retrain_now is not None:
+        retrain_now(f"drift in {m.needed} of the last {m.checks} checks")
+    return fire
+
+
+def _retrainer(client, overrides: List[str], model: str, state_dir: Path, tracking_uri: Optional[str], log,
+               data: Optional[Path]):
+    """A function that retrains the variant served as `model` with its champion's own recipe (the config
+    it was trained with, plus any --set overrides) on the training data + labelled traffic."""
+    from .cli import resolve_data_dir
+    from .config import apply_override, from_dict
+    from .monitoring.retrain import retrain
+    from .pipelines.run import LocalState, git_commit
+
+    def run(reason: str):
+        recipe = json.loads(client.get_model_version_by_alias(model, "champion").tags["config"])
+        for assignment in overrides:
+            apply_override(recipe, assignment)
+        outcome, added = retrain(from_dict(recipe), resolve_data_dir(data, state_dir), LocalState(state_dir),
+                                 tracking_uri, log.labelled(), reason, git_commit())
+        typer.echo(f"retraining ({reason}): {added.added} labelled rows added (dropped {added.dropped}); gate "
+                   f"{outcome.gate}" + (f"; registered {outcome.registered_model} v{outcome.version} as @challenger"
+                                        if outcome.version else ""))
+        return outcome
+    return run
+
+
+@monitor_app.command("check")
+def monitor_check(
+    model: str = typer.Argument(..., help="Registered model whose @champion traffic is checked, e.g. banking77-lite."),
+    since_hours: Optional[float] = typer.Option(None, help="Only traffic of the last H hours (default: the newest window)."),
+    fail_on_drift: bool = typer.Option(False, help="Exit 1 when the window drifted (for cron jobs and CI)."),
+    retrain: bool = typer.Option(False, help="Launch retraining when the debounced trigger fires."),
+    output_dir: Path = typer.Option(Path(".yanjin/monitoring"), help="Where drift-<time>.html and .json go."),
+    workspace: Optional[Path] = typer.Option(Path(".yanjin/evidently"), help="Evidently workspace for the dashboard "
+                                                                            "(`evidently ui --workspace DIR`)."),
+    data: Optional[Path] = DATA, profile: str = PROFILE, set_: List[str] = SETS, prediction_log: Optional[str] = LOG,
+    state_dir: Path = STATE, tracking_uri: Optional[str] = TRACKING,
+) -> None:
+    """Compare the newest window of traffic with the served version's training data (Evidently)."""
+    client, config = _setup(state_dir, tracking_uri, profile, set_)
+    log = _log(state_dir, prediction_log)
+    try:
+        since = time.time() - since_hours * 3600 if since_hours else None
+        monitor, result, summary = run_check(client, config, model, log, output_dir, workspace, since)
+        typer.echo(f"{model} v{monitor.version}: {result.verdict} on {result.window} requests "
+                   f"(thresholds {'calibrated' if monitor.calibrated else 'from the profile: run yanjin monitor calibrate'})")
+        if result.scores:
+            typer.echo("  " + ", ".join(f"{c} {v:.3f}{'*' if c in result.drifted_columns else ''} (> {result.thresholds[c]:.3f})"
+                                        for c, v in result.scores.items()))
+        typer.echo(f"  low-confidence share {result.low_confidence_share:.1%}")
+        retrainer = _retrainer(client, set_, model, state_dir, tracking_uri, log, data) if retrain else None
+        if record_and_maybe_retrain(client, config, model, result.verdict, retrainer):
+            typer.echo("  retraining trigger fired" + ("" if retrain else " (pass --retrain to launch it)"))
+    finally:
+        log.close()
+    if fail_on_drift and result.verdict == "drift":
+        raise typer.Exit(1)
+
+
+@monitor_app.command("calibrate")
+def monitor_calibrate(
+    model: str = typer.Argument(..., help="Registered model; its @champion is calibrated."),
+    traffic: Path = typer.Option(..., help="CSV of in-distribution traffic (column text), e.g. a held-out test set."),
+    windows: int = typer.Option(20, min=2, help="In-distribution windows from each source."),
+    margin: float = typer.Option(1.5, min=1.0, help="Thresholds = highest in-distribution distance x margin."),
+    profile: str = PROFILE, set_: List[str] = SETS, state_dir: Path = STATE, tracking_uri: Optional[str] = TRACKING,
+) -> None:
+    """Set the champion's drift thresholds from in-distribution windows (traffic + unused training rows)."""
+    import numpy as np
+    import pandas as pd
+
+    from .monitoring.monitor import ServedMonitor
+
+    client, config = _setup(state_dir, tracking_uri, profile, set_)
+    monitor = ServedMonitor.load(client, model, config.monitor)
+    size = config.monitor.window
+    texts = pd.read_csv(traffic)["text"].tolist()
+    rest = monitor.rest["text"].tolist()
+    rng = np.random.default_rng(config.monitor.seed)
+    groups = [[pool[i] for i in rng.choice(len(pool), size, replace=False)]
+              for pool in (texts, rest) if len(pool) >= size for _ in range(windows)]
+    if not groups:
+        raise typer.BadParameter(f"{traffic} has fewer than {size} texts (the window)", param_hint="--traffic")
+    thresholds = monitor.calibrate(client, groups, margin)
+    typer.echo(f"{model} v{monitor.version}: thresholds for windows of {size} from {len(groups)} in-distribution "
+               f"windows: {thresholds}")
+
+
+@monitor_app.command("retrain")
+def monitor_retrain(
+    model: str = typer.Argument(..., help="Registered model to retrain (its champion's recipe)."),
+    reason: str = typer.Option("manual", help="Why: tagged on the new version."),
+    data: Optional[Path] = DATA, profile: str = PROFILE, set_: List[str] = SETS, prediction_log: Optional[str] = LOG,
+    state_dir: Path = STATE, tracking_uri: Optional[str] = TRACKING,
+) -> None:
+    """Retrain on the training data plus reviewed/feedback labels; a passing candidate becomes @challenger."""
+    client, config = _setup(state_dir, tracking_uri, profile, set_)
+    log = _log(state_dir, prediction_log)
+    try:
+        outcome = _retrainer(client, set_, model, state_dir, tracking_uri, log, data)(reason)
+    finally:
+        log.close()
+    if outcome.version is None:
+        raise typer.Exit(1)
+
+
+@schedule_app.command("run")
+def schedule_run(
+    model: str = typer.Argument(..., help="Registered model to watch."),
+    check_every: float = typer.Option(3600.0, min=1.0, help="Seconds between drift checks."),
+    once: bool = typer.Option(False, help="One pass (a check, and the quarterly run if due), then exit."),
+    data: Optional[Path] = DATA, profile: str = PROFILE, set_: List[str] = SETS, prediction_log: Optional[str] = LOG,
+    state_dir: Path = STATE, tracking_uri: Optional[str] = TRACKING,
+) -> None:
+    """Drift checks every --check-every seconds (retraining when the trigger fires) and a retraining run on the
+    first day of each quarter. State lives in the registry: a restart neither repeats nor catches up runs."""
+    from .monitoring.trigger import STATE_TAG, TriggerState, next_quarter_start, quarter_due
+
+    client, config = _setup(state_dir, tracking_uri, profile, set_)
+    log = _log(state_dir, prediction_log)
+    retrainer = _retrainer(client, set_, model, state_dir, tracking_uri, log, data)
+    try:
+        while True:
+            _, result, _ = run_check(client, config, model, log, state_dir / "monitoring", state_dir / "evidently")
+            typer.echo(f"{time.strftime('%Y-%m-%d %H:%M:%S')} drift check: {result.verdict}")
+            record_and_maybe_retrain(client, config, model, result.verdict, retrainer)
+            state = TriggerState.from_json(client.get_registered_model(model).tags.get(STATE_TAG))
+            if quarter_due(state, time.time()):
+                client.set_registered_model_tag(model, STATE_TAG, state.to_json())
+                retrainer("quarterly schedule")
+            else:
+                client.set_registered_model_tag(model, STATE_TAG, state.to_json())
+            if once:
+                break
+            from datetime import datetime, timezone
+            typer.echo(f"next check in {check_every:.0f} s; next quarterly run "
+                       f"{next_quarter_start(datetime.now(timezone.utc)).isoformat()}")
+            time.sleep(check_every)
+    finally:
+        log.close()
