@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DATA_FOUND := $(or $(YANJIN_DATA),$(wildcard ../shared/data/banking77/train.csv),$(wildcard .yanjin/data/banking77/train.csv))
 
-.PHONY: demo test bench bench-family install clean
+.PHONY: demo test bench bench-family bench-drift install clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -22,7 +22,14 @@ endif
 	$(BIN)/yanjin pipeline run --profile demo --variant all
 	$(BIN)/yanjin bench family --output-dir .yanjin/bench --latency-runs 100 --throughput-batches 10
 
-test: $(VENV)/.installed
+# real non-banking text for the drift tests' out-of-domain traffic: Debian's fortune-cookie files
+OOD_TEXT := /usr/share/games/fortunes
+$(OOD_TEXT):
+	@command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && (apt-get install -y -qq fortunes >/dev/null 2>&1 || \
+	  (apt-get update -qq && apt-get install -y -qq fortunes >/dev/null)) || \
+	  { echo "the drift tests need Debian's fortunes package: sudo apt-get install fortunes"; exit 1; }
+
+test: $(VENV)/.installed $(OOD_TEXT)
 	$(BIN)/python -m pytest
 
 bench: $(VENV)/.installed
@@ -31,6 +38,10 @@ bench: $(VENV)/.installed
 # every registered full-profile version side by side -> benchmarks/results/family.{json,md,png}
 bench-family: $(VENV)/.installed
 	$(BIN)/yanjin bench family --state-dir .yanjin-bench
+
+# drift check calibration and its false-alarm / detection figures -> benchmarks/results/drift.json
+bench-drift: $(VENV)/.installed $(OOD_TEXT)
+	$(BIN)/python benchmarks/drift_calibration.py --state-dir .yanjin-bench
 
 clean:
 	rm -rf .yanjin .yanjin-bench

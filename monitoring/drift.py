@@ -33,9 +33,10 @@ class MonitorParams:
     reference_size: int = 1000          # training texts the window is compared with
     k: int = 10                         # neighbours for the novelty feature
     methods: dict = field(default_factory=_default_methods)
-    # calibrated by `yanjin monitor calibrate` (benchmarks/results/drift.json); per column
+    # used until `yanjin monitor calibrate` stores the served version's own: these were calibrated for
+    # the full-profile Lite at windows of 200 (benchmarks/results/drift.json)
     thresholds: dict = field(default_factory=lambda: {
-        "chars": 0.6, "tokens": 0.6, "oov_rate": 0.6, "confidence": 0.6, "novelty": 0.6, "label": 0.3})
+        "chars": 0.3444, "tokens": 0.3314, "oov_rate": 0.3895, "confidence": 1.1398, "novelty": 0.5927, "label": 0.4459})
     low_confidence: float = 0.7         # the serving review threshold: its share is reported
     checks: int = 3                     # debounce: retrain when `needed` of the last `checks` drifted
     needed: int = 2

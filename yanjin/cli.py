@@ -137,18 +137,20 @@ def _cluster_arguments(profile: str, set_: List[str], variant: Optional[str], pa
 
 
 CLUSTER_PARAMS = typer.Option([], "--param", help="Pipeline parameter name=value, e.g. train_data=s3://bucket/train.csv, tracking_uri=http://mlflow:5000 (repeatable).")
+PACKAGE = typer.Option(Path("yanjin_pipeline.yaml"), help="Compiled pipeline (yanjin pipeline compile).")
+CLUSTER_PROFILE = typer.Option("full", help="Config profile sent as config_json.")
+VARIANT = typer.Option(None, help="Family member (v1, v2, pro, lite).")
+CLUSTER_SETS = typer.Option([], "--set", help="Override a config field (repeatable).")
+EXPERIMENT = typer.Option("yanjin", help="KFP experiment.")
+NAMESPACE = typer.Option(None, help="Kubeflow profile namespace (multi-user installs).")
 
 
 @pipeline_app.command("submit")
 def pipeline_submit(
     host: str = typer.Option(..., help="Kubeflow Pipelines API, e.g. http://ml-pipeline-ui.kubeflow:80."),
-    package: Path = typer.Option(Path("yanjin_pipeline.yaml"), help="Compiled pipeline (yanjin pipeline compile)."),
-    profile: str = typer.Option("full", help="Config profile sent as config_json."),
-    variant: Optional[str] = typer.Option(None, help="Family member (v1, v2, pro, lite)."),
-    set_: List[str] = typer.Option([], "--set", help="Override a config field (repeatable)."),
-    param: List[str] = CLUSTER_PARAMS,
-    experiment: str = typer.Option("yanjin", help="KFP experiment."),
-    namespace: Optional[str] = typer.Option(None, help="Kubeflow profile namespace (multi-user installs)."),
+    package: Path = PACKAGE,
+    profile: str = CLUSTER_PROFILE, variant: Optional[str] = VARIANT, set_: List[str] = CLUSTER_SETS,
+    param: List[str] = CLUSTER_PARAMS, experiment: str = EXPERIMENT, namespace: Optional[str] = NAMESPACE,
 ) -> None:
     """Start one run of the compiled pipeline on a Kubeflow cluster."""
     from .pipelines.remote import client
@@ -167,14 +169,10 @@ def pipeline_schedule(
     host: str = typer.Option(..., help="Kubeflow Pipelines API."),
     quarterly: bool = typer.Option(False, "--quarterly", help="Cron 0 0 0 1 1,4,7,10 * (00:00 on 1 Jan/Apr/Jul/Oct; KFP's cron has seconds first)."),
     cron: Optional[str] = typer.Option(None, help="Another 6-field KFP cron expression instead of --quarterly."),
-    package: Path = typer.Option(Path("yanjin_pipeline.yaml"), help="Compiled pipeline (yanjin pipeline compile)."),
+    package: Path = PACKAGE,
     name: str = typer.Option("yanjin-quarterly-retraining", help="Recurring run name."),
-    profile: str = typer.Option("full", help="Config profile sent as config_json."),
-    variant: Optional[str] = typer.Option(None, help="Family member (v1, v2, pro, lite)."),
-    set_: List[str] = typer.Option([], "--set", help="Override a config field (repeatable)."),
-    param: List[str] = CLUSTER_PARAMS,
-    experiment: str = typer.Option("yanjin", help="KFP experiment."),
-    namespace: Optional[str] = typer.Option(None, help="Kubeflow profile namespace (multi-user installs)."),
+    profile: str = CLUSTER_PROFILE, variant: Optional[str] = VARIANT, set_: List[str] = CLUSTER_SETS,
+    param: List[str] = CLUSTER_PARAMS, experiment: str = EXPERIMENT, namespace: Optional[str] = NAMESPACE,
 ) -> None:
     """Create a recurring run: max 1 at a time, no catch-up, caching off."""
     from .monitoring.trigger import QUARTERLY_CRON

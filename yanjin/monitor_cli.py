@@ -13,32 +13,16 @@ monitor_app = typer.Typer(help="Drift on live traffic, calibrated; retraining wi
 schedule_app = typer.Typer(help="Embedded scheduler: drift checks on an interval, retraining each quarter.",
                            no_args_is_help=True)
 
-STATE = typer.Option(Path(".yanjin"), help="Embedded-mode state folder (MLflow DB, prediction log, reports).")
-TRACKING = typer.Option(None, envvar="MLFLOW_TRACKING_URI", help="MLflow tracking URI (default: SQLite under --state-dir).")
-PROFILE = typer.Option("demo", help="Profile whose `monitor` section applies (configs/<name>.yaml or a path).")
-SETS = typer.Option([], "--set", help="Override a profile field, e.g. --set monitor.window=300 (repeatable).")
-LOG = typer.Option(None, help="Prediction log: SQLite file or SQLAlchemy URL (default: <state-dir>/predictions.db).")
+from .options import LOG, PROFILE, SETS, STATE, TRACKING
+from .options import client as _client
+from .options import prediction_log as _log
+from .options import profile as _profile
+
 DATA = typer.Option(None, help="Folder with train.csv, test.csv, categories.json (default: as for pipeline run).")
 
 
 def _setup(state_dir: Path, tracking_uri: Optional[str], profile: str, overrides: List[str]):
-    from mlflow import MlflowClient
-
-    from .config import ConfigError, load_config
-    from .pipelines.run import LocalState
-
-    try:
-        config = load_config(profile, overrides)
-    except ConfigError as e:
-        raise typer.BadParameter(str(e), param_hint="--profile / --set")
-    uri = tracking_uri or LocalState(state_dir).tracking_uri
-    return MlflowClient(uri), config
-
-
-def _log(state_dir: Path, prediction_log: Optional[str]):
-    from .serving.predlog import PredictionLog
-
-    return PredictionLog(prediction_log or state_dir / "predictions.db")
+    return _client(state_dir, tracking_uri), _profile(profile, overrides)
 
 
 def run_check(client, config, model: str, log, out_dir: Path, workspace: Optional[Path], since: Optional[float] = None):

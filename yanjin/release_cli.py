@@ -12,29 +12,12 @@ import typer
 rollout_app = typer.Typer(help="A/B rollout decided by measured outcomes, with automatic rollback.",
                           no_args_is_help=True)
 
-STATE = typer.Option(Path(".yanjin"), help="Embedded-mode state folder (MLflow DB, prediction log).")
-TRACKING = typer.Option(None, envvar="MLFLOW_TRACKING_URI", help="MLflow tracking URI (default: SQLite under --state-dir).")
-PROFILE = typer.Option("demo", help="Profile whose `rollout` / `costs` sections apply (configs/<name>.yaml or a path).")
-SETS = typer.Option([], "--set", help="Override a profile field, e.g. --set rollout.min_labelled=100 (repeatable).")
-LOG = typer.Option(None, help="Prediction log: SQLite file or SQLAlchemy URL (default: <state-dir>/predictions.db).")
+from .options import LOG, PROFILE, SETS, STATE, TRACKING
+from .options import client as _client
+from .options import prediction_log as _open_log
+from .options import profile as _config
+
 WHO = typer.Option(None, envvar="YANJIN_USER", help="Who acts, for the audit trail (default: OS user@host).")
-
-
-def _client(state_dir: Path, tracking_uri: Optional[str]):
-    from mlflow import MlflowClient
-
-    from .pipelines.run import LocalState
-
-    return MlflowClient(tracking_uri or LocalState(state_dir).tracking_uri)
-
-
-def _config(profile: str, overrides: List[str]):
-    from .config import ConfigError, load_config
-
-    try:
-        return load_config(profile, overrides)
-    except ConfigError as e:
-        raise typer.BadParameter(str(e), param_hint="--profile / --set")
 
 
 def _fail(message: str) -> None:
@@ -137,10 +120,9 @@ def rollout_status(
     """Compare the arms on the prediction log and feedback labels; with --apply, carry out the decision."""
     from .release.promotion import PromotionConflict
     from .release.rollout import RolloutError, check
-    from .serving.predlog import PredictionLog
 
     policy = _config(profile, set_).rollout
-    log = PredictionLog(prediction_log or state_dir / "predictions.db")
+    log = _open_log(state_dir, prediction_log)
     try:
         state, a = check(_client(state_dir, tracking_uri), log, model, policy, apply, who, report_dir)
     except (RolloutError, PromotionConflict) as err:
@@ -187,13 +169,12 @@ def rollout_rehearse(
     import pandas as pd
 
     from .release.rehearsal import rehearse
-    from .serving.predlog import PredictionLog
 
     policy = _config(profile, set_).rollout
     frame = pd.read_csv(data)
     if not {"text", "category"} <= set(frame.columns):
         raise typer.BadParameter(f"{data} needs columns text and category, has {list(frame.columns)}", param_hint="--data")
-    log = PredictionLog(prediction_log or state_dir / "predictions.db")
+    log = _open_log(state_dir, prediction_log)
     try:
         out = rehearse(_client(state_dir, tracking_uri), log, url, model, challenger, policy, list(frame["text"]),
                        list(frame["category"]), chunk, feedback_share, max_requests, force=force)
@@ -215,11 +196,10 @@ def rollout_watch(
 ) -> None:
     """Check and act every --interval seconds until the rollout is promoted or rolled back."""
     from .release.rollout import RUNNING, check
-    from .serving.predlog import PredictionLog
 
     policy = _config(profile, set_).rollout
     client = _client(state_dir, tracking_uri)
-    log = PredictionLog(prediction_log or state_dir / "predictions.db")
+    log = _open_log(state_dir, prediction_log)
     try:
         while True:
             state, a = check(client, log, model, policy, True, who, report_dir)

@@ -55,3 +55,17 @@ def test_quarterly_runs_once_per_quarter_without_catch_up():
     assert not quarter_due(state, ts(2027, 1, 1, 1, 5))  # the same quarter: no second run
     # down for 9 months: one run on restart, not three
     assert [quarter_due(state, ts(2027, 10, 2, 0, m)) for m in range(5)] == [True, False, False, False, False]
+
+
+def test_kfp_recurring_run_is_quarterly_single_and_without_catch_up(tmp_path):
+    from typer.testing import CliRunner
+
+    from yanjin.cli import app
+    from yanjin.pipelines.remote import recurring_run_options
+
+    options = recurring_run_options("q", "exp-1", tmp_path / "p.yaml", {"registered_model": "banking77-lite"})
+    assert (options["cron_expression"], options["max_concurrency"], options["no_catchup"], options["enable_caching"]) \
+        == ("0 0 0 1 1,4,7,10 *", 1, True, False)
+    five_fields = CliRunner().invoke(app, ["pipeline", "schedule", "--host", "http://kfp", "--cron", "0 0 1 */3 *"],
+                                     env={"COLUMNS": "300"})
+    assert five_fields.exit_code == 2 and "6 fields, seconds first" in five_fields.output

@@ -114,3 +114,23 @@ def test_a_good_challenger_walks_the_plan_and_is_promoted(setup):
     assert [e.action for e in history(client, MODEL)] == ["rollout-start", "rollout-advance", "rollout-advance",
                                                           "rollout-promote"]
     assert read_state(client, MODEL).status == "promoted"
+
+
+def test_cli_start_status_abort(setup, tmp_path):
+    from typer.testing import CliRunner
+
+    from yanjin.cli import app
+
+    client, log = setup
+    uri = client._registry_uri
+    run = lambda *a: CliRunner().invoke(app, list(a) + ["--tracking-uri", uri], env={"COLUMNS": "300"})  # noqa: E731
+    started = run("rollout", "start", MODEL, "--challenger", "2", "--plan", "20,100", "--profile", "tiny")
+    assert started.exit_code == 0 and "now 20%" in started.output, started.output
+    traffic(log, "champion", "1", 50, 0.9)
+    status = run("rollout", "status", MODEL, "--profile", "tiny", "--prediction-log", str(tmp_path / "predictions.db"))
+    assert status.exit_code == 0 and "decision: hold" in status.output and "requests 50" in status.output, status.output
+    assert read_state(client, MODEL).checks == 0                      # without --apply nothing is recorded
+    aborted = run("rollout", "abort", MODEL, "--reason", "change of plan")
+    assert aborted.exit_code == 0 and client.get_registered_model(MODEL).tags[SHARE_TAG] == "0"
+    again = run("rollout", "status", MODEL, "--profile", "tiny", "--prediction-log", str(tmp_path / "predictions.db"))
+    assert again.exit_code == 1 and "no rollout is running (last one: aborted)" in again.output
