@@ -29,7 +29,14 @@ $(OOD_TEXT):
 	  (apt-get update -qq && apt-get install -y -qq fortunes >/dev/null)) || \
 	  { echo "the drift tests need Debian's fortunes package: sudo apt-get install fortunes"; exit 1; }
 
-test: $(VENV)/.installed $(OOD_TEXT)
+# `kubectl kustomize` renders the manifests without a cluster (Debian's kubectl package)
+KUBECTL := /usr/bin/kubectl
+$(KUBECTL):
+	@command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && (apt-get install -y -qq kubectl >/dev/null 2>&1 || \
+	  (apt-get update -qq && apt-get install -y -qq kubectl >/dev/null)) || \
+	  { echo "the manifest tests need kubectl: sudo apt-get install kubectl"; exit 1; }
+
+test: $(VENV)/.installed $(OOD_TEXT) $(KUBECTL)
 	$(BIN)/python -m pytest
 
 bench: $(VENV)/.installed
