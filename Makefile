@@ -36,7 +36,14 @@ $(KUBECTL):
 	  (apt-get update -qq && apt-get install -y -qq kubectl >/dev/null)) || \
 	  { echo "the manifest tests need kubectl: sudo apt-get install kubectl"; exit 1; }
 
-test: $(VENV)/.installed $(OOD_TEXT) $(KUBECTL)
+# PostgreSQL binaries: the integration test starts a throwaway cluster of its own (Debian's postgresql)
+PG_CTL := $(firstword $(wildcard /usr/lib/postgresql/*/bin/pg_ctl) /usr/lib/postgresql/15/bin/pg_ctl)
+$(PG_CTL):
+	@command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && (apt-get install -y -qq postgresql >/dev/null 2>&1 || \
+	  (apt-get update -qq && apt-get install -y -qq postgresql >/dev/null)) || \
+	  { echo "the integration test needs PostgreSQL: sudo apt-get install postgresql"; exit 1; }
+
+test: $(VENV)/.installed $(OOD_TEXT) $(KUBECTL) $(PG_CTL)
 	$(BIN)/python -m pytest
 
 bench: $(VENV)/.installed
