@@ -94,6 +94,30 @@ def record_and_maybe_retrain(client, config, model: str, verdict: str, retrain_n
     return fire
 
 
+def _cluster_retrainer(client, overrides: List[str], model: str, host: str, package: Path, params: List[str]):
+    """On a cluster: submit one Kubeflow run of the compiled pipeline with the champion's recipe. The
+    training data is whatever --kfp-param train_data names on the cluster's storage (export review labels
+    there with `yanjin review export` first; this path does not merge them itself)."""
+    from .config import apply_override
+    from .pipelines.remote import client as kfp_client
+    from .pipelines.remote import pipeline_arguments
+
+    def run(reason: str):
+        from .config import from_dict
+
+        recipe = json.loads(client.get_model_version_by_alias(model, "champion").tags["config"])
+        for assignment in overrides:
+            apply_override(recipe, assignment)
+        extra = dict(p.split("=", 1) for p in params)
+        arguments = pipeline_arguments(from_dict(recipe), model, extra)
+        submitted = kfp_client(host).create_run_from_pipeline_package(
+            str(package), arguments, run_name=f"{model} retraining: {reason}"[:100], experiment_name="yanjin",
+            enable_caching=False)
+        typer.echo(f"retraining ({reason}): submitted Kubeflow run {submitted.run_id} to {host}")
+        return submitted
+    return run
+
+
 def _retrainer(client, overrides: List[str], model: str, state_dir: Path, tracking_uri: Optional[str], log,
                data: Optional[Path]):
     """A function that retrains the variant served as `model` with its champion's own recipe (the config
@@ -121,7 +145,12 @@ def monitor_check(
     model: str = typer.Argument(..., help="Registered model whose @champion traffic is checked, e.g. banking77-lite."),
     since_hours: Optional[float] = typer.Option(None, help="Only traffic of the last H hours (default: the newest window)."),
     fail_on_drift: bool = typer.Option(False, help="Exit 1 when the window drifted (for cron jobs and CI)."),
-    retrain: bool = typer.Option(False, help="Launch retraining when the debounced trigger fires."),
+    retrain: bool = typer.Option(False, help="Launch retraining when the debounced trigger fires (kfp.local, or "
+                                             "a Kubeflow run with --kfp-host)."),
+    kfp_host: Optional[str] = typer.Option(None, help="Kubeflow Pipelines API: retrain there instead of locally."),
+    kfp_package: Path = typer.Option(Path("yanjin_pipeline.yaml"), help="Compiled pipeline for --kfp-host."),
+    kfp_param: List[str] = typer.Option([], help="Pipeline parameter name=value for --kfp-host, e.g. "
+                                                 "train_data=s3://bucket/train-with-feedback.csv (repeatable)."),
     output_dir: Path = typer.Option(Path(".yanjin/monitoring"), help="Where drift-<time>.html and .json go."),
     workspace: Optional[Path] = typer.Option(Path(".yanjin/evidently"), help="Evidently workspace for the dashboard "
                                                                             "(`evidently ui --workspace DIR`)."),
@@ -140,7 +169,11 @@ def monitor_check(
             typer.echo("  " + ", ".join(f"{c} {v:.3f}{'*' if c in result.drifted_columns else ''} (> {result.thresholds[c]:.3f})"
                                         for c, v in result.scores.items()))
         typer.echo(f"  low-confidence share {result.low_confidence_share:.1%}")
-        retrainer = _retrainer(client, set_, model, state_dir, tracking_uri, log, data) if retrain else None
+        if kfp_param and not all("=" in p for p in kfp_param):
+            raise typer.BadParameter("each --kfp-param must look like name=value", param_hint="--kfp-param")
+        retrainer = None if not retrain else (
+            _cluster_retrainer(client, set_, model, kfp_host, kfp_package, kfp_param) if kfp_host
+            else _retrainer(client, set_, model, state_dir, tracking_uri, log, data))
         if record_and_maybe_retrain(client, config, model, result.verdict, retrainer):
             typer.echo("  retraining trigger fired" + ("" if retrain else " (pass --retrain to launch it)"))
     finally:
