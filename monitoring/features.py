@@ -75,11 +75,11 @@ class Featurizer:
 
     def frame(self, texts: list[str], is_reference: bool = False) -> pd.DataFrame:
         probs = self.classifier.predict_proba(texts)
-        tokens = [w for w in map(words, texts)]
+        word_lists = [words(t) for t in texts]
         return pd.DataFrame({
             "chars": [len(t) for t in texts],
             "tokens": [len(e.ids) - 2 for e in self.counter.encode_batch(list(texts))],   # without [CLS]/[SEP]
-            "oov_rate": [sum(w not in self.vocabulary for w in ws) / len(ws) if ws else 1.0 for ws in tokens],
+            "oov_rate": [sum(w not in self.vocabulary for w in ws) / len(ws) if ws else 1.0 for ws in word_lists],
             "confidence": probs.max(axis=1) if len(texts) else [],
             "novelty": self.novelty(self.embed(texts), is_reference),
             "label": [self.classifier.labels[i] for i in probs.argmax(axis=1)],

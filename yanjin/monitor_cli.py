@@ -25,14 +25,19 @@ def _setup(state_dir: Path, tracking_uri: Optional[str], profile: str, overrides
     return _client(state_dir, tracking_uri), _profile(profile, overrides)
 
 
-def run_check(client, config, model: str, log, out_dir: Path, workspace: Optional[Path], since: Optional[float] = None):
-    """One drift check of model@champion on the newest window of its traffic: report, MLflow, workspace."""
+def run_check(client, config, model: str, log, out_dir: Path, workspace: Optional[Path], since: Optional[float] = None,
+              monitor=None):
+    """One drift check of model@champion on the newest window of its traffic: report, MLflow, workspace.
+    `monitor` (from an earlier check) is reused while it still belongs to the champion: loading one downloads
+    the version, its checkpoint and training split and embeds the reference."""
     import mlflow
 
     from .components.register import ensure_experiment
     from .monitoring.monitor import ServedMonitor
 
-    monitor = ServedMonitor.load(client, model, config.monitor)
+    champion = str(client.get_model_version_by_alias(model, "champion").version)
+    if monitor is None or monitor.version != champion:
+        monitor = ServedMonitor.load(client, model, config.monitor, version=champion)
     texts = log.recent_texts(model, monitor.version, config.monitor.window, since)
     result = monitor.check(texts)
     stamp = time.strftime("%Y%m%dT%H%M%S")
@@ -94,22 +99,26 @@ def record_and_maybe_retrain(client, config, model: str, verdict: str, retrain_n
     return fire
 
 
+def _champion_recipe(client, model: str, overrides: List[str]):
+    """The config the champion was trained with (its `config` tag), plus any --set overrides."""
+    from .config import apply_override, from_dict
+
+    recipe = json.loads(client.get_model_version_by_alias(model, "champion").tags["config"])
+    for assignment in overrides:
+        apply_override(recipe, assignment)
+    return from_dict(recipe)
+
+
 def _cluster_retrainer(client, overrides: List[str], model: str, host: str, package: Path, params: List[str]):
     """On a cluster: submit one Kubeflow run of the compiled pipeline with the champion's recipe. The
     training data is whatever --kfp-param train_data names on the cluster's storage (export review labels
     there with `yanjin review export` first; this path does not merge them itself)."""
-    from .config import apply_override
     from .pipelines.remote import client as kfp_client
     from .pipelines.remote import pipeline_arguments
 
     def run(reason: str):
-        from .config import from_dict
-
-        recipe = json.loads(client.get_model_version_by_alias(model, "champion").tags["config"])
-        for assignment in overrides:
-            apply_override(recipe, assignment)
-        extra = dict(p.split("=", 1) for p in params)
-        arguments = pipeline_arguments(from_dict(recipe), model, extra)
+        arguments = pipeline_arguments(_champion_recipe(client, model, overrides), model,
+                                       dict(p.split("=", 1) for p in params))
         submitted = kfp_client(host).create_run_from_pipeline_package(
             str(package), arguments, run_name=f"{model} retraining: {reason}"[:100], experiment_name="yanjin",
             enable_caching=False)
@@ -123,15 +132,11 @@ def _retrainer(client, overrides: List[str], model: str, state_dir: Path, tracki
     """A function that retrains the variant served as `model` with its champion's own recipe (the config
     it was trained with, plus any --set overrides) on the training data + labelled traffic."""
     from .cli import resolve_data_dir
-    from .config import apply_override, from_dict
     from .monitoring.retrain import retrain
     from .pipelines.run import LocalState, git_commit
 
     def run(reason: str):
-        recipe = json.loads(client.get_model_version_by_alias(model, "champion").tags["config"])
-        for assignment in overrides:
-            apply_override(recipe, assignment)
-        outcome, added = retrain(from_dict(recipe), resolve_data_dir(data, state_dir), LocalState(state_dir),
+        outcome, added = retrain(_champion_recipe(client, model, overrides), resolve_data_dir(data, state_dir), LocalState(state_dir),
                                  tracking_uri, log.labelled(), reason, git_commit())
         typer.echo(f"retraining ({reason}): {added.added} labelled rows added (dropped {added.dropped}); gate "
                    f"{outcome.gate}" + (f"; registered {outcome.registered_model} v{outcome.version} as @challenger"
@@ -244,17 +249,18 @@ def schedule_run(
     client, config = _setup(state_dir, tracking_uri, profile, set_)
     log = _log(state_dir, prediction_log)
     retrainer = _retrainer(client, set_, model, state_dir, tracking_uri, log, data)
+    monitor = None
     try:
         while True:
-            _, result, _ = run_check(client, config, model, log, state_dir / "monitoring", state_dir / "evidently")
+            monitor, result, _ = run_check(client, config, model, log, state_dir / "monitoring",
+                                           state_dir / "evidently", monitor=monitor)
             typer.echo(f"{time.strftime('%Y-%m-%d %H:%M:%S')} drift check: {result.verdict}")
             record_and_maybe_retrain(client, config, model, result.verdict, retrainer)
             state = TriggerState.from_json(client.get_registered_model(model).tags.get(STATE_TAG))
-            if quarter_due(state, time.time()):
-                client.set_registered_model_tag(model, STATE_TAG, state.to_json())
+            due = quarter_due(state, time.time())
+            client.set_registered_model_tag(model, STATE_TAG, state.to_json())  # recorded before the long run
+            if due:
                 retrainer("quarterly schedule")
-            else:
-                client.set_registered_model_tag(model, STATE_TAG, state.to_json())
             if once:
                 break
             from datetime import datetime, timezone

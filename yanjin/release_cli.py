@@ -228,6 +228,8 @@ def select(
     profile: str = PROFILE, set_: List[str] = SETS, state_dir: Path = STATE, tracking_uri: Optional[str] = TRACKING,
 ) -> None:
     """Pick a family member: measured figures, your constraints, total cost of ownership."""
+    from mlflow.exceptions import MlflowException
+
     from .release.advisor import Constraints, Demand, advise, candidates_from_family, plot_cumulative
     from .release.promotion import alias_version
 
@@ -245,7 +247,7 @@ def select(
     for c in found:  # only versions still registered; say so when the champion moved since the benchmark
         try:
             client.get_model_version(c.model, c.version)
-        except Exception:  # noqa: BLE001 - deleted or renamed: not a candidate any more
+        except MlflowException:  # deleted or renamed: not a candidate any more
             stale.append(f"{c.model} v{c.version} is no longer registered")
             continue
         registered.append(c)

@@ -99,7 +99,7 @@ def test_cli_promote_conflict_history_and_select(client, tmp_path):
 
     from yanjin.cli import app
 
-    uri = client._registry_uri
+    uri = client.tracking_uri
     run = CliRunner().invoke
     env = {"COLUMNS": "300", "YANJIN_USER": "ops"}
     ok = run(app, ["promote", MODEL, "2", "--reason", "better on feedback", "--tracking-uri", uri], env=env)

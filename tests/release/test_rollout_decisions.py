@@ -122,7 +122,7 @@ def test_cli_start_status_abort(setup, tmp_path):
     from yanjin.cli import app
 
     client, log = setup
-    uri = client._registry_uri
+    uri = client.tracking_uri
     run = lambda *a: CliRunner().invoke(app, list(a) + ["--tracking-uri", uri], env={"COLUMNS": "300"})  # noqa: E731
     started = run("rollout", "start", MODEL, "--challenger", "2", "--plan", "20,100", "--profile", "tiny")
     assert started.exit_code == 0 and "now 20%" in started.output, started.output
