@@ -19,11 +19,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from yanjin.components.register import CHECKPOINT_ARTIFACT, find_champion, verified
+from yanjin.registry import CHECKPOINT_ARTIFACT, find_champion
 from yanjin.models.family import TOKENIZER_FILE, load_checkpoint
 from yanjin.models.inference import OnnxClassifier
 from yanjin.models.tokenizer import TextTokenizer
-from yanjin.pipelines.run import LocalState
+from yanjin.state import LocalState
 
 
 def kfp_checkpoints(state: LocalState) -> dict[str, Path]:
@@ -59,7 +59,6 @@ def main() -> None:
             if ckpt is None:
                 print(f"{rm.name} v{champ.version}: no kfp output for run {champ.run_id}; re-run its pipeline")
                 continue
-            verified(champ, rm.name)
             model, spec, _ = load_checkpoint(ckpt)
             ids, mask = TextTokenizer(ckpt / TOKENIZER_FILE, spec.max_length)(texts)
             with torch.no_grad():

@@ -16,7 +16,7 @@ import json, os, sys, tempfile, time
 from pathlib import Path
 import numpy as np, pandas as pd, mlflow, onnxruntime as ort
 ort.preload_dlls()
-from yanjin.components.register import find_champion
+from yanjin.registry import find_champion
 from yanjin.models.inference import OnnxClassifier, available_providers
 state = Path(sys.argv[1]).resolve()
 mlflow.set_tracking_uri(f"sqlite:///{state / 'mlflow.db'}")

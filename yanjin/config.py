@@ -1,29 +1,220 @@
-"""Pipeline configuration: one YAML profile, read once at the entry point.
+"""The typed configuration: one YAML profile, read once at the entry point.
 
-Everything below the entry point receives plain dataclasses (or their JSON, across the
-Kubeflow boundary); nothing else reads YAML or environment variables.
+Every section is a frozen dataclass with a reason per field; everything below the entry point
+receives these plain values (or their JSON, across the Kubeflow boundary), and nothing else reads
+YAML or environment variables. This module imports only the family table, so any layer (serving,
+the registry) may use it without pulling in PyTorch.
 """
 from __future__ import annotations
 
 import json
+from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from importlib import resources
-from dataclasses import asdict, dataclass, fields, is_dataclass, replace
 from pathlib import Path
 
 import yaml
 
-from .components.adapt import AdaptParams
-from .components.data import DataParams
-from .components.distill import CompressParams
-from .components.evaluate import EvalParams
-from .components.gate import GateParams
-from .components.validate import ValidationParams
-from .components.train import TrainParams
-from .models.family import ModelSpec
-from .monitoring.drift import MonitorParams
-from .release.policy import CostParams, RolloutPolicy
+from .family import FAMILY, Recipe, recipe_for
 
-CONFIG_DIR = Path(str(resources.files("yanjin.configs")))  # configs/ ships inside the package
+CONFIG_DIR = Path(str(resources.files("yanjin") / "configs"))  # configs/ ships inside the package
+DRIFT_NUMERICAL = ["chars", "tokens", "oov_rate", "confidence", "novelty"]   # monitoring/features.py computes these
+DRIFT_CATEGORICAL = ["label"]
+
+
+@dataclass(frozen=True)
+class DataParams:
+    text_column: str = "text"          # column holding the utterance in the user's file
+    label_column: str = "category"     # column holding the intent name
+    val_fraction: float = 0.1          # held out of train for checkpoint selection
+    max_classes: int = 0               # >0 keeps only the first N labels (tiny smoke profiles)
+    max_per_class: int = 0             # >0 caps examples per label (tiny smoke profiles)
+    seed: int = 13
+
+
+@dataclass(frozen=True)
+class ValidationParams:
+    max_chars: int = 512               # longer texts are not customer queries (or are pasted junk)
+    min_per_class: int = 10            # fewer train examples than this cannot be learned or evaluated
+    max_duplicate_rate: float = 0.01   # share of repeated texts tolerated within a split
+    max_overlap_rate: float = 0.001    # share of train/val texts also in test (case/space-insensitive)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    variant: str = "v1"      # family member (its recipe in yanjin/family.py says how it is made)
+    builder: str = ""        # the network (models/family.py builder); empty: the member's recipe's
+    n_layers: int = 6        # blocks kept from the pretrained encoder
+    max_length: int = 64     # tokens per text; banking77 queries are at most ~80 tokens
+    dropout: float = 0.1     # encoder and head dropout during fine-tuning
+    max_positions: int = 512     # learned positions; V2 extends MiniLM's 512 to 4096 by copying them
+    attention_radius: int = 64   # V2: each token sees +-radius neighbours (and [CLS])
+    dense_below: int = 512       # V2: at or below this many tokens dense is faster (one layer: 0.86x at 384, 1.02x at 512)
+    # Lite shrinks these physically (vocabulary, head and FFN pruning); the others keep MiniLM's
+    vocab_size: int = 30522
+    n_heads: int = 12            # heads kept in every layer
+    d_ff: int = 1536             # FFN neurons kept in every layer
+
+    @property
+    def network(self) -> str:
+        """The builder that makes this network: its own, else its member's (checkpoints before recipes)."""
+        if self.builder:
+            return self.builder
+        if self.variant not in FAMILY:
+            raise ValueError(f"unknown variant {self.variant!r} (family member); known: {list(FAMILY)}")
+        return FAMILY[self.variant].builder
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelSpec":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown model settings: {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class AdaptParams:
+    epochs: int = 1              # passes over the corpus; more drifts further from MiniLM
+    batch_size: int = 64         # in-batch negatives: larger batches give a harder task
+    learning_rate: float = 1e-5  # low: adapt, do not overwrite
+    temperature: float = 0.05    # SimCSE's value
+    token_deletion: float = 0.15  # share of word pieces deleted from the second view
+    warmup_ratio: float = 0.1
+    max_length: int = 64
+    max_texts: int = 0           # >0 caps the corpus (smoke profiles)
+    # the domain text of Pro (adaptation) and Lite (vocabulary): comma-separated sources; `train` is
+    # the training file, relative paths start at its folder, a trailing `?` marks one that may be absent
+    domain_text: str = "train,../nlupp/banking?"
+    seed: int = 13
+
+
+@dataclass(frozen=True)
+class CompressParams:
+    layers: str = ""             # teacher blocks the student keeps, e.g. "1,3,5"; empty: every other one, ending with the last
+    head_keep: float = 0.5       # share of heads kept in every layer after importance pruning (12 -> 6)
+    ffn_keep: float = 0.5        # share of FFN neurons kept in every layer (1536 -> 768)
+    prune_vocab: bool = True     # keep only tokens the domain corpus uses (+ specials, ASCII pieces)
+    temperature: float = 2.0     # softens teacher and student distributions in the KD term
+    alpha: float = 0.8           # weight of the soft (teacher) term; 1 - alpha goes to the true labels
+    epochs: int = 4              # distillation of the layer-dropped student
+    recovery_epochs: int = 2     # distillation after head/FFN pruning
+    batch_size: int = 32
+    learning_rate: float = 2e-4
+    importance_batches: int = 32  # training batches scored for head/FFN importance
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    epochs: int = 4              # full passes over the training split
+    batch_size: int = 32
+    learning_rate: float = 1e-4  # peak, reached after warmup
+    weight_decay: float = 0.01   # not applied to biases and LayerNorm gains
+    warmup_ratio: float = 0.1    # share of all steps spent ramping the learning rate up
+    eval_batch_size: int = 128
+    seed: int = 13
+
+
+@dataclass(frozen=True)
+class EvalParams:
+    ece_bins: int = 15           # equal-width confidence bins
+    latency_runs: int = 200      # batch-1 calls timed (after warmup)
+    throughput_batches: int = 20  # batch-32 calls timed
+    threads: int = 0             # ORT intra-op threads; 0 = all cores
+
+
+@dataclass(frozen=True)
+class GateParams:
+    min_accuracy: float = 0.0      # floor on test accuracy
+    min_macro_f1: float = 0.0      # floor on test macro-F1 (guards against ignoring rare intents)
+    max_ece: float = 1.0           # ceiling on calibration error (the review threshold relies on it)
+    min_improvement: float = 0.0   # accuracy margin over each champion, on the same test set
+    also_beat: str = ""            # comma-separated other variants whose champions must be beaten too (Pro: "v1")
+    # compression floors, applied when the candidate has a teacher (Lite); 0 turns a floor off
+    min_teacher_accuracy_ratio: float = 0.0  # candidate accuracy / teacher accuracy, same test set
+    max_teacher_size_ratio: float = 0.0      # candidate ONNX bytes / teacher ONNX bytes
+
+
+@dataclass(frozen=True)
+class RolloutPolicy:
+    plan: str = "10,50,100"              # challenger traffic per step, percent; the last step must be 100
+    accuracy_margin: float = 0.02        # advance while challenger accuracy >= champion's - margin (always-valid bound)
+    review_margin: float = 0.05          # ... and its low-confidence (review) share <= champion's + margin
+    min_labelled: int = 200              # labelled predictions per arm before the first verdict on accuracy
+    min_step_requests: int = 200         # challenger predictions at the current step before it may advance
+    max_step_requests: int = 20_000      # no verdict after this many at one step: inconclusive, roll back
+    max_error_rate: float = 0.01         # failed challenger calls / its requests beyond which it rolls back
+    max_latency_ratio: float = 1.5       # challenger p95 / champion p95 beyond which it rolls back
+    alpha: float = 0.05                  # error rate of the always-valid test, over all looks together
+    tau: float = 0.05                    # mSPRT mixture scale: the size of difference it is tuned to see
+
+    def steps(self) -> list[float]:
+        """The plan as shares in (0, 1], strictly rising, ending at 1."""
+        try:
+            shares = [float(p) / 100 for p in self.plan.split(",") if p.strip()]
+        except ValueError:
+            raise ValueError(f"rollout plan {self.plan!r}: expected percents like 10,50,100") from None
+        if not shares or shares[-1] != 1.0 or any(not 0 < s <= 1 for s in shares) or shares != sorted(set(shares)):
+            raise ValueError(f"rollout plan {self.plan!r}: percents must rise strictly within (0, 100] and end at 100")
+        return shares
+
+
+@dataclass(frozen=True)
+class CostParams:
+    """What running a version costs besides its measured compute. The defaults are the seed's example
+    (Pro $12,000 up front + $0.003 a call; V2 $5,000 fine-tuning + $0.002 a call): replace them with
+    your own contract's figures in the profile."""
+    initial_usd: dict = field(default_factory=lambda: {"v1": 0.0, "v2": 5000.0, "pro": 12000.0, "lite": 0.0})
+    per_call_usd: dict = field(default_factory=lambda: {"v1": 0.0, "v2": 0.002, "pro": 0.003, "lite": 0.0})
+    cpu_hour_usd: float = 0.05           # one vCPU-hour on your nodes
+    days_per_month: float = 30.0
+
+
+
+@dataclass(frozen=True)
+class MonitorParams:
+    window: int = 200                   # predictions per check (the newest ones)
+    min_window: int = 100               # fewer: "insufficient data", no verdict
+    reference_size: int = 1000          # training texts the window is compared with
+    k: int = 10                         # neighbours for the novelty feature
+    methods: dict = field(default_factory=lambda: {c: "wasserstein" for c in DRIFT_NUMERICAL}
+                         | {c: "jensenshannon" for c in DRIFT_CATEGORICAL})
+    # used until `yanjin monitor calibrate` stores the served version's own: these were calibrated for
+    # the full-profile Lite at windows of 200 (benchmarks/results/drift.json)
+    thresholds: dict = field(default_factory=lambda: {
+        "chars": 0.3444, "tokens": 0.3314, "oov_rate": 0.3895, "confidence": 1.1398, "novelty": 0.5927, "label": 0.4459})
+    low_confidence: float = 0.7         # the serving review threshold: its share is reported
+    checks: int = 3                     # debounce: retrain when `needed` of the last `checks` drifted
+    needed: int = 2
+    cooldown_hours: float = 168.0       # at most one drift-triggered retraining per cooldown
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """Serving settings: resolved once by `yanjin serve` and handed to the BentoML worker as JSON."""
+    tracking_uri: str = "sqlite:///.yanjin/mlflow.db"
+    model: str = "banking77-lite"       # registered model served (any family member)
+    challenger_share: float = 0.0       # A/B: share of traffic for @challenger; 0 = champion only
+    review_threshold: float = 0.7       # confidence below this sets needs_review (the seed's rule)
+    top_k: int = 3
+    max_chars: int = 2000               # per text; longer is a 413/422 unless truncate is on
+    truncate: bool = False              # cut texts at max_chars (and the model's max_length tokens) instead
+    max_items: int = 64                 # texts per request
+    max_body_bytes: int = 1_000_000     # request body limit (BentoML has none by default)
+    max_batch_size: int = 64            # adaptive batching: texts per model call
+    max_latency_ms: int = 1000          # adaptive batching: a batch waits at most this long (503 beyond)
+    max_concurrency: int = 256          # requests in flight; beyond it 503 with Retry-After
+    poll_seconds: float = 5.0           # how often the aliases are re-read
+    cache_size: int = 3                 # loaded versions kept in memory (LRU)
+    prediction_log: str = ".yanjin/predictions.db"  # SQLite file or any SQLAlchemy URL
+    threads: int = 0                    # ORT intra-op threads; 0 = all cores
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "ServeSettings":
+        return build(cls, values, "serving")
 
 
 @dataclass(frozen=True)
@@ -33,6 +224,7 @@ class PipelineConfig:
     data: DataParams = DataParams()
     validation: ValidationParams = ValidationParams()
     model: ModelSpec = ModelSpec()
+    recipe: Recipe = FAMILY["v1"]     # how model.variant is made (yanjin/family.py); set by with_variant
     adapt: AdaptParams = AdaptParams()
     compress: CompressParams = CompressParams()
     train: TrainParams = TrainParams()
@@ -80,8 +272,26 @@ def _coerce(value, kind: type, where: str):
     return value
 
 
+def _from_before_recipes(values: dict) -> dict:
+    """Configs recorded before the family table named Lite's teacher and INT8 under `compress`."""
+    compress = dict(values.get("compress") or {})
+    if "teacher" not in compress and "quantize_int8" not in compress:
+        return values
+    teacher, int8 = compress.pop("teacher", None), compress.pop("quantize_int8", None)
+    member = (values.get("model") or {}).get("variant", "v1")
+    recipe = dict(values.get("recipe") or asdict(FAMILY.get(member, Recipe())))
+    if member in FAMILY and FAMILY[member].teacher:
+        recipe |= {"teacher": teacher or recipe["teacher"], "int8": recipe["int8"] if int8 is None else int8}
+    return values | {"compress": compress, "recipe": recipe}
+
+
 def from_dict(values: dict) -> PipelineConfig:
-    return build(PipelineConfig, values, "config")
+    config = build(PipelineConfig, _from_before_recipes(values), "config")
+    try:
+        config.recipe.check(config.model.variant)
+    except ValueError as e:
+        raise ConfigError(f"config.recipe: {e}") from None
+    return config
 
 
 def profile_path(profile: str) -> Path:
@@ -108,21 +318,26 @@ def apply_override(values: dict, assignment: str) -> None:
 
 
 def load_config(profile: str, overrides: list[str] | None = None) -> PipelineConfig:
+    """The profile, its --set overrides, and the recipe of its `model.variant` from the family table
+    (a `recipe` section in the profile or the overrides replaces the table's fields it names)."""
     path = profile_path(profile)
     values = yaml.safe_load(path.read_text()) or {}
     values.setdefault("profile", path.stem)
     for assignment in overrides or []:
         apply_override(values, assignment)
-    return from_dict(values)
+    member = (values.get("model") or {}).get("variant", ModelSpec.variant)
+    try:
+        table = asdict(recipe_for(member))
+    except ValueError as e:
+        raise ConfigError(f"config.model.variant: {e}") from None
+    values["recipe"] = table | (values.get("recipe") or {})
+    config = from_dict(values)
+    return with_variant(config, member, recipe=config.recipe)
 
 
-# what a variant changes in any profile: V2 reads long inputs; Pro must also beat the general model
-VARIANT_MODEL_DEFAULTS = {"v2": {"max_positions": 4096, "max_length": 4096}}
-FAMILY = ("v1", "v2", "pro", "lite")  # build order: Pro is gated against V1, Lite distils a Pro champion
-VARIANT_GATE_DEFAULTS = {"pro": {"also_beat": "v1"}}
-
-
-def with_variant(config: PipelineConfig, variant: str) -> PipelineConfig:
-    model = replace(config.model, variant=variant, **VARIANT_MODEL_DEFAULTS.get(variant, {}))
-    gate = replace(config.gate, **VARIANT_GATE_DEFAULTS.get(variant, {}))
-    return replace(config, model=model, gate=gate)
+def with_variant(config: PipelineConfig, variant: str, recipe: Recipe | None = None) -> PipelineConfig:
+    """The config of another family member: its recipe, and the model and gate settings it implies."""
+    recipe = recipe or recipe_for(variant)
+    model = replace(config.model, variant=variant, builder=recipe.builder, **recipe.model)
+    gate = replace(config.gate, also_beat=recipe.also_beat)
+    return replace(config, model=model, gate=gate, recipe=recipe)

@@ -150,9 +150,10 @@ def main() -> None:
     args = ap.parse_args()
     import mlflow
 
-    from yanjin.components.register import download_checkpoint, find_champion
-    from yanjin.pipelines.run import LocalState
-    from yanjin.serving.settings import ENV, ServeSettings
+    from yanjin.config import ServeSettings
+    from yanjin.registry import download_checkpoint, find_champion
+    from yanjin.serving.settings import ENV
+    from yanjin.state import LocalState
 
     state = LocalState(args.state_dir)
     texts = pd.read_csv(args.data / "test.csv")["text"].tolist()

@@ -3,7 +3,7 @@ import mlflow
 import pytest
 
 from yanjin.components.export import export_onnx
-from yanjin.components.register import CHALLENGER, CHAMPION, ensure_experiment, find_champion, register_bundle
+from yanjin.registry import CHALLENGER, CHAMPION, VersionTags, ensure_experiment, find_champion, register_bundle
 from yanjin.components.train import TrainParams, train_classifier
 from yanjin.models.family import ModelSpec
 from yanjin.models.inference import OnnxClassifier, bundle_sha256
@@ -32,7 +32,7 @@ def test_first_version_is_champion_and_challenger_with_lineage(bundle, tracking)
     exp, tmp = tracking
     with mlflow.start_run(experiment_id=exp) as run:
         pass
-    version = register_bundle(bundle, "t-v1", run.info.run_id, {"variant": "v1", "data_sha256": "abc"})
+    version = register_bundle(bundle, "t-v1", run.info.run_id, VersionTags(variant="v1", data_sha256="abc"))
     client = mlflow.MlflowClient()
     mv = client.get_model_version("t-v1", version)
     assert mv.tags["variant"] == "v1" and mv.tags["data_sha256"] == "abc"
@@ -46,8 +46,8 @@ def test_second_version_moves_only_challenger(bundle, tracking):
     exp, tmp = tracking
     with mlflow.start_run(experiment_id=exp) as run:
         pass
-    v1 = register_bundle(bundle, "t-v1", run.info.run_id, {})
-    v2 = register_bundle(bundle, "t-v1", run.info.run_id, {})
+    v1 = register_bundle(bundle, "t-v1", run.info.run_id, VersionTags())
+    v2 = register_bundle(bundle, "t-v1", run.info.run_id, VersionTags())
     aliases = mlflow.MlflowClient().get_registered_model("t-v1").aliases
     assert aliases == {CHAMPION: int(v1), CHALLENGER: int(v2)}
 
@@ -57,9 +57,9 @@ def test_champion_downloads_as_a_runnable_bundle(bundle, tracking):
     assert find_champion("t-v1", tmp / "dl") is None  # no model yet: no champion
     with mlflow.start_run(experiment_id=exp) as run:
         pass
-    version = register_bundle(bundle, "t-v1", run.info.run_id, {})
+    version = register_bundle(bundle, "t-v1", run.info.run_id, VersionTags())
     champ = find_champion("t-v1", tmp / "dl")
     assert champ.version == version
-    assert bundle_sha256(champ.bundle_dir) == champ.tags["artifact_sha256"]
+    assert bundle_sha256(champ.bundle_dir) == champ.tags.artifact_sha256
     texts = ["my card has not arrived yet"]
     assert OnnxClassifier.from_dir(champ.bundle_dir).predict(texts) == OnnxClassifier.from_dir(bundle).predict(texts)

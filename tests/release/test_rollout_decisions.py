@@ -9,7 +9,7 @@ from yanjin.release.policy import RolloutPolicy
 from yanjin.release.promotion import CHAMPION, PromotionRefused, alias_version, history
 from yanjin.release.rollout import RolloutError, abort, assess, check, read_state, start
 from yanjin.serving.predlog import Prediction, PredictionLog
-from yanjin.serving.registry import SHARE_TAG
+from yanjin.registry import SHARE_TAG
 
 MODEL = "demo-v1"
 POLICY = RolloutPolicy(plan="10,50,100", min_labelled=40, min_step_requests=40, accuracy_margin=0.05,

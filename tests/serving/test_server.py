@@ -12,7 +12,7 @@ import httpx
 import mlflow
 import pytest
 
-from yanjin.components.register import CHALLENGER, CHAMPION, register_bundle
+from yanjin.registry import CHALLENGER, CHAMPION, VersionTags, register_bundle
 from yanjin.config import load_config
 from yanjin.pipelines.run import LocalState, run_local
 
@@ -31,7 +31,7 @@ def reregister(client, version: str) -> str:
     run = client.create_run(client.get_run(mv.run_id).info.experiment_id)
     with tempfile.TemporaryDirectory() as tmp:
         bundle = mlflow.artifacts.download_artifacts(f"models:/{MODEL}/{version}", dst_path=tmp)
-        tags = {k: v for k, v in mv.tags.items() if k != "artifact_sha256"}
+        tags = VersionTags.from_tags({k: v for k, v in mv.tags.items() if k != "artifact_sha256"})
         return register_bundle(bundle, MODEL, run.info.run_id, tags)
 
 

@@ -1,0 +1,53 @@
+"""Command-line options shared by the commands (one wording, one default) and the few helpers that
+turn them into objects: the state folder, an MLflow client, the profile, the prediction log."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from ..state import DEFAULT_STATE_DIR, LocalState, find_data_dir
+
+STATE = typer.Option(DEFAULT_STATE_DIR, help="Embedded-mode state folder (MLflow DB and artifacts, kfp outputs, prediction log, reports).")
+TRACKING = typer.Option(None, envvar="MLFLOW_TRACKING_URI", help="MLflow tracking URI (default: SQLite under --state-dir).")
+PROFILE = typer.Option("demo", help="Profile whose `rollout`, `costs` and `monitor` sections apply (configs/<name>.yaml or a path).")
+SETS = typer.Option([], "--set", help="Override a profile field, e.g. --set rollout.min_labelled=100 or --set monitor.window=300 (repeatable).")
+LOG = typer.Option(None, help="Prediction log: SQLite file or SQLAlchemy URL (default: <state-dir>/predictions.db).")
+
+
+def fail(message: str) -> None:
+    typer.secho(message, fg="red", err=True)
+    raise typer.Exit(1)
+
+
+def state_of(state_dir: Path) -> LocalState:
+    return LocalState(state_dir)
+
+
+def data_dir(explicit: Path | None, state_dir: Path) -> Path:
+    """--data, else $YANJIN_DATA, else a fetched copy under the state folder, else ../shared/data."""
+    try:
+        return find_data_dir(explicit, state_of(state_dir))
+    except FileNotFoundError as e:
+        raise typer.BadParameter(str(e), param_hint="--data / $YANJIN_DATA") from None
+
+
+def client(state_dir: Path, tracking_uri: str | None):
+    from ..registry import client as mlflow_client
+
+    return mlflow_client(tracking_uri or state_of(state_dir).tracking_uri)
+
+
+def profile(name: str, overrides: list[str]):
+    from ..config import ConfigError, load_config
+
+    try:
+        return load_config(name, overrides)
+    except ConfigError as e:
+        raise typer.BadParameter(str(e), param_hint="--profile / --set")
+
+
+def prediction_log(state_dir: Path, location: str | None):
+    from ..serving.predlog import PredictionLog
+
+    return PredictionLog(location or state_of(state_dir).prediction_log)

@@ -1,0 +1,102 @@
+"""Loading labelled text data, hashing it for lineage, and splitting it.
+
+Loading fails loudly with the file's name and the problem (missing columns, empty file,
+bytes that are not UTF-8), so a bad file stops a run before any training starts.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+from sklearn.model_selection import train_test_split
+
+from ..config import DataParams
+from ..registry import sha256_file
+
+TEXT, LABEL = "text", "label"  # canonical column names inside the pipeline
+
+
+class DataError(ValueError):
+    """A data file cannot be used; the message names the file and the problem."""
+
+
+def sha256_files(paths: list[str | Path]) -> str:
+    """One digest over several files, order-sensitive, for the data lineage tag."""
+    h = hashlib.sha256()
+    for p in paths:
+        h.update(sha256_file(p).encode())
+    return h.hexdigest()
+
+
+def read_table(path: str | Path, text_column: str, label_column: str) -> pd.DataFrame:
+    """CSV or Parquet -> DataFrame with columns (text, label), both strings."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: file is empty")
+    try:
+        if path.suffix.lower() in (".parquet", ".pq"):
+            df = pd.read_parquet(path)
+        else:
+            raw = path.read_bytes()
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                line = raw[: e.start].count(b"\n") + 1
+                raise DataError(
+                    f"{path}: not valid UTF-8 (byte 0x{raw[e.start]:02x} at offset {e.start}, line {line})"
+                ) from None
+            df = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
+    except DataError:
+        raise
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path}: file has no header and no rows") from None
+    except Exception as e:  # parser errors of CSV/Parquet readers
+        raise DataError(f"{path}: cannot be parsed ({type(e).__name__}: {e})") from None
+    missing = [c for c in (text_column, label_column) if c not in df.columns]
+    if missing:
+        raise DataError(
+            f"{path}: missing column(s) {missing}; found {list(df.columns)}. "
+            f"Set the text/label column names in the config."
+        )
+    if df.empty:
+        raise DataError(f"{path}: has a header but no rows")
+    out = pd.DataFrame({TEXT: df[text_column].astype(str), LABEL: df[label_column].astype(str)})
+    return out.reset_index(drop=True)
+
+
+def read_label_set(path: str | Path | None, train: pd.DataFrame) -> list[str]:
+    """Known labels: a JSON list file when given, else the labels seen in training, sorted."""
+    if path:
+        try:
+            labels = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise DataError(f"{path}: cannot read the label list ({e})") from None
+        if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
+            raise DataError(f"{path}: must be a JSON list of label names")
+        return sorted(set(labels))
+    return sorted(train[LABEL].unique())
+
+
+def subsample(df: pd.DataFrame, labels: list[str], params: DataParams) -> tuple[pd.DataFrame, list[str]]:
+    """Optionally keep the first `max_classes` labels and at most `max_per_class` rows each."""
+    if params.max_classes > 0:
+        labels = labels[: params.max_classes]
+        df = df[df[LABEL].isin(labels)]
+    if params.max_per_class > 0:
+        df = df.groupby(LABEL, group_keys=False).apply(
+            lambda g: g.sample(min(len(g), params.max_per_class), random_state=params.seed)
+        )
+    return df.reset_index(drop=True), labels
+
+
+def split_train_val(df: pd.DataFrame, params: DataParams) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Stratified hold-out for checkpoint selection; the test file is never touched here."""
+    tr, va = train_test_split(
+        df, test_size=params.val_fraction, stratify=df[LABEL], random_state=params.seed
+    )
+    return tr.reset_index(drop=True), va.reset_index(drop=True)

@@ -1,0 +1,144 @@
+"""Lite "edge": a trained teacher compressed into a small student.
+
+1. vocabulary pruning: keep the tokens the domain corpus uses (lossless on in-domain text);
+2. layer dropping: the student starts as every other teacher block;
+3. distillation on the teacher's soft targets (the registered ONNX file's logits, computed once);
+4. structured pruning: the least important heads and FFN neurons (gradient x activation) are
+   sliced out of the weight matrices, then a recovery distillation.
+The best validation epoch of the final architecture is saved as an ordinary checkpoint, so
+export, evaluation and serving treat Lite like any other version. INT8 happens at export.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import torch
+from safetensors.torch import load_file
+
+from ..config import CompressParams, ModelSpec
+from ..models.compress import (distillation_loss, domain_vocabulary, keep_layers, prune_ffn, prune_heads,
+                               prune_tokenizer, prune_vocab, rebuild, structure_importance, top_k)
+from ..models.family import save_checkpoint
+from ..models.inference import OnnxClassifier
+from ..models.tokenizer import TextTokenizer
+from ..registry import CHECKPOINT_SPEC, CHECKPOINT_WEIGHTS, LABELS_FILE, TOKENIZER_FILE
+from .data import LABEL, TEXT
+from .train import Fit, TrainParams, fit, seed_everything, val_accuracy
+
+
+@dataclass
+class DistillResult:
+    best_epoch: int
+    best_val_accuracy: float
+    seconds: float
+    teacher_params: int
+    student_params: int
+    vocab_size: int
+    history: list[dict] = field(default_factory=list)
+
+
+class TeacherMismatch(ValueError):
+    """The teacher cannot teach this task (other labels)."""
+
+
+def every_other_layer(n_layers: int) -> list[int]:
+    """6 -> [1, 3, 5]: the last block (whose output the head reads) is always kept."""
+    return list(range(n_layers - 1, -1, -2))[::-1]
+
+
+def n_params(state: dict[str, torch.Tensor]) -> int:
+    return sum(t.numel() for t in state.values())
+
+
+def teacher_logits(teacher_bundle: str | Path, texts: list[str], labels: list[str]) -> torch.Tensor:
+    """Soft targets from the teacher's registered ONNX file: exactly the model that serves."""
+    teacher = OnnxClassifier.from_dir(teacher_bundle)
+    if teacher.labels != labels:
+        raise TeacherMismatch(f"teacher {teacher_bundle} predicts {len(teacher.labels)} labels that differ from "
+                              f"this task's {len(labels)}; distil from a teacher trained on the same label set")
+    chunks = []
+    for i in range(0, len(texts), 128):
+        ids, mask = teacher.tokenizer(texts[i : i + 128])
+        chunks.append(teacher.logits(ids, mask))
+    return torch.from_numpy(np.concatenate(chunks))  # (N, num_labels)
+
+
+def distill_classifier(
+    train_df: pd.DataFrame, val_df: pd.DataFrame, labels: list[str], teacher_checkpoint: str | Path,
+    teacher_bundle: str | Path, corpus: list[str], params: CompressParams, train: TrainParams,
+    out_dir: str | Path, on_epoch: Callable[[dict], None] | None = None, progress: bool = True,
+    student: ModelSpec = ModelSpec(variant="lite"),
+) -> DistillResult:
+    """Compress the teacher into `student.variant` (built by `student.builder`); the best validation
+    epoch after pruning is saved to `out_dir`. The student's sizes come from the teacher and the pruning."""
+    seed_everything(train.seed)
+    start = time.perf_counter()
+    ckpt = Path(teacher_checkpoint)
+    state = load_file(str(ckpt / CHECKPOINT_WEIGHTS))
+    spec = ModelSpec.from_dict(json.loads((ckpt / CHECKPOINT_SPEC).read_text()))
+    if json.loads((ckpt / LABELS_FILE).read_text()) != labels:
+        raise TeacherMismatch(f"teacher checkpoint {ckpt} was trained on other labels than this task's")
+    spec = replace(spec, variant=student.variant, builder=student.network, max_positions=min(spec.max_positions, 512),
+                   max_length=min(spec.max_length, 512))
+    state["encoder.pos_emb.weight"] = state["encoder.pos_emb.weight"][: spec.max_positions]  # V2 teachers: 4096
+    teacher_size = n_params(state)
+
+    index = {name: i for i, name in enumerate(labels)}
+    texts = train_df[TEXT].tolist()
+    y = torch.tensor([index[l] for l in train_df[LABEL]])
+    val_texts, val_y = val_df[TEXT].tolist(), np.array([index[l] for l in val_df[LABEL]])
+    soft = teacher_logits(teacher_bundle, texts, labels)                        # (N, num_labels)
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer_file = out / TOKENIZER_FILE
+    if params.prune_vocab:
+        keep_ids = domain_vocabulary(ckpt / TOKENIZER_FILE, corpus + texts)
+        state, spec = prune_vocab(state, spec, keep_ids)
+        prune_tokenizer(ckpt / TOKENIZER_FILE, keep_ids, tokenizer_file)
+    else:
+        tokenizer_file.write_bytes((ckpt / TOKENIZER_FILE).read_bytes())
+    layers = [int(i) for i in params.layers.split(",")] if params.layers else every_other_layer(spec.n_layers)
+    state, spec = keep_layers(state, spec, layers)
+    tokenizer = TextTokenizer(tokenizer_file, spec.max_length)
+
+    def kd(logits: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        return distillation_loss(logits, soft[idx], y[idx], params.temperature, params.alpha)
+
+    recipe = replace(train, batch_size=params.batch_size, learning_rate=params.learning_rate)
+    # phase 1: the layer-dropped student learns from the teacher (kept only as a starting point)
+    model = rebuild(state, spec, len(labels))
+    first = fit(model, tokenizer, texts, kd, params.epochs, recipe, val_texts, val_y, save=lambda: None,
+                on_epoch=on_epoch, progress=progress, phase="distil ")
+    # phase 2: slice out the least important heads and neurons, then recover
+    heads, neurons = structure_importance(model, _importance_batches(tokenizer, texts, params), kd)
+    state = {k: v.detach() for k, v in model.state_dict().items()}
+    state, spec = prune_heads(state, spec, top_k(heads, max(1, round(spec.n_heads * params.head_keep))),
+                              head_dim=model.encoder.cfg.head_dim)
+    state, spec = prune_ffn(state, spec, top_k(neurons, max(1, round(spec.d_ff * params.ffn_keep))))
+    model = rebuild(state, spec, len(labels))
+    save = lambda: save_checkpoint(model, spec, labels, out, tokenizer_file)  # noqa: E731
+    pruned = Fit(history=first.history)  # epochs keep counting; "best" restarts for the new architecture
+    if params.recovery_epochs == 0:
+        pruned.best_epoch = len(first.history)
+        pruned.best_val_accuracy = val_accuracy(model, tokenizer, val_texts, val_y, train.eval_batch_size)
+        save()
+    fit(model, tokenizer, texts, kd, params.recovery_epochs, recipe, val_texts, val_y, save=save,
+        state=pruned, on_epoch=on_epoch, progress=progress, phase="recover ")
+    return DistillResult(pruned.best_epoch, pruned.best_val_accuracy, time.perf_counter() - start,
+                         teacher_size, n_params(model.state_dict()), spec.vocab_size, pruned.history)
+
+
+def _importance_batches(tokenizer: TextTokenizer, texts: list[str], params: CompressParams):
+    """A fixed sample of training batches as (input_ids, attention_mask, indices)."""
+    order = torch.randperm(len(texts), generator=torch.Generator().manual_seed(0))
+    for b in range(min(params.importance_batches, (len(texts) + params.batch_size - 1) // params.batch_size)):
+        idx = order[b * params.batch_size : (b + 1) * params.batch_size]
+        ids, mask = tokenizer([texts[i] for i in idx])
+        yield torch.from_numpy(ids), torch.from_numpy(mask), idx

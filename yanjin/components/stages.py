@@ -1,0 +1,287 @@
+"""The pipeline's stages as plain functions: what each Kubeflow step does, MLflow logging included.
+
+A Kubeflow step (pipelines/steps.py) reads its inputs, calls one function here and writes its
+outputs; the same functions run in tests without kfp. Each reads what to do from the run's config,
+whose recipe (yanjin/family.py) says how this family member is made, so no stage branches on a
+member's name. Every MLflow name comes from the registry module.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from .. import registry as R
+from ..config import PipelineConfig
+from ..family import ADAPTED, TEACHER
+from . import data as D
+
+
+def _logging_to(tracking_uri: str, run_id: str):
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri)
+    return mlflow.start_run(run_id=run_id)
+
+
+def _params(prefix: str, values) -> dict:
+    return {f"{prefix}.{k}": v for k, v in asdict(values).items()}
+
+
+# -- validate ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Validated:
+    run_id: str
+    data_sha256: str            # the files as given
+    split_sha256: str           # the training split as written (the drift monitor's reference)
+    report: dict                # the Great Expectations verdict and the label list
+
+
+def validate_and_split(train_data: str, test_data: str, label_set: str, cfg: PipelineConfig, tracking_uri: str,
+                       experiment: str, artifact_root: str, git_commit: str,
+                       train_out: str, val_out: str, test_out: str) -> Validated:
+    """Open the version's MLflow run, check the data contract, split, and write the splits as parquet.
+    A failed contract closes the run as FAILED with its report and raises DataValidationError."""
+    import mlflow
+
+    from .validate import DataValidationError, validate_splits
+
+    p = cfg.data
+    train = D.read_table(train_data, p.text_column, p.label_column)
+    test = D.read_table(test_data, p.text_column, p.label_column)
+    labels = D.read_label_set(label_set or None, train)
+    data_sha = D.sha256_files([train_data, test_data] + ([label_set] if label_set else []))
+
+    mlflow.set_tracking_uri(tracking_uri)
+    with mlflow.start_run(experiment_id=R.ensure_experiment(experiment, artifact_root or None)) as run:
+        mlflow.set_tags(R.VersionTags(variant=cfg.model.variant, profile=cfg.profile, data_sha256=data_sha,
+                                      git_commit=git_commit).to_tags() | {R.RUN_PIPELINE: "yanjin"})
+        mlflow.log_params({R.RUN_PARAM_TRAIN: train_data, R.RUN_PARAM_TEST: test_data})
+        try:
+            verdict = validate_splits({"train": train, "test": test}, {"train": train_data, "test": test_data},
+                                      labels, cfg.validation).to_dict()
+        except DataValidationError as e:
+            mlflow.log_dict(e.report.to_dict(), R.VALIDATION_REPORT)
+            mlflow.set_tag(R.RUN_VALIDATION, "failed")
+            raise  # the run is closed as FAILED by the context manager
+        mlflow.log_dict(verdict, R.VALIDATION_REPORT)
+        mlflow.set_tag(R.RUN_VALIDATION, "passed")
+        # the contract holds for the files as given; smoke profiles sample only afterwards
+        train, labels = D.subsample(train, labels, p)
+        test = test[test[D.LABEL].isin(labels)] if p.max_classes > 0 else test
+        tr, va = D.split_train_val(train, p)
+        for frame, path in ((tr, train_out), (va, val_out), (test, test_out)):
+            frame.to_parquet(path, index=False)
+        mlflow.log_params({"data.n_train": len(tr), "data.n_val": len(va), "data.n_test": len(test),
+                           "data.n_labels": len(labels)})
+        with tempfile.TemporaryDirectory() as tmp:  # under the registry's name for it
+            split = Path(tmp) / R.TRAINING_DATA_FILE
+            split.write_bytes(Path(train_out).read_bytes())
+            mlflow.log_artifact(str(split), R.TRAINING_DATA_ARTIFACT)
+    return Validated(run.info.run_id, data_sha, R.sha256_file(train_out), verdict | {"labels": labels})
+
+
+# -- domain text --------------------------------------------------------------------------------------
+def domain_sources(spec: str, train_file: str | Path, data_dir: str | Path | None = None) -> list[str]:
+    """The recipe's domain-text sources (`adapt.domain_text`) as paths: `train` is the training file,
+    relative paths start at `data_dir` (default: the training file's folder), and a source ending in
+    `?` is skipped when absent; any other missing source is an error."""
+    base = Path(data_dir) if data_dir else Path(train_file).resolve().parent
+    out = []
+    for raw in (s.strip() for s in spec.split(",") if s.strip()):
+        optional, name = raw.endswith("?"), raw.rstrip("?")
+        path = Path(train_file) if name == "train" else Path(name) if Path(name).is_absolute() else base / name
+        if name != "train" and not path.exists():  # a missing training file is the validate step's to report
+            if optional:
+                continue
+            raise D.DataError(f"domain text source {name!r} ({path}) does not exist (adapt.domain_text)")
+        out.append(str(path.resolve()) if name != "train" else str(path))
+    return out
+
+
+@dataclass(frozen=True)
+class Domain:
+    kind: str                   # skipped | corpus | adapted
+    metadata: dict = field(default_factory=dict)
+
+
+def prepare_domain(test_set: str, sources: list[str], cfg: PipelineConfig, tracking_uri: str, run_id: str,
+                   out_dir: str) -> Domain:
+    """What the recipe needs of the domain text: nothing (fine-tuned from MiniLM), the cleaned corpus
+    (compression keeps its vocabulary), or an adapted encoder (domain-adaptive pretraining)."""
+    from .adapt import adapt_encoder, clean_corpus, read_corpus
+
+    os.makedirs(out_dir, exist_ok=True)
+    if not cfg.recipe.uses_domain_text:
+        return Domain("skipped", {"adapted": False})
+    texts = read_corpus(sources, cfg.data.text_column)
+    exclude = pd.read_parquet(test_set)[D.TEXT].tolist()
+    if cfg.recipe.start == TEACHER:  # test text excluded: the vocabulary must not be fit to it
+        corpus, n_excluded = clean_corpus(texts, exclude)
+        Path(out_dir, "corpus.json").write_text(json.dumps(corpus))
+        return Domain("corpus", {"texts": len(corpus), "excluded_test_texts": n_excluded})
+    import mlflow
+
+    encoder = os.path.join(out_dir, "encoder.safetensors")
+    with _logging_to(tracking_uri, run_id):
+        mlflow.log_params(_params("adapt", cfg.adapt) | {"adapt.corpus": ",".join(sources)})
+        result = adapt_encoder(texts, exclude, cfg.model, cfg.adapt, encoder,
+                               on_step=lambda step, loss: mlflow.log_metric("adapt_loss", loss, step=step))
+        mlflow.log_metrics({"adapt_texts": result.n_texts, "adapt_excluded_test_texts": result.n_excluded_test,
+                            "adapt_seconds": result.seconds})
+        mlflow.log_artifact(encoder, R.ADAPTED_ENCODER_ARTIFACT)
+    print(f"adapted on {result.n_texts} texts ({result.n_excluded_test} test texts excluded), "
+          f"final loss {result.final_loss:.4f}")
+    return Domain("adapted", {"adapted": True, "texts": result.n_texts, "excluded_test_texts": result.n_excluded_test})
+
+
+# -- train --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Trained:
+    lineage: dict               # version tags this training decides: checkpoint digest, the teacher
+    best_epoch: int
+    best_val_accuracy: float
+    seconds: float
+
+
+def _teacher(cfg: PipelineConfig, tracking_uri: str, tmp: str) -> tuple[R.Downloaded, Path]:
+    """The teacher's champion, its bundle and checkpoint both verified."""
+    name = R.registered_model_name(cfg.model_name, cfg.recipe.teacher)
+    found = R.find_champion(name, os.path.join(tmp, "bundle"), tracking_uri=tracking_uri)
+    if found is None:
+        raise RuntimeError(f"{cfg.model.variant} is compressed from {name}@{R.CHAMPION}, which does not exist in "
+                           f"{tracking_uri}; build it first: yanjin pipeline run --variant {cfg.recipe.teacher}")
+    return found, R.download_checkpoint(found, os.path.join(tmp, "ckpt"), tracking_uri)
+
+
+def train_member(train_set: str, val_set: str, labels: list[str], domain_dir: str, cfg: PipelineConfig,
+                 tracking_uri: str, run_id: str, out_dir: str) -> Trained:
+    """Fine-tune from the pretrained or adapted encoder, or compress the teacher's champion, as the
+    recipe says; the checkpoint is logged to the run (a later member may start from it)."""
+    import mlflow
+
+    from .train import train_classifier
+
+    train, val = pd.read_parquet(train_set), pd.read_parquet(val_set)
+    lineage: dict = {}
+    with _logging_to(tracking_uri, run_id):
+        mlflow.log_params(_params("model", cfg.model) | _params("train", cfg.train))
+
+        def on_epoch(rec: dict) -> None:
+            mlflow.log_metrics({k: v for k, v in rec.items() if k != "epoch"}, step=rec["epoch"])
+            print(f"epoch {rec['epoch']}: train loss {rec['train_loss']:.4f}, val accuracy {rec['val_accuracy']:.4f}")
+
+        if cfg.recipe.start == TEACHER:
+            from .distill import distill_classifier
+
+            mlflow.log_params(_params("compress", cfg.compress))
+            with tempfile.TemporaryDirectory() as tmp:
+                teacher, teacher_ckpt = _teacher(cfg, tracking_uri, tmp)
+                corpus = json.loads(Path(domain_dir, "corpus.json").read_text())
+                result = distill_classifier(train, val, labels, teacher_ckpt, teacher.bundle_dir, corpus, cfg.compress,
+                                            cfg.train, out_dir, on_epoch=on_epoch, student=cfg.model)
+            lineage = {"teacher_model": teacher.model, "teacher_version": teacher.version,
+                       "teacher_run_id": teacher.run_id}
+            mlflow.set_tags(lineage)
+            mlflow.log_metrics({"teacher_params": result.teacher_params, "student_params": result.student_params,
+                                "student_vocab_size": result.vocab_size})
+            print(f"distilled {teacher.model} v{teacher.version}: {result.teacher_params:,} -> "
+                  f"{result.student_params:,} parameters, vocabulary {result.vocab_size:,}")
+        else:
+            adapted = os.path.join(domain_dir, "encoder.safetensors") if cfg.recipe.start == ADAPTED else None
+            result = train_classifier(train, val, labels, cfg.model, cfg.train, out_dir, on_epoch=on_epoch,
+                                      encoder_weights=adapted)
+        mlflow.log_metrics({"best_val_accuracy": result.best_val_accuracy, "train_seconds": result.seconds})
+        mlflow.log_artifacts(out_dir, R.CHECKPOINT_ARTIFACT)
+    lineage["checkpoint_sha256"] = R.checkpoint_sha256(out_dir)
+    return Trained(lineage, result.best_epoch, result.best_val_accuracy, result.seconds)
+
+
+# -- export ---------------------------------------------------------------------------------------------
+def export_member(checkpoint: str, cfg: PipelineConfig, out_dir: str) -> dict:
+    """ONNX bundle with its parity check; INT8 when the recipe says so. Returns the bundle's metadata."""
+    from .export import export_onnx, quantize_bundle
+
+    result = export_onnx(checkpoint, out_dir)
+    meta = {"onnx_bytes": result.onnx_bytes, "parity_max_abs_diff": result.max_abs_diff}
+    if cfg.recipe.int8:
+        q = quantize_bundle(out_dir)
+        meta |= {"onnx_bytes": q.int8_bytes, "fp32_onnx_bytes": q.fp32_bytes,
+                 "int8_max_abs_diff_vs_fp32": q.max_abs_diff, "quantization": "int8-dynamic"}
+        print(f"INT8: {q.fp32_bytes:,} -> {q.int8_bytes:,} bytes; max |logit diff| vs FP32 {q.max_abs_diff:.3f}")
+    return meta
+
+
+# -- evaluate -------------------------------------------------------------------------------------------
+def evaluate_member(bundle: str, test_set: str, cfg: PipelineConfig, tracking_uri: str, run_id: str,
+                    out_dir: str) -> dict:
+    """Test-set figures of the bundle, logged to the run with the per-class report and confusion matrix."""
+    import mlflow
+
+    from .evaluate import evaluate_bundle
+
+    result = evaluate_bundle(bundle, pd.read_parquet(test_set), cfg.evaluate, out_dir)
+    with _logging_to(tracking_uri, run_id):
+        mlflow.log_metrics({f"test_{k}": v for k, v in numbers(result).items()})
+        mlflow.log_artifacts(out_dir, R.EVALUATION_ARTIFACT)
+    return result | {"run_id": run_id}
+
+
+def numbers(result: dict) -> dict:
+    return {k: v for k, v in result.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+# -- gate -----------------------------------------------------------------------------------------------
+def gate_member(bundle: str, test_set: str, evaluation: dict, lineage: dict, cfg: PipelineConfig,
+                tracking_uri: str, registered_model: str):
+    """Floors, every champion the recipe must beat (re-scored on this test set) and, for a compressed
+    member, the exact teacher version; the decision and its reasons are logged to the run."""
+    import mlflow
+
+    from .evaluate import accuracy_on
+    from .gate import ChampionScore, TeacherScore, decide
+
+    test = pd.read_parquet(test_set)
+    others = [R.registered_model_name(cfg.model_name, v.strip()) for v in cfg.gate.also_beat.split(",") if v.strip()]
+    champions = []
+    for name in [registered_model] + others:
+        with tempfile.TemporaryDirectory() as tmp:
+            champion = R.find_champion(name, tmp, tracking_uri=tracking_uri)
+            if champion:
+                champions.append(ChampionScore(name, champion.version, accuracy_on(champion.bundle_dir, test)))
+    teacher = None
+    if lineage.get("teacher_model"):
+        with tempfile.TemporaryDirectory() as tmp:
+            t = R.download_version(lineage["teacher_model"], lineage["teacher_version"], tmp, tracking_uri)
+            teacher = TeacherScore(t.model, t.version, accuracy_on(t.bundle_dir, test),
+                                   R.bundle_file(t.bundle_dir, R.ONNX_FILE).stat().st_size)
+    decision = decide(evaluation, cfg.gate, champions, teacher)
+    with _logging_to(tracking_uri, evaluation["run_id"]):
+        mlflow.set_tag(R.RUN_GATE, decision.verdict)
+        mlflow.log_dict(decision.to_dict(), R.GATE_DECISION)
+        for c in champions:
+            mlflow.log_metric(f"champion_test_accuracy.{c.model}", c.accuracy)
+        if teacher:
+            mlflow.log_metrics({"teacher_test_accuracy": teacher.accuracy,
+                                "accuracy_ratio_vs_teacher": evaluation["accuracy"] / teacher.accuracy,
+                                "size_ratio_vs_teacher": evaluation["onnx_bytes"] / teacher.onnx_bytes})
+    print(f"gate: {decision.verdict}" + "".join(f"\n  - {r}" for r in decision.reasons))
+    return decision
+
+
+# -- register -------------------------------------------------------------------------------------------
+def register_member(bundle: str, evaluation: dict, lineage: dict, cfg: PipelineConfig, tracking_uri: str,
+                    registered_model: str, data_sha256: str, split_sha256: str, git_commit: str) -> str:
+    """Register the bundle with its complete record (recipe, lineage, digests, figures); returns the version."""
+    import mlflow
+
+    tags = R.VersionTags(variant=cfg.model.variant, profile=cfg.profile, config=cfg.to_json(),
+                         data_sha256=data_sha256, git_commit=git_commit, training_data_sha256=split_sha256,
+                         **{k: str(evaluation[k]) for k in R.METRIC_TAGS}, **lineage)
+    mlflow.set_tracking_uri(tracking_uri)
+    return R.register_bundle(bundle, registered_model, evaluation["run_id"], tags)
+

@@ -1,0 +1,73 @@
+"""Running an exported ONNX bundle: the one inference path shared by evaluation, gate and serving.
+
+Imports no PyTorch: the serving process runs on ONNX Runtime and tokenizers alone."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ..config import ModelSpec
+from ..registry import BUNDLE_FILES, CHECKPOINT_SPEC, LABELS_FILE, ONNX_FILE, TOKENIZER_FILE, bundle_file, bundle_sha256
+from .tokenizer import TextTokenizer
+
+# Fastest first; only those the installed onnxruntime offers are requested.
+PROVIDER_PREFERENCE = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+
+
+def available_providers() -> list[str]:
+    import onnxruntime as ort
+
+    have = set(ort.get_available_providers())
+    return [p for p in PROVIDER_PREFERENCE if p in have]
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+class OnnxClassifier:
+    def __init__(self, onnx_path: str | Path, tokenizer: TextTokenizer, labels: list[str],
+                 spec: ModelSpec, providers: list[str] | None = None, threads: int = 0) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        self.onnx_path = Path(onnx_path)
+        self.session = ort.InferenceSession(str(onnx_path), options, providers=providers or available_providers())
+        self.tokenizer = tokenizer
+        self.labels = labels
+        self.spec = spec
+
+    @classmethod
+    def from_dir(cls, bundle_dir: str | Path, **kwargs) -> "OnnxClassifier":
+        spec = ModelSpec.from_dict(json.loads(bundle_file(bundle_dir, CHECKPOINT_SPEC).read_text()))
+        labels = json.loads(bundle_file(bundle_dir, LABELS_FILE).read_text())
+        tokenizer = TextTokenizer(bundle_file(bundle_dir, TOKENIZER_FILE), spec.max_length)
+        return cls(bundle_file(bundle_dir, ONNX_FILE), tokenizer, labels, spec, **kwargs)
+
+    @property
+    def providers(self) -> list[str]:
+        return self.session.get_providers()
+
+    def logits(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        (out,) = self.session.run(["logits"], {"input_ids": input_ids, "attention_mask": attention_mask})
+        return out
+
+    def predict_proba(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
+        """(N, num_labels) class probabilities."""
+        chunks = []
+        for i in range(0, len(texts), batch_size):
+            ids, mask = self.tokenizer(texts[i : i + batch_size])
+            chunks.append(softmax(self.logits(ids, mask)))
+        return np.concatenate(chunks) if chunks else np.zeros((0, len(self.labels)), dtype=np.float32)
+
+    def predict(self, texts: list[str], batch_size: int = 64) -> list[str]:
+        return [self.labels[i] for i in self.predict_proba(texts, batch_size).argmax(1)]
+
+
+__all__ = ["BUNDLE_FILES", "ONNX_FILE", "OnnxClassifier", "available_providers", "bundle_file", "bundle_sha256", "softmax"]

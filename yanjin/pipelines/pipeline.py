@@ -1,0 +1,80 @@
+"""The family pipeline graph: validate -> domain -> train -> export -> evaluate -> gate -> [register].
+
+Only wiring lives here. The same graph compiles to the YAML the Kubeflow UI uploads and runs
+locally under kfp.local; the image is chosen at build time.
+"""
+
+from typing import Callable, NamedTuple  # no `from __future__ import annotations`: kfp reads real types
+
+from kfp import dsl
+
+from . import steps
+
+PIPELINE_NAME = "yanjin-family"
+DEFAULT_IMAGE = "yanjin:0.1.0"  # what infra/Dockerfile builds; pass --image REGISTRY/yanjin:TAG for a cluster
+
+
+def build_pipeline(image: str = DEFAULT_IMAGE) -> Callable:
+    def component(fn):
+        # kfp is baked into the yanjin image, so no per-step `pip install kfp`
+        return dsl.component(fn, base_image=image, install_kfp_package=False)
+
+    validate_op = component(steps.validate_data)
+    adapt_op = component(steps.adapt_domain)
+    train_op = component(steps.train_model)
+    export_op = component(steps.export_model)
+    evaluate_op = component(steps.evaluate_model)
+    gate_op = component(steps.gate_candidate)
+    register_op = component(steps.register_model)
+    no_version_op = component(steps.no_version)
+
+    @dsl.pipeline(name=PIPELINE_NAME, description="Train, evaluate, gate and register one version of the yanjin model family.")
+    def yanjin_family(
+        train_data: str,
+        test_data: str,
+        config_json: str,
+        tracking_uri: str,
+        registered_model: str,
+        label_set: str = "",
+        artifact_root: str = "",
+        git_commit: str = "unknown",
+        adapt_corpus: str = "",
+    ) -> NamedTuple("PipelineOutputs", [("evaluation", str), ("gate", str), ("version", str)]):
+        """Train, evaluate, gate and register one version of the model family.
+
+        Args:
+            train_data: Path or URL of the labelled training CSV/Parquet file.
+            test_data: Path or URL of the labelled test CSV/Parquet file (never trained on).
+            config_json: Resolved profile (configs/*.yaml) as JSON: data, model, train, evaluate and gate settings.
+            tracking_uri: MLflow tracking and registry URI (sqlite:///... embedded, http://... on a cluster).
+            registered_model: MLflow registered model name for this variant, e.g. banking77-v1.
+            label_set: Optional JSON list of the known labels; empty means the labels seen in training.
+            artifact_root: Artifact location for a new MLflow experiment; empty uses the server default.
+            git_commit: Commit of the code that built this run, recorded as a lineage tag.
+            adapt_corpus: Comma-separated unlabeled in-domain text sources (CSV/Parquet, JSON lists, folders): Pro adapts to it, Lite keeps its vocabulary; V1/V2 ignore it.
+        """
+        v = validate_op(train_data=train_data, test_data=test_data, label_set=label_set, config_json=config_json,
+                        tracking_uri=tracking_uri, experiment=registered_model, artifact_root=artifact_root,
+                        git_commit=git_commit).set_display_name("Validate data (Great Expectations)")
+        a = adapt_op(test_set=v.outputs["test_set"], adapt_corpus=adapt_corpus, config_json=config_json,
+                     tracking_uri=tracking_uri, run_id=v.outputs["run_id"]).set_display_name("Domain text: adaptation (Pro), vocabulary corpus (Lite)")
+        t = train_op(train_set=v.outputs["train_set"], val_set=v.outputs["val_set"],
+                     validation_report=v.outputs["validation_report"], domain=a.outputs["domain"], config_json=config_json,
+                     tracking_uri=tracking_uri, run_id=v.outputs["run_id"]).set_display_name("Fine-tune (Lite: distil + prune)")
+        e = export_op(checkpoint=t.outputs["checkpoint"], config_json=config_json).set_display_name("Export ONNX + parity (Lite: INT8)")
+        ev = evaluate_op(bundle=e.outputs["bundle"], test_set=v.outputs["test_set"], config_json=config_json,
+                         tracking_uri=tracking_uri, run_id=v.outputs["run_id"]).set_display_name("Evaluate")
+        g = gate_op(bundle=e.outputs["bundle"], test_set=v.outputs["test_set"], evaluation=ev.outputs["Output"],
+                    lineage=t.outputs["Output"], config_json=config_json, tracking_uri=tracking_uri,
+                    registered_model=registered_model).set_display_name("Gate: floors and champion")
+        with dsl.If(g.output == "register", name="candidate-passes-gate"):
+            r = register_op(bundle=e.outputs["bundle"], evaluation=ev.outputs["Output"], lineage=t.outputs["Output"],
+                            config_json=config_json, tracking_uri=tracking_uri, registered_model=registered_model,
+                            data_sha256=v.outputs["data_sha256"], split_sha256=v.outputs["split_sha256"],
+                            git_commit=git_commit).set_display_name("Register in MLflow (alias challenger)")
+        with dsl.Else(name="candidate-rejected"):
+            n = no_version_op().set_display_name("Rejected: nothing registered")
+        Outputs = NamedTuple("PipelineOutputs", [("evaluation", str), ("gate", str), ("version", str)])
+        return Outputs(evaluation=ev.outputs["Output"], gate=g.output, version=dsl.OneOf(r.output, n.output))
+
+    return yanjin_family

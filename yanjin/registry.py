@@ -1,0 +1,316 @@
+"""The MLflow registry's names and the operations on them, in one place.
+
+Everything yanjin keeps in MLflow is named here: the aliases, every tag key on runs, versions and
+registered models, the artifact paths and the files of a bundle or checkpoint. Pipelines, serving,
+release, monitoring and benchmarks go through this module; no alias or tag literal appears
+anywhere else (tests/code/test_registry_names.py checks).
+
+Downloads are verified: a bundle against the `artifact_sha256` its registration recorded, the
+PyTorch checkpoint against `checkpoint_sha256`, the logged training split against
+`training_data_sha256`. A mismatch is a LineageError naming the version, and nothing is loaded.
+
+Aliases, not stages (deprecated): `challenger` goes to every newly registered version, and the
+first version of a registered model is also `champion`. Promotion beyond that is a human step
+(release/promotion.py, with compare-and-set).
+
+This module imports no other yanjin module and imports MLflow only inside the functions that call it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+# -- aliases -------------------------------------------------------------------------------------
+CHAMPION, CHALLENGER = "champion", "challenger"
+
+# -- files of a checkpoint and of an exported bundle ---------------------------------------------
+CHECKPOINT_WEIGHTS = "model.safetensors"
+CHECKPOINT_SPEC = "model_config.json"
+LABELS_FILE = "labels.json"
+TOKENIZER_FILE = "tokenizer.json"
+ONNX_FILE = "model.onnx"
+BUNDLE_FILES = (ONNX_FILE, TOKENIZER_FILE, LABELS_FILE, CHECKPOINT_SPEC)
+CHECKPOINT_FILES = (CHECKPOINT_WEIGHTS, CHECKPOINT_SPEC, LABELS_FILE, TOKENIZER_FILE)
+
+# -- artifact paths of a training run -------------------------------------------------------------
+MODEL_ARTIFACT = "model"                    # the registered ONNX bundle (mlflow.onnx flavour)
+CHECKPOINT_ARTIFACT = "checkpoint"          # PyTorch checkpoint: Lite's teacher weights, drift embeddings
+TRAINING_DATA_ARTIFACT = "training_data"    # training split (parquet): the drift monitor's reference
+TRAINING_DATA_FILE = "train_set.parquet"
+VALIDATION_REPORT = "validation/report.json"
+ADAPTED_ENCODER_ARTIFACT = "adapted_encoder"
+EVALUATION_ARTIFACT = "evaluation"
+GATE_DECISION = "gate/decision.json"
+FAMILY_RESULT = "family/family.json"        # `yanjin bench family` logs its table here
+
+# -- tags of a training run -----------------------------------------------------------------------
+RUN_PIPELINE = "pipeline"                   # "yanjin" on every run the pipeline made
+RUN_VALIDATION = "validation"               # passed | failed
+RUN_GATE = "gate"                           # register | reject
+RUN_PARAM_TRAIN, RUN_PARAM_TEST = "data.train", "data.test"   # run params: the data files as given
+
+# -- tags of a registered model (state every replica and controller shares) ------------------------
+SHARE_TAG = "yanjin.challenger_share"       # the challenger's traffic share, written by a rollout
+ROLLOUT_TAG = "yanjin.rollout"              # the running or last rollout (JSON)
+MONITOR_STATE_TAG = "yanjin.monitor_state"  # drift trigger and quarterly schedule (JSON)
+AUDIT_PREFIX = "yanjin.audit."              # yanjin.audit.NNNNNN: one alias change (JSON)
+LOCK_PREFIX = "yanjin-lock--"               # a registered model of this name is a model's alias lock
+LOCK_OWNER, LOCK_ACQUIRED = "owner", "acquired_at"
+
+# -- tags of a model version, beyond VersionTags ----------------------------------------------------
+ROLLOUT_OUTCOME = "rollout_outcome"         # "rolled_back" when an A/B rollout rejected the version
+ROLLED_BACK = "rolled_back"
+ROLLOUT_REASON = "rollout_reason"
+DRIFT_THRESHOLDS = "drift_thresholds"       # calibrated per-column thresholds (JSON)
+RETRAINING_REASON, FEEDBACK_ROWS, FEEDBACK_DROPPED = "retraining_reason", "feedback_rows", "feedback_dropped"
+GATE_PASSED = "passed"
+
+METRIC_TAGS = ("accuracy", "macro_f1", "ece", "latency_ms_p50_b1", "onnx_bytes")
+
+
+@dataclass(frozen=True)
+class VersionTags:
+    """What a registered version records about itself: lineage, recipe, gate, figures, digests."""
+    variant: str = ""
+    profile: str = ""
+    config: str = ""             # the resolved PipelineConfig as JSON, recipe included
+    data_sha256: str = ""        # the data files as given (train, test, label list)
+    git_commit: str = ""
+    gate: str = GATE_PASSED
+    artifact_sha256: str = ""    # the stored ONNX bundle (set at registration, from what was stored)
+    checkpoint_sha256: str = ""  # the logged PyTorch checkpoint
+    training_data_sha256: str = ""  # the logged training split
+    accuracy: str = ""
+    macro_f1: str = ""
+    ece: str = ""
+    latency_ms_p50_b1: str = ""
+    onnx_bytes: str = ""
+    teacher_model: str = ""      # compressed members: the exact teacher version they learnt from
+    teacher_version: str = ""
+    teacher_run_id: str = ""
+
+    def to_tags(self) -> dict[str, str]:
+        return {k: str(v) for k, v in asdict(self).items() if v != ""}
+
+    @classmethod
+    def from_tags(cls, tags: dict[str, str]) -> "VersionTags":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: tags.get(k, "") for k in known})  # absent is "", never a default like gate=passed
+
+
+@dataclass(frozen=True)
+class Downloaded:
+    """One registered version on local disk, its bundle verified."""
+    model: str
+    version: str
+    bundle_dir: Path
+    tags: VersionTags
+    run_id: str = ""
+
+
+class LineageError(RuntimeError):
+    """A registered version lacks what a later step needs, or its stored bytes were altered."""
+
+
+# -- digests --------------------------------------------------------------------------------------
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def bundle_file(bundle_dir: str | Path, name: str) -> Path:
+    """A bundle file, found at the top level or under MLflow's `extra_files/` when downloaded."""
+    root = Path(bundle_dir)
+    for candidate in (root / name, root / "extra_files" / name):
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(f"{root}: bundle has no {name}")
+
+
+def files_sha256(folder: str | Path, names: tuple[str, ...]) -> str:
+    """One digest over named files, so tampering with any of them is detected."""
+    lines = [f"{name} {sha256_file(bundle_file(folder, name))}" for name in names]
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+
+
+def bundle_sha256(bundle_dir: str | Path) -> str:
+    return files_sha256(bundle_dir, BUNDLE_FILES)
+
+
+def checkpoint_sha256(ckpt_dir: str | Path) -> str:
+    return files_sha256(ckpt_dir, CHECKPOINT_FILES)
+
+
+def verify_bundle(found: Downloaded) -> Downloaded:
+    """Re-check a downloaded bundle on disk (e.g. after it sat in a cache) against its registered digest."""
+    actual = bundle_sha256(found.bundle_dir)
+    if actual != found.tags.artifact_sha256:
+        raise LineageError(f"{found.model} version {found.version}: artifact sha256 {actual} does not match the "
+                           f"registered {found.tags.artifact_sha256 or '(none)'}; the stored model was altered")
+    return found
+
+
+def _check(what: str, model: str, version: str, expected: str, actual: str, tag: str) -> None:
+    if not expected:
+        log.warning("%s v%s: no %s tag (registered before it existed); its %s is not verified",
+                    model, version, tag, what)
+    elif expected != actual:
+        raise LineageError(f"{model} version {version}: {what} sha256 {actual} does not match the registered "
+                           f"{expected}; the stored {what} was altered")
+
+
+# -- names ----------------------------------------------------------------------------------------
+def registered_model_name(base: str, variant: str) -> str:
+    """One registered model per family member, e.g. banking77-v1."""
+    return f"{base}-{variant}"
+
+
+def model_uri(model: str, version: str | None = None, alias: str = CHAMPION) -> str:
+    return f"models:/{model}/{version}" if version else f"models:/{model}@{alias}"
+
+
+def lock_name(model: str) -> str:
+    return f"{LOCK_PREFIX}{model}"
+
+
+def audit_tag(seq: int) -> str:
+    return f"{AUDIT_PREFIX}{seq:06d}"
+
+
+def rollouts_experiment(model: str) -> str:
+    return f"{model}-rollouts"
+
+
+def monitoring_experiment(model: str) -> str:
+    return f"{model}-monitoring"
+
+
+def family_experiment(base: str) -> str:
+    return f"{base}-family"
+
+
+# -- client operations ----------------------------------------------------------------------------
+def client(tracking_uri: str | None = None):
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri) if tracking_uri else MlflowClient()
+
+
+def ensure_experiment(name: str, artifact_root: str | None = None, tracking_uri: str | None = None) -> str:
+    """Experiment id, created with artifacts under `artifact_root` (embedded mode) if new."""
+    c = client(tracking_uri)
+    exp = c.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    location = Path(artifact_root).resolve().as_uri() if artifact_root else None
+    return c.create_experiment(name, artifact_location=location)
+
+
+def alias_version(mlflow_client, model: str, alias: str) -> str | None:
+    """The version `model@alias` points at, or None when the model or the alias does not exist."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(mlflow_client.get_model_version_by_alias(model, alias).version)
+    except MlflowException:
+        return None
+
+
+def version_tags(mlflow_client, model: str, version: str) -> VersionTags:
+    return VersionTags.from_tags(dict(mlflow_client.get_model_version(model, version).tags))
+
+
+def download_version(model: str, version: str, download_to: str | Path, tracking_uri: str | None = None) -> Downloaded:
+    """One registered version's ONNX bundle, refused unless it hashes to its `artifact_sha256`."""
+    import mlflow
+
+    c = client(tracking_uri)
+    mv = c.get_model_version(model, version)
+    tags = VersionTags.from_tags(dict(mv.tags))
+    if tracking_uri:
+        mlflow.set_tracking_uri(tracking_uri)
+    local = Path(mlflow.artifacts.download_artifacts(model_uri(model, str(mv.version)), dst_path=str(download_to)))
+    return verify_bundle(Downloaded(model, str(mv.version), local, tags, mv.run_id))
+
+
+def find_champion(model: str, download_to: str | Path, alias: str = CHAMPION,
+                  tracking_uri: str | None = None) -> Downloaded | None:
+    """The version behind `model@alias`, downloaded and verified; None when there is none."""
+    version = alias_version(client(tracking_uri), model, alias)
+    return None if version is None else download_version(model, version, download_to, tracking_uri)
+
+
+def download_checkpoint(found: Downloaded, download_to: str | Path, tracking_uri: str | None = None) -> Path:
+    """The PyTorch checkpoint the version's training run logged, refused unless it hashes to its tag."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        path = Path(client(tracking_uri).download_artifacts(found.run_id, CHECKPOINT_ARTIFACT, str(download_to)))
+    except (MlflowException, OSError) as e:
+        raise LineageError(f"{found.model} version {found.version} (run {found.run_id}) has no "
+                           f"'{CHECKPOINT_ARTIFACT}' artifact to start from; re-run its pipeline: {e}") from e
+    _check("checkpoint", found.model, found.version, found.tags.checkpoint_sha256, checkpoint_sha256(path),
+           "checkpoint_sha256")
+    return path
+
+
+def download_training_split(mlflow_client, model: str, version: str, download_to: str | Path) -> Path | None:
+    """The training split the version's run logged (parquet), verified; None when none was logged."""
+    from mlflow.exceptions import MlflowException
+
+    mv = mlflow_client.get_model_version(model, version)
+    try:
+        folder = Path(mlflow_client.download_artifacts(mv.run_id, TRAINING_DATA_ARTIFACT, str(download_to)))
+    except (MlflowException, OSError):
+        return None
+    files = sorted(p for p in folder.iterdir() if p.is_file())
+    if not files:
+        return None
+    _check("training split", model, version, VersionTags.from_tags(dict(mv.tags)).training_data_sha256,
+           sha256_file(files[0]), "training_data_sha256")
+    return files[0]
+
+
+def register_bundle(bundle_dir: str | Path, model: str, run_id: str, tags: VersionTags) -> str:
+    """Log the ONNX bundle to the run, register it with its tags and set the aliases; returns the version."""
+    import tempfile
+
+    import mlflow
+    import numpy as np
+    import onnx
+    from mlflow.models import ModelSignature
+    from mlflow.types import Schema, TensorSpec
+
+    c = client()
+    labels = json.loads(bundle_file(bundle_dir, LABELS_FILE).read_text())
+    signature = ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype("int64"), (-1, -1), "input_ids"),
+                       TensorSpec(np.dtype("int64"), (-1, -1), "attention_mask")]),
+        outputs=Schema([TensorSpec(np.dtype("float32"), (-1, len(labels)), "logits")]),
+    )
+    extra = [str(bundle_file(bundle_dir, n)) for n in BUNDLE_FILES if n != ONNX_FILE]
+    with mlflow.start_run(run_id=run_id):
+        info = mlflow.onnx.log_model(
+            onnx.load(str(bundle_file(bundle_dir, ONNX_FILE))), name=MODEL_ARTIFACT, signature=signature,
+            extra_files=extra, save_as_external_data=False,
+            onnx_execution_providers=["CPUExecutionProvider"],
+        )
+    # hash what was stored, not what we meant to store: serving re-checks exactly these bytes
+    with tempfile.TemporaryDirectory() as tmp:
+        stored = mlflow.artifacts.download_artifacts(info.model_uri, dst_path=tmp)
+        digest = bundle_sha256(stored)
+    all_tags = VersionTags(**asdict(tags) | {"artifact_sha256": digest}).to_tags()
+    mv = mlflow.register_model(info.model_uri, model, tags=all_tags)
+    c.set_registered_model_alias(model, CHALLENGER, mv.version)
+    if CHAMPION not in c.get_registered_model(model).aliases:
+        c.set_registered_model_alias(model, CHAMPION, mv.version)
+    log.info("registered %s version %s (sha256 %s)", model, mv.version, digest)
+    return str(mv.version)

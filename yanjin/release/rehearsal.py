@@ -1,0 +1,89 @@
+"""Rehearse a rollout: replay labelled texts against a running server, report the true labels as
+feedback, and let the rollout controller decide after every chunk, exactly as in production.
+
+    yanjin rollout rehearse banking77-lite --challenger 4 --url http://127.0.0.1:3000 --data test.csv
+
+Useful before a real rollout (does the plan reach a verdict with the traffic we have?), and it is
+how the benchmark and the end-to-end test drive the real server.
+"""
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import asdict, dataclass, field
+
+import httpx
+from mlflow import MlflowClient
+
+from ..registry import CHALLENGER, CHAMPION
+from ..serving.predlog import PredictionLog
+from .policy import RolloutPolicy
+from .rollout import RUNNING, check, start
+
+
+@dataclass
+class Rehearsal:
+    status: str = RUNNING
+    checks: list[dict] = field(default_factory=list)   # one per look: share, counts, interval, decision
+    requests: int = 0
+    feedback: int = 0
+    served_by: dict = field(default_factory=lambda: {CHAMPION: 0, CHALLENGER: 0})
+    reason: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def send_chunk(http: httpx.Client, url: str, texts: list[str], labels: list[str], keys: list[str],
+               feedback_share: float, rng: random.Random, batch: int = 32) -> tuple[int, int, dict]:
+    """Predict `texts` in requests of `batch`; report the true label for about feedback_share of them."""
+    sent = given = 0
+    arms = {CHAMPION: 0, CHALLENGER: 0}
+    for i in range(0, len(texts), batch):
+        items = [{"text": t, "key": k} for t, k in zip(texts[i:i + batch], keys[i:i + batch])]
+        r = http.post(f"{url}/predict", json={"items": items})
+        r.raise_for_status()
+        for result, label in zip(r.json(), labels[i:i + batch]):
+            sent += 1
+            arms[result["arm"]] += 1
+            if rng.random() < feedback_share:
+                f = http.post(f"{url}/feedback", json={"prediction_id": result["prediction_id"], "label": label})
+                f.raise_for_status()
+                given += 1
+    return sent, given, arms
+
+
+def rehearse(client: MlflowClient, log: PredictionLog, url: str, model: str, challenger: str,
+             policy: RolloutPolicy, texts: list[str], labels: list[str], chunk: int = 64,
+             feedback_share: float = 1.0, max_requests: int = 20_000, poll_wait_s: float = 0.0,
+             seed: int = 0, reason: str = "rehearsal", force: bool = False) -> Rehearsal:
+    """Start a rollout of `challenger`, then replay traffic chunk by chunk until it is promoted or rolled back.
+    Each chunk cycles through the labelled texts with fresh user keys (sticky A/B per key)."""
+    rng = random.Random(seed)
+    start(client, model, challenger, policy, reason, force)
+    out = Rehearsal()
+    order = list(range(len(texts)))
+    user = 0
+    with httpx.Client(timeout=60) as http:
+        while out.requests < max_requests:
+            time.sleep(poll_wait_s)  # let every replica see the share the last decision set
+            picks = [order[(out.requests + j) % len(order)] for j in range(chunk)]
+            keys = [f"user-{seed}-{user + j}" for j in range(chunk)]
+            user += chunk
+            sent, given, arms = send_chunk(http, url, [texts[p] for p in picks], [labels[p] for p in picks], keys,
+                                           feedback_share, rng)
+            out.requests += sent
+            out.feedback += given
+            for arm, n in arms.items():
+                out.served_by[arm] += n
+            state, a = check(client, log, model, policy, act=True)
+            out.checks.append({"requests": out.requests, "share": a.share, "decision": a.decision,
+                               "labelled_champion": a.champion.labelled, "labelled_challenger": a.challenger.labelled,
+                               "accuracy_champion": a.champion.accuracy, "accuracy_challenger": a.challenger.accuracy,
+                               "accuracy_diff": [a.accuracy.low, a.accuracy.high],
+                               "review_rate_champion": a.champion.review_rate,
+                               "review_rate_challenger": a.challenger.review_rate, "reasons": a.reasons})
+            if state.status != RUNNING:
+                out.status, out.reason = state.status, state.reason
+                break
+    return out

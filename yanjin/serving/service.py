@@ -1,0 +1,189 @@
+"""The yanjin BentoML service: one registered model's @champion (and @challenger during an A/B
+test) behind ONNX Runtime, with adaptive batching, review flags, a prediction log and hot swap.
+
+    yanjin serve --model banking77-lite           # or: bentoml serve yanjin.serving.service:Classifier
+
+Endpoints: POST /predict, POST /feedback, POST /info, and BentoML's /readyz, /livez, /metrics,
+/docs.json (OpenAPI). Settings come from `YANJIN_SERVE_SETTINGS` (JSON, written by `yanjin serve`).
+"""
+from __future__ import annotations
+
+import logging
+import random
+import time
+import uuid
+from typing import Annotated, Optional
+
+import bentoml
+import numpy as np
+from pydantic import BaseModel, Field, field_validator
+
+from .guard import RequestGuard
+from .predlog import Prediction, PredictionLog, UnknownPrediction
+from .registry import AliasWatcher, ServedModel, VersionCache
+from .routing import CHALLENGER, CHAMPION, assign_arm
+from .settings import from_env
+
+log = logging.getLogger("yanjin.serving")
+SETTINGS = from_env()  # read once, at import: the worker's entry point
+SERVED = bentoml.metrics.Gauge(  # on /metrics: which version, variant and ORT provider each arm runs
+    name="yanjin_served_model", documentation="1 for the model version serving each A/B arm",
+    labelnames=["model", "arm", "version", "variant", "provider"])
+
+
+class Item(BaseModel):
+    text: str = Field(description="The customer message to classify.")
+    key: Optional[str] = Field(None, max_length=256, description="Sticky A/B key, e.g. a user id; random arm when absent.")
+
+    @field_validator("text")
+    @classmethod
+    def usable_text(cls, text: str) -> str:
+        if not text.strip():
+            raise ValueError("text is empty or only whitespace")
+        if len(text) > SETTINGS.max_chars:
+            if not SETTINGS.truncate:
+                raise ValueError(f"text has {len(text)} characters; the limit is {SETTINGS.max_chars} "
+                                 f"(the server can truncate instead: truncate=true)")
+            return text[: SETTINGS.max_chars]
+        return text
+
+
+class Scored(BaseModel):
+    label: str
+    confidence: float
+
+
+class Result(BaseModel):
+    prediction_id: str
+    label: str
+    confidence: float
+    top_k: list[Scored]
+    needs_review: bool = Field(description=f"confidence below the review threshold ({SETTINGS.review_threshold})")
+    model: str
+    version: str
+    variant: str
+    arm: str
+
+
+class Feedback(BaseModel):
+    ok: bool
+    prediction_id: str
+    label: str
+
+
+@bentoml.service(
+    name="yanjin",
+    http={"host": "127.0.0.1"},                           # not exposed unless --host says so
+    traffic={"timeout": 30, "max_concurrency": 4 * SETTINGS.max_concurrency},  # backstop; RequestGuard answers first
+    workers=1,
+)
+class Classifier:
+    def __init__(self) -> None:
+        import mlflow
+
+        self.settings = SETTINGS
+        mlflow.set_tracking_uri(SETTINGS.tracking_uri)
+        self.cache = VersionCache(SETTINGS.cache_size, SETTINGS.threads)
+        self.watcher = AliasWatcher(SETTINGS.model, self.cache, SETTINGS.poll_seconds,
+                                    default_share=SETTINGS.challenger_share, on_swap=self._export_metrics)
+        self.watcher.refresh()     # not ready (no /readyz 200) until a verified champion is loaded
+        self.watcher.start()
+        self.predictions = PredictionLog(SETTINGS.prediction_log)
+        self.rng = random.Random()
+        log.info("serving %s: %s", SETTINGS.model, {a: m and m.version for a, m in self.watcher.arms.items()})
+
+    def _export_metrics(self, arm: str, old: ServedModel | None, new: ServedModel) -> None:
+        if old is not None:
+            SERVED.labels(old.name, arm, old.version, old.variant, old.provider).set(0)
+        SERVED.labels(new.name, arm, new.version, new.variant, new.provider).set(1)
+
+    def __is_ready__(self) -> bool:
+        return self.watcher.ready
+
+    @bentoml.api(batchable=True, max_batch_size=SETTINGS.max_batch_size, max_latency_ms=SETTINGS.max_latency_ms)
+    def predict(self, items: Annotated[list[Item], Field(max_length=SETTINGS.max_items)]) -> list[Result]:
+        """Classify texts. Concurrent requests are merged into one model call (adaptive batching)."""
+        arms = self.watcher.arms  # one snapshot per batch: a hot swap never splits a batch
+        if arms[CHAMPION] is None:
+            raise bentoml.exceptions.ServiceUnavailable("no verified champion loaded yet")
+        share = self.watcher.share if arms[CHALLENGER] is not None else 0.0
+        chosen = [assign_arm(item.key, share, self.rng) for item in items]
+        results: list[Result | None] = [None] * len(items)
+        rows = []
+        for arm in (CHALLENGER, CHAMPION):  # challenger first: texts it fails on fall back to the champion
+            idx = [i for i, a in enumerate(chosen) if a == arm]
+            if not idx:
+                continue
+            model: ServedModel = arms[arm]
+            start = time.perf_counter()
+            try:
+                probs = model.classifier.predict_proba([items[i].text for i in idx], batch_size=len(idx))
+            except Exception as e:  # counted per arm: the rollout's error guardrail reads these
+                self.predictions.failure(model.name, model.version, arm, len(idx), f"{type(e).__name__}: {e}")
+                if arm == CHAMPION:
+                    raise
+                log.exception("challenger %s v%s failed on %d texts; the champion answers them", model.name,
+                              model.version, len(idx))
+                chosen = [CHAMPION if a == CHALLENGER else a for a in chosen]
+                continue
+            latency_ms = (time.perf_counter() - start) * 1000
+            now = time.time()
+            for i, p in zip(idx, probs):
+                results[i], row = self._result(items[i].text, p, model, arm, latency_ms, now)
+                rows.append(row)
+        self.predictions.append(rows)
+        return results
+
+    def _result(self, text: str, probs: np.ndarray, model: ServedModel, arm: str, latency_ms: float,
+                now: float) -> tuple[Result, Prediction]:
+        labels = model.classifier.labels
+        order = np.argsort(-probs)[: self.settings.top_k]
+        confidence = float(probs[order[0]])
+        pid = str(uuid.uuid4())
+        needs_review = confidence < self.settings.review_threshold
+        result = Result(prediction_id=pid, label=labels[order[0]], confidence=confidence,
+                        top_k=[Scored(label=labels[j], confidence=float(probs[j])) for j in order],
+                        needs_review=needs_review, model=model.name, version=model.version,
+                        variant=model.variant, arm=arm)
+        row = Prediction(pid, now, text, result.label, confidence, model.name, model.version, model.variant, arm,
+                         latency_ms, needs_review)
+        return result, row
+
+    @bentoml.api
+    def feedback(self, prediction_id: str = Field(max_length=64), label: str = Field(max_length=200)) -> Feedback:
+        """Report the true label of an earlier prediction (extra training data, outcome metrics)."""
+        champion = self.watcher.arms[CHAMPION]
+        if champion is not None and label not in champion.classifier.labels:
+            raise bentoml.exceptions.InvalidArgument(f"unknown label {label!r}; the model knows "
+                                                     f"{len(champion.classifier.labels)} labels, e.g. {champion.classifier.labels[:3]}")
+        try:
+            self.predictions.feedback(prediction_id, label)
+        except UnknownPrediction:
+            raise bentoml.exceptions.NotFound(f"no prediction with id {prediction_id!r}") from None
+        return Feedback(ok=True, prediction_id=prediction_id, label=label)
+
+    @bentoml.api(route="/info")
+    def info(self) -> dict:
+        """What is being served: versions per arm, variants, providers, A/B share, limits."""
+        from ..models.inference import available_providers
+
+        arms = self.watcher.arms
+        s = self.settings
+        return {
+            "model": s.model,
+            "arms": {arm: None if m is None else {"version": m.version, "variant": m.variant, "provider": m.provider,
+                                                  "artifact_sha256": m.sha256} for arm, m in arms.items()},
+            "ab": {"challenger_share": self.watcher.challenger_share, "share_set": self.watcher.share,
+                   "configured_challenger_share": s.challenger_share, "sticky_by": "key"},
+            "providers_available": available_providers(),
+            "cached_versions": self.cache.versions(),
+            "refusals": self.watcher.errors,
+            "limits": {"max_chars": s.max_chars, "truncate": s.truncate, "max_items": s.max_items,
+                       "max_body_bytes": s.max_body_bytes, "max_batch_size": s.max_batch_size,
+                       "max_latency_ms": s.max_latency_ms},
+            "review_threshold": s.review_threshold,
+        }
+
+
+Classifier.add_asgi_middleware(RequestGuard, max_body_bytes=SETTINGS.max_body_bytes,
+                               max_in_flight=SETTINGS.max_concurrency)
