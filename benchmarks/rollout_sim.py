@@ -27,7 +27,8 @@ from tests.release.test_rollout_server import build_two_versions  # noqa: E402
 from tests.serving.test_server import MODEL, free_port, start_server, stop, wait_ready  # noqa: E402
 from yanjin.config import load_config  # noqa: E402
 from yanjin.pipelines.run import LocalState  # noqa: E402
-from yanjin.release.promotion import CHAMPION, alias_version, promote  # noqa: E402
+from yanjin.registry import CHALLENGER, CHAMPION, alias_version  # noqa: E402
+from yanjin.release.promotion import promote  # noqa: E402
 from yanjin.release.rehearsal import rehearse  # noqa: E402
 from yanjin.serving.predlog import PredictionLog  # noqa: E402
 
@@ -82,7 +83,7 @@ def main() -> None:
     out.write_text(json.dumps(result, indent=2))
     for name in ("worse", "better"):
         s = result[name]
-        print(f"{name} challenger: {s['status']} after {s['requests']} requests ({s['served_by']['challenger']} served "
+        print(f"{name} challenger: {s['status']} after {s['requests']} requests ({s['served_by'][CHALLENGER]} served "
               f"by it), labelled champion {s['labelled_champion']} / challenger {s['labelled_challenger']}, "
               f"steps {s['steps']}, {s['seconds']:.0f} s")
     print(f"worse_challenger_rolled_back={result['worse_challenger_rolled_back']} "

@@ -63,7 +63,8 @@ def test_kfp_recurring_run_is_quarterly_single_and_without_catch_up(tmp_path):
     from yanjin.cli import app
     from yanjin.pipelines.remote import recurring_run_options
 
-    options = recurring_run_options("q", "exp-1", tmp_path / "p.yaml", {"registered_model": "banking77-lite"})
+    options = recurring_run_options("q", "exp-1", tmp_path / "p.yaml", {"registered_model": "banking77-lite"},
+                                    QUARTERLY_CRON)
     assert (options["cron_expression"], options["max_concurrency"], options["no_catchup"], options["enable_caching"]) \
         == ("0 0 0 1 1,4,7,10 *", 1, True, False)
     five_fields = CliRunner().invoke(app, ["pipeline", "schedule", "--host", "http://kfp", "--cron", "0 0 1 */3 *"],

@@ -179,7 +179,7 @@ def rollout_rehearse(
         log.close()
     if output:
         output.write_text(json.dumps(out.to_dict(), indent=2))
-    typer.echo(f"{model} v{challenger}: {out.status} after {out.requests} requests ({out.served_by['challenger']} "
+    typer.echo(f"{model} v{challenger}: {out.status} after {out.requests} requests ({out.served_by[CHALLENGER]} "
                f"by the challenger), {out.feedback} labels, {len(out.checks)} checks; {out.reason}")
 
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..monitoring.trigger import QUARTERLY_CRON
-
 
 def pipeline_arguments(config, registered_model: str, overrides: dict[str, str]) -> dict[str, str]:
     """The pipeline's parameters: the profile's config and model name, then --param k=v (data paths on the
@@ -13,7 +11,7 @@ def pipeline_arguments(config, registered_model: str, overrides: dict[str, str])
     return {"config_json": config.to_json(), "registered_model": registered_model} | overrides
 
 
-def recurring_run_options(name: str, experiment_id: str, package: Path, arguments: dict, cron: str = QUARTERLY_CRON) -> dict:
+def recurring_run_options(name: str, experiment_id: str, package: Path, arguments: dict, cron: str) -> dict:
     """What a quarterly retraining needs from KFP: the 6-field cron (seconds first), never two runs at once,
     no catch-up after downtime, and caching off (a retraining must re-read data that changed)."""
     return {"experiment_id": experiment_id, "job_name": name, "cron_expression": cron, "max_concurrency": 1,
