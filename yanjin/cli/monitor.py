@@ -2,7 +2,6 @@
 job itself is monitoring/job.py. Configuration (the profile's `monitor` section) is read here, once."""
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import List, Optional

@@ -153,7 +153,7 @@ def _teacher(cfg: PipelineConfig, tracking_uri: str, tmp: str) -> tuple[R.Downlo
     name = R.registered_model_name(cfg.model_name, cfg.recipe.teacher)
     found = R.find_champion(name, os.path.join(tmp, "bundle"), tracking_uri=tracking_uri)
     if found is None:
-        raise RuntimeError(f"{cfg.model.variant} is compressed from {name}@{R.CHAMPION}, which does not exist in "
+        raise RuntimeError(f"{cfg.model.variant.capitalize()} distils {name}@{R.CHAMPION}, which does not exist in "
                            f"{tracking_uri}; build it first: yanjin pipeline run --variant {cfg.recipe.teacher}")
     return found, R.download_checkpoint(found, os.path.join(tmp, "ckpt"), tracking_uri)
 

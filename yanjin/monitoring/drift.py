@@ -12,7 +12,7 @@ drifts when any column crosses its threshold.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd

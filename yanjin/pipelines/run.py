@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..components.stages import domain_sources
 from ..registry import registered_model_name
-from ..state import LocalState, git_commit  # noqa: F401 - the state folder's layout, where run_local's callers find it
+from ..state import LocalState  # noqa: F401 - the state folder's layout, where run_local's callers find it
 from .pipeline import DEFAULT_IMAGE, build_pipeline
 
 
