@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DATA_FOUND := $(or $(YANJIN_DATA),$(wildcard ../shared/data/banking77/train.csv),$(wildcard .yanjin/data/banking77/train.csv))
 
-.PHONY: demo test bench bench-family bench-drift install clean
+.PHONY: demo test bench bench-family bench-drift bench-serving rehearse install clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -56,6 +56,20 @@ bench-family: $(VENV)/.installed
 # drift check calibration and its false-alarm / detection figures -> benchmarks/results/drift.json
 bench-drift: $(VENV)/.installed $(OOD_TEXT)
 	$(BIN)/python benchmarks/drift_calibration.py --state-dir .yanjin-bench
+
+# Lite and V1 served under load beside the pre-reshaping server, a naive baseline and a no-op ceiling
+bench-serving: $(VENV)/.installed
+	$(BIN)/python benchmarks/serving/load_test.py --state-dir .yanjin-bench
+
+# cluster mode in real containers: Docker engine, images, pipeline steps, serving (as root: dockerd)
+DOCKERD := /usr/sbin/dockerd
+$(DOCKERD):
+	@command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && (apt-get install -y -qq docker.io debootstrap >/dev/null 2>&1 || \
+	  (apt-get update -qq && apt-get install -y -qq docker.io debootstrap >/dev/null)) || \
+	  { echo "the rehearsal needs Docker and debootstrap: sudo apt-get install docker.io debootstrap"; exit 1; }
+
+rehearse: $(VENV)/.installed $(DOCKERD) $(PG_CTL)
+	$(BIN)/python infra/rehearse.py
 
 clean:
 	rm -rf .yanjin .yanjin-bench

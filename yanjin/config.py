@@ -15,6 +15,7 @@ from pathlib import Path
 import yaml
 
 from .family import FAMILY, Recipe, recipe_for
+from .state import LocalState
 
 CONFIG_DIR = Path(str(resources.files("yanjin") / "configs"))  # configs/ ships inside the package
 DRIFT_NUMERICAL = ["chars", "tokens", "oov_rate", "confidence", "novelty"]   # monitoring/features.py computes these
@@ -192,7 +193,7 @@ class MonitorParams:
 @dataclass(frozen=True)
 class ServeSettings:
     """Serving settings: resolved once by `yanjin serve` and handed to the BentoML worker as JSON."""
-    tracking_uri: str = "sqlite:///.yanjin/mlflow.db"
+    tracking_uri: str = field(default_factory=lambda: LocalState().tracking_uri)  # the embedded state folder
     model: str = "banking77-lite"       # registered model served (any family member)
     challenger_share: float = 0.0       # A/B: share of traffic for @challenger; 0 = champion only
     review_threshold: float = 0.7       # confidence below this sets needs_review (the seed's rule)
@@ -206,7 +207,7 @@ class ServeSettings:
     max_concurrency: int = 256          # requests in flight; beyond it 503 with Retry-After
     poll_seconds: float = 5.0           # how often the aliases are re-read
     cache_size: int = 3                 # loaded versions kept in memory (LRU)
-    prediction_log: str = ".yanjin/predictions.db"  # SQLite file or any SQLAlchemy URL
+    prediction_log: str = field(default_factory=lambda: str(LocalState().prediction_log))  # SQLite file or SQLAlchemy URL
     threads: int = 0                    # ORT intra-op threads; 0 = all cores
 
     def to_json(self) -> str:

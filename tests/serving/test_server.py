@@ -1,7 +1,6 @@
 """The real server: `yanjin serve` as a subprocess (BentoML + ONNX Runtime), talked to over HTTP."""
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -12,17 +11,12 @@ import httpx
 import mlflow
 import pytest
 
+from tests.integration.stack import free_port, stop  # noqa: F401 - other tests take them from here
 from yanjin.registry import CHALLENGER, CHAMPION, VersionTags, register_bundle
 from yanjin.config import load_config
 from yanjin.pipelines.run import LocalState, run_local
 
 MODEL = "banking77-v1"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def reregister(client, version: str) -> str:
@@ -70,14 +64,6 @@ def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 120) -> bool:
             pass
         time.sleep(0.5)
     return False
-
-
-def stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,5 @@
-"""Compile the pipeline for Kubeflow, or run it here with kfp.local's SubprocessRunner."""
+"""Compile the pipeline for Kubeflow, or run it here with kfp.local (in this interpreter's environment,
+or with every step in the image: `runner=kfp.local.DockerRunner(...)`)."""
 from __future__ import annotations
 
 import json
@@ -28,18 +29,19 @@ def compile_pipeline(package_path: str | Path, image: str = DEFAULT_IMAGE) -> Pa
 
 
 def run_local(config, train_data: str, test_data: str, label_set: str, state: LocalState,
-              tracking_uri: str | None, git_commit: str, adapt_corpus: list[str] | None = None) -> RunOutcome:
-    """Run the whole graph in this interpreter's environment; returns what the gate decided and the
-    version the register step made. The domain text defaults to the recipe's (`adapt.domain_text`)."""
+              tracking_uri: str | None, git_commit: str, adapt_corpus: list[str] | None = None,
+              runner=None, image: str = DEFAULT_IMAGE) -> RunOutcome:
+    """Run the whole graph, by default in this interpreter's environment; returns what the gate decided
+    and the version the register step made. The domain text defaults to the recipe's (`adapt.domain_text`)."""
     from kfp import local
 
     state.root.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # inherited by every step
     uri = tracking_uri or state.tracking_uri
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=state.pipeline_root,
+    local.init(runner=runner or local.SubprocessRunner(use_venv=False), pipeline_root=state.pipeline_root,
                raise_on_error=True)
     name = registered_model_name(config.model_name, config.model.variant)
-    run = build_pipeline()(
+    run = build_pipeline(image)(
         train_data=str(train_data), test_data=str(test_data), label_set=str(label_set or ""),
         config_json=config.to_json(), tracking_uri=uri, registered_model=name,
         artifact_root="" if tracking_uri else state.artifact_root, git_commit=git_commit,

@@ -127,27 +127,28 @@ class Classifier:
                 chosen = [CHAMPION if a == CHALLENGER else a for a in chosen]
                 continue
             latency_ms = (time.perf_counter() - start) * 1000
-            now = time.time()
-            for i, p in zip(idx, probs):
-                results[i], row = self._result(items[i].text, p, model, arm, latency_ms, now)
+            for i, result, row in self._results(idx, [items[i].text for i in idx], probs, model, arm, latency_ms):
+                results[i] = result
                 rows.append(row)
         self.predictions.append(rows)
         return results
 
-    def _result(self, text: str, probs: np.ndarray, model: ServedModel, arm: str, latency_ms: float,
-                now: float) -> tuple[Result, Prediction]:
-        labels = model.classifier.labels
-        order = np.argsort(-probs)[: self.settings.top_k]
-        confidence = float(probs[order[0]])
-        pid = str(uuid.uuid4())
-        needs_review = confidence < self.settings.review_threshold
-        result = Result(prediction_id=pid, label=labels[order[0]], confidence=confidence,
-                        top_k=[Scored(label=labels[j], confidence=float(probs[j])) for j in order],
-                        needs_review=needs_review, model=model.name, version=model.version,
-                        variant=model.variant, arm=arm)
-        row = Prediction(pid, now, text, result.label, confidence, model.name, model.version, model.variant, arm,
-                         latency_ms, needs_review)
-        return result, row
+    def _results(self, idx: list[int], texts: list[str], probs: np.ndarray, model: ServedModel, arm: str,
+                 latency_ms: float):
+        """(index, Result, log row) per text. The whole batch's top-k in one numpy call; the Results are
+        built without re-validation (every field is computed here, not read from the client)."""
+        labels, k, now = model.classifier.labels, self.settings.top_k, time.time()
+        top = np.argsort(-probs, axis=1)[:, :k]                                   # (n, k) label ids, best first
+        top_p = np.take_along_axis(probs, top, axis=1).tolist()                   # (n, k) as Python floats
+        for i, text, ids, ps in zip(idx, texts, top.tolist(), top_p):
+            pid, label, confidence = str(uuid.uuid4()), labels[ids[0]], ps[0]
+            needs_review = confidence < self.settings.review_threshold
+            result = Result.model_construct(
+                prediction_id=pid, label=label, confidence=confidence,
+                top_k=[Scored.model_construct(label=labels[j], confidence=p) for j, p in zip(ids, ps)],
+                needs_review=needs_review, model=model.name, version=model.version, variant=model.variant, arm=arm)
+            yield i, result, Prediction(pid, now, text, label, confidence, model.name, model.version, model.variant,
+                                        arm, latency_ms, needs_review)
 
     @bentoml.api
     def feedback(self, prediction_id: str = Field(max_length=64), label: str = Field(max_length=200)) -> Feedback:

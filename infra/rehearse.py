@@ -1,0 +1,216 @@
+"""A rehearsal of cluster mode in real containers: every part really started here, on one machine.
+
+    sudo .venv/bin/python infra/rehearse.py [--work DIR] [--keep-engine]    (or: make rehearse)
+
+Stages, each timed and reported pass/fail in benchmarks/results/cluster_rehearsal.json:
+  engine    Debian's Docker engine, started by this script (no bridge network, no iptables; containers
+            on the host network only) and stopped by its process id at the end;
+  base      a base image built from Debian packages with debootstrap (no registry is reachable);
+  image     the project's real infra/Dockerfile built on it (build args name the base and the torch source);
+  stack     a throwaway PostgreSQL and `mlflow server` on it with basic auth and proxied artifacts;
+  pipeline  the compiled pipeline (tiny profile, V1) run by kfp.local.DockerRunner: every step in the
+            image, as its non-root user, on a read-only root filesystem; the steps reach MLflow over
+            HTTP and see no host path but the pipeline root.
+The engine's state, the base image's root filesystem and the work files live under --work.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # tests.integration.stack: the servers the integration test starts too
+RESULTS = ROOT / "benchmarks" / "results"
+BASE_IMAGE = "local/debian-py311:bookworm"
+IMAGE = "yanjin:0.1.0"
+TORCH_WHEEL = "torch==2.13.0+cpu"
+
+
+class Stages:
+    """Runs named stages in order, timing each; the first failure stops the rest."""
+
+    def __init__(self) -> None:
+        self.report: dict[str, dict] = {}
+        self.started = time.perf_counter()
+
+    @contextmanager
+    def stage(self, name: str):
+        print(f"== {name}", flush=True)
+        start = time.perf_counter()
+        try:
+            yield
+        except BaseException as e:
+            self.report[name] = {"ok": False, "seconds": time.perf_counter() - start, "error": f"{type(e).__name__}: {e}"}
+            print(f"== {name}: FAILED after {time.perf_counter() - start:.0f} s: {e}", flush=True)
+            raise
+        self.report[name] = {"ok": True, "seconds": round(time.perf_counter() - start, 1)}
+        print(f"== {name}: ok in {time.perf_counter() - start:.0f} s", flush=True)
+
+
+def run(args: list[str], **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(args, check=True, **kwargs)
+
+
+@contextmanager
+def docker_engine(work: Path):
+    """dockerd on a socket and data folder of its own; yields the DOCKER_HOST value."""
+    folder = work / "engine"
+    folder.mkdir(parents=True, exist_ok=True)
+    sock = folder / "docker.sock"
+    log = open(folder / "dockerd.log", "w")
+    proc = subprocess.Popen(["dockerd", "--bridge=none", "--iptables=false", "--ip-masq=false",
+                             "--data-root", str(folder / "root"), "--exec-root", str(folder / "exec"),
+                             "--pidfile", str(folder / "docker.pid"), "-H", f"unix://{sock}"],
+                            stdout=log, stderr=subprocess.STDOUT)
+    host = f"unix://{sock}"
+    try:
+        for _ in range(60):
+            if proc.poll() is not None:
+                raise RuntimeError(f"dockerd exited: {(folder / 'dockerd.log').read_text()[-2000:]}")
+            if subprocess.run(["docker", "-H", host, "info"], capture_output=True).returncode == 0:
+                break
+            time.sleep(1)
+        else:
+            raise RuntimeError("dockerd never answered")
+        yield host
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def image_exists(docker: list[str], name: str) -> bool:
+    return subprocess.run(docker + ["image", "inspect", name], capture_output=True).returncode == 0
+
+
+def build_base(docker: list[str], work: Path) -> None:
+    """Debian bookworm (its python3 is 3.11) with pip, trusting this machine's CA bundle (pip needs it)."""
+    if image_exists(docker, BASE_IMAGE):
+        print(f"   {BASE_IMAGE} already built")
+        return
+    rootfs = work / "rootfs"
+    if not (rootfs / "usr/bin/python3").exists():
+        shutil.rmtree(rootfs, ignore_errors=True)
+        run(["debootstrap", "--variant=minbase", "--include=python3,python3-venv,python3-pip,ca-certificates",
+             "bookworm", str(rootfs)], stdout=subprocess.DEVNULL)
+    (rootfs / "usr/lib/python3.11/EXTERNALLY-MANAGED").unlink(missing_ok=True)
+    ca = "/etc/ssl/certs/ca-certificates.crt"
+    shutil.copy(ca, rootfs / ca.lstrip("/"))
+    env = " ".join(f"{k}={ca}" for k in ("PIP_CERT", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE"))
+    tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
+    run(docker + ["import", "--change", f"ENV {env} PIP_DISABLE_PIP_VERSION_CHECK=1", "-", BASE_IMAGE],
+        stdin=tar.stdout, stdout=subprocess.DEVNULL)
+    tar.wait()
+
+
+def torch_wheel() -> Path:
+    """The CPU torch wheel lying on this machine (pip's find-links): the PyTorch index is unreachable here."""
+    links = subprocess.run([sys.executable, "-m", "pip", "config", "get", "global.find-links"], capture_output=True,
+                           text=True).stdout.strip() or "/opt/wheels"
+    found = sorted(Path(links).glob("torch-2.13.0+cpu-*.whl"))
+    if not found:
+        raise FileNotFoundError(f"no {TORCH_WHEEL} wheel in {links}")
+    return found[0]
+
+
+def build_image(docker: list[str], dockerfile: str, tag: str, args: dict[str, str]) -> float:
+    start = time.perf_counter()
+    build_args = [a for k, v in args.items() for a in ("--build-arg", f"{k}={v}")]
+    run(docker + ["build", "--network", "host", "-f", dockerfile, *build_args, "-t", tag, str(ROOT)],
+        stdout=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def image_bytes(docker: list[str], tag: str) -> int:
+    return int(subprocess.run(docker + ["image", "inspect", "-f", "{{.Size}}", tag], capture_output=True, text=True,
+                              check=True).stdout.strip())
+
+
+def pipeline_in_containers(work: Path, server, host: str, data: Path) -> dict:
+    """The tiny V1 pipeline with every step in the image; only the pipeline root is shared with the host."""
+    from kfp import local
+
+    from yanjin.config import load_config
+    from yanjin.pipelines.run import run_local
+    from yanjin.state import LocalState
+
+    state = LocalState(work / "state")
+    root = Path(state.pipeline_root)
+    inputs = root / "inputs"
+    inputs.mkdir(parents=True, exist_ok=True)
+    for name in ("train.csv", "test.csv", "categories.json"):
+        shutil.copy(data / name, inputs / name)
+    for path in [state.root, *state.root.rglob("*")]:
+        path.chmod(0o777 if path.is_dir() else 0o666)  # the step image runs as an unprivileged user
+    os.environ["DOCKER_HOST"] = host
+    runner = local.DockerRunner(network_mode="host", read_only=True, tmpfs={"/tmp": "rw,size=2g"},
+                                environment=server.credentials | {"HOME": "/tmp"})
+    started = time.perf_counter()
+    outcome = run_local(load_config("tiny"), str(inputs / "train.csv"), str(inputs / "test.csv"),
+                        str(inputs / "categories.json"), state, server.url, "rehearsal", adapt_corpus=[],
+                        runner=runner, image=IMAGE)
+    steps = sorted(p.name for p in root.glob("yanjin-family-*/*") if p.is_dir())  # one per task that ran
+    return {"gate": outcome.gate, "version": outcome.version, "seconds": round(time.perf_counter() - started, 1),
+            "evaluation_accuracy": outcome.evaluation.get("accuracy"), "steps_in_containers": len(steps),
+            "steps": steps}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--work", type=Path, default=Path("/var/tmp/yanjin-rehearsal"))
+    ap.add_argument("--docker-host", default="", help="use this running engine (unix://...) instead of starting one")
+    ap.add_argument("--skip-build", action="store_true", help="reuse the images already built in that engine")
+    ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "banking77")
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("the rehearsal starts dockerd and PostgreSQL: run it as root (sudo)")
+    for tool in ("dockerd", "docker", "debootstrap"):
+        if shutil.which(tool) is None:
+            sys.exit(f"{tool} not found: apt-get install -y docker.io debootstrap")
+    args.work.mkdir(parents=True, exist_ok=True)
+    stages, result = Stages(), {}
+    from tests.integration import stack
+
+    try:
+        with ExitStack() as cleanup:
+            with stages.stage("engine"):
+                host = args.docker_host or cleanup.enter_context(docker_engine(args.work))
+            docker = ["docker", "-H", host]
+            with stages.stage("base"):
+                build_base(docker, args.work)
+            with stages.stage("image"):
+                if not args.skip_build:
+                    shutil.copy(torch_wheel(), ROOT / "infra" / "wheels")
+                    result["build_seconds"] = build_image(docker, "infra/Dockerfile", IMAGE,
+                                                          {"BASE": BASE_IMAGE, "TORCH_INDEX": ""})
+                result["image_bytes_pipeline"] = image_bytes(docker, IMAGE)
+            with stages.stage("stack"):
+                pg = cleanup.enter_context(stack.postgres())
+                (args.work / "mlflow").mkdir(exist_ok=True)
+                server = cleanup.enter_context(stack.mlflow_server(pg, args.work / "mlflow"))
+            with stages.stage("pipeline"):
+                result["pipeline"] = pipeline_in_containers(args.work, server, host, args.data)
+                if result["pipeline"]["gate"] != "register" or result["pipeline"]["version"] != "1":
+                    raise RuntimeError(f"the pipeline ran but did not register version 1: {result['pipeline']}")
+    except Exception:
+        pass  # recorded by the stage that failed
+    finally:
+        result |= {"stages": stages.report, "seconds_total": round(time.perf_counter() - stages.started, 1),
+                   "ok": bool(stages.report) and all(s["ok"] for s in stages.report.values())}
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        (RESULTS / "cluster_rehearsal.json").write_text(json.dumps(result, indent=2) + "\n")
+        print(json.dumps(result, indent=2))
+    sys.exit(0 if result["ok"] else 1)
+
+
+if __name__ == "__main__":
+    main()
