@@ -10,7 +10,14 @@ Stages, each timed and reported pass/fail in benchmarks/results/cluster_rehearsa
   stack     a throwaway PostgreSQL and `mlflow server` on it with basic auth and proxied artifacts;
   pipeline  the compiled pipeline (tiny profile, V1) run by kfp.local.DockerRunner: every step in the
             image, as its non-root user, on a read-only root filesystem; the steps reach MLflow over
-            HTTP and see no host path but the pipeline root.
+            HTTP and see no host path but the pipeline root;
+  serving   the lean serving image (infra/Dockerfile.serving: no torch) running `yanjin serve` against
+            that MLflow, its prediction log in PostgreSQL: /readyz, /predict, and the table of malformed
+            requests (tests/serving/malformed.py), every one a 4xx, the server still answering after;
+  cronjob   the drift CronJob's command (infra/k8s/base/drift-cronjob.yaml) run in the pipeline image on
+            the traffic the serving stage sent.
+Every container runs as the image's non-root user on a read-only root filesystem with /tmp a tmpfs,
+as the manifests demand.
 The engine's state, the base image's root filesystem and the work files live under --work.
 """
 from __future__ import annotations
@@ -30,6 +37,9 @@ sys.path.insert(0, str(ROOT))  # tests.integration.stack: the servers the integr
 RESULTS = ROOT / "benchmarks" / "results"
 BASE_IMAGE = "local/debian-py311:bookworm"
 IMAGE = "yanjin:0.1.0"
+SERVING_IMAGE = "yanjin-serving:0.1.0"
+MODEL = "banking77-v1"
+LIMITS = {"max_chars": 500, "max_items": 16, "max_body_bytes": 20000}  # the serving stage's request limits
 TORCH_WHEEL = "torch==2.13.0+cpu"
 
 
@@ -164,6 +174,89 @@ def pipeline_in_containers(work: Path, server, host: str, data: Path) -> dict:
             "steps": steps}
 
 
+def container(docker: list[str], image: str, args: list[str], env: dict[str, str], detach: bool = False,
+              entrypoint: str | None = None) -> subprocess.CompletedProcess:
+    """`docker run` as the manifests run pods: host network here, non-root, read-only root, /tmp a tmpfs."""
+    flags = ["--network", "host", "--read-only", "--tmpfs", "/tmp:rw,size=2g", "--cap-drop", "ALL",
+             "--security-opt", "no-new-privileges"] + [a for k, v in env.items() for a in ("-e", f"{k}={v}")]
+    flags += ["--entrypoint", entrypoint] if entrypoint else []
+    return subprocess.run(docker + ["run", "--rm" if not detach else "-d", *flags, image, *args], capture_output=True,
+                          text=True)
+
+
+def serving_in_container(docker: list[str], server, predictions_url: str, data: Path) -> dict:
+    """`yanjin serve` in the lean image: ready, predicting, and every malformed request a 4xx."""
+    import httpx
+    import pandas as pd
+
+    from tests.integration.stack import free_port
+    from tests.serving.malformed import malformed_requests
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    sets = [a for k, v in LIMITS.items() for a in ("--set", f"{k}={v}")]
+    started = container(docker, SERVING_IMAGE, ["--model", MODEL, "--tracking-uri", server.url, "--prediction-log",
+                                                predictions_url, "--state-dir", "/tmp/yanjin", "--host", "127.0.0.1",
+                                                "--port", str(port), *sets],
+                        server.credentials | {"HOME": "/tmp"}, detach=True)
+    if started.returncode != 0:
+        raise RuntimeError(f"the serving container did not start: {started.stderr[-2000:]}")
+    cid = started.stdout.strip()
+    try:
+        for _ in range(240):
+            try:
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            state = subprocess.run(docker + ["inspect", "-f", "{{.State.Running}}", cid], capture_output=True, text=True)
+            if state.stdout.strip() != "true":
+                raise RuntimeError(f"the serving container exited: {logs(docker, cid)}")
+            time.sleep(0.5)
+        else:
+            raise RuntimeError(f"the serving container never became ready: {logs(docker, cid)}")
+        texts = pd.read_csv(data / "test.csv")["text"].tolist()[:160]
+        answers = [httpx.post(f"{url}/predict", json={"items": [{"text": t} for t in texts[i:i + 16]]}, timeout=60)
+                   for i in range(0, len(texts), 16)]  # traffic for the drift check, too
+        malformed = {}
+        for what, body, content_type in malformed_requests(**LIMITS):
+            r = httpx.post(f"{url}/predict", content=body, headers={"content-type": content_type} if content_type else {},
+                           timeout=30)
+            malformed[what] = r.status_code
+        after = httpx.post(f"{url}/predict", json={"items": [{"text": "still there?"}]}, timeout=30)
+        torch_free = container(docker, SERVING_IMAGE, ["-c", "import importlib.util as u; print(u.find_spec('torch') is None)"],
+                               {}, entrypoint="python3").stdout.strip() == "True"
+    finally:
+        subprocess.run(docker + ["rm", "-f", cid], capture_output=True)
+    four_xx = sum(1 for code in malformed.values() if 400 <= code < 500)
+    return {"predict_ok": all(a.status_code == 200 for a in answers) and answers[0].json()[0]["version"] == "1",
+            "predicted": sum(len(a.json()) for a in answers if a.status_code == 200),
+            "malformed": malformed, "malformed_4xx_share": four_xx / len(malformed),
+            "serving_after_malformed": after.status_code == 200, "image_has_no_torch": torch_free}
+
+
+def logs(docker: list[str], cid: str) -> str:
+    out = subprocess.run(docker + ["logs", "--tail", "40", cid], capture_output=True, text=True)
+    return (out.stdout + out.stderr)[-3000:]
+
+
+def drift_cronjob_in_container(docker: list[str], server, predictions_url: str) -> dict:
+    """The CronJob's command as its manifest writes it, with the tiny profile the pipeline trained with."""
+    import yaml
+
+    manifest = yaml.safe_load((ROOT / "infra/k8s/base/drift-cronjob.yaml").read_text())
+    spec = manifest["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
+    env = {"YANJIN_MODEL": MODEL, "PREDICTION_LOG_URL": predictions_url, "MLFLOW_TRACKING_URI": server.url,
+           "HOME": "/tmp"} | server.credentials
+    command = [env.get(a[2:-1], a) if a.startswith("$(") else a for a in spec["command"]]
+    command[command.index("--profile") + 1] = "tiny"
+    done = container(docker, IMAGE, command[1:], env, entrypoint=command[0])
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} exited {done.returncode}: {(done.stdout + done.stderr)[-3000:]}")
+    verdict = next((line for line in done.stdout.splitlines() if line.startswith(f"{MODEL} v")), "")
+    return {"command": command, "verdict_line": verdict}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", type=Path, default=Path("/var/tmp/yanjin-rehearsal"))
@@ -192,15 +285,32 @@ def main() -> None:
                     shutil.copy(torch_wheel(), ROOT / "infra" / "wheels")
                     result["build_seconds"] = build_image(docker, "infra/Dockerfile", IMAGE,
                                                           {"BASE": BASE_IMAGE, "TORCH_INDEX": ""})
+                    result["build_seconds"] += build_image(docker, "infra/Dockerfile.serving", SERVING_IMAGE,
+                                                           {"BASE": BASE_IMAGE})
                 result["image_bytes_pipeline"] = image_bytes(docker, IMAGE)
+                result["image_bytes_serving"] = image_bytes(docker, SERVING_IMAGE)
+                result["serving_image_share_of_pipeline"] = result["image_bytes_serving"] / result["image_bytes_pipeline"]
             with stages.stage("stack"):
                 pg = cleanup.enter_context(stack.postgres())
                 (args.work / "mlflow").mkdir(exist_ok=True)
                 server = cleanup.enter_context(stack.mlflow_server(pg, args.work / "mlflow"))
             with stages.stage("pipeline"):
                 result["pipeline"] = pipeline_in_containers(args.work, server, host, args.data)
-                if result["pipeline"]["gate"] != "register" or result["pipeline"]["version"] != "1":
+                result["family_pipeline_ok"] = False  # this stage runs one member; the family graph is not built yet
+                result["pipeline_ok"] = result["pipeline"]["gate"] == "register" and result["pipeline"]["version"] == "1"
+                result["steps_in_containers"] = result["pipeline"]["steps_in_containers"]
+                if not result["pipeline_ok"]:
                     raise RuntimeError(f"the pipeline ran but did not register version 1: {result['pipeline']}")
+            with stages.stage("serving"):
+                result["serving"] = serving_in_container(docker, server, f"{pg}predictions", args.data)
+                result["malformed_4xx_share"] = result["serving"]["malformed_4xx_share"]
+                result["serving_container_ok"] = (result["serving"]["predict_ok"] and result["malformed_4xx_share"] == 1.0
+                                                  and result["serving"]["serving_after_malformed"]
+                                                  and result["serving"]["image_has_no_torch"])
+                if not result["serving_container_ok"]:
+                    raise RuntimeError(f"serving in the lean image fell short: {result['serving']}")
+            with stages.stage("cronjob"):
+                result["cronjob"] = drift_cronjob_in_container(docker, server, f"{pg}predictions")
     except Exception:
         pass  # recorded by the stage that failed
     finally:

@@ -191,6 +191,34 @@ class MonitorParams:
 
 
 @dataclass(frozen=True)
+class StepResources:
+    """What one Kubeflow step asks Kubernetes for (requests) and may use at most (limits)."""
+    cpu: str = "1"
+    memory: str = "2G"
+    cpu_limit: str = "2"
+    memory_limit: str = "4G"
+    timeout_minutes: int = 60       # the pod's active deadline
+    retries: int = 0                # retried with exponential backoff: for steps whose MLflow calls may meet an outage
+    gpu: bool = False               # one GPU when the pipeline is compiled with --gpu
+    cache: bool = False             # Kubeflow may reuse an earlier identical run of the step
+
+
+@dataclass(frozen=True)
+class ResourceParams:
+    """Per step of the pipeline; baked into the compiled YAML (`yanjin pipeline compile --profile`)."""
+    validate: StepResources = StepResources(timeout_minutes=30, retries=2)
+    adapt: StepResources = StepResources(cpu="2", memory="6G", cpu_limit="4", memory_limit="12G",
+                                         timeout_minutes=240, gpu=True)
+    train: StepResources = StepResources(cpu="2", memory="6G", cpu_limit="4", memory_limit="12G",
+                                         timeout_minutes=480, gpu=True)
+    export: StepResources = StepResources(memory="3G", memory_limit="6G", timeout_minutes=30, cache=True)
+    evaluate: StepResources = StepResources(timeout_minutes=60, retries=2)
+    gate: StepResources = StepResources(timeout_minutes=60, retries=2)
+    register: StepResources = StepResources(cpu="500m", memory="1G", cpu_limit="1", memory_limit="2G",
+                                            timeout_minutes=15)  # not retried: a retry could register twice
+
+
+@dataclass(frozen=True)
 class ServeSettings:
     """Serving settings: resolved once by `yanjin serve` and handed to the BentoML worker as JSON."""
     tracking_uri: str = field(default_factory=lambda: LocalState().tracking_uri)  # the embedded state folder
@@ -234,6 +262,7 @@ class PipelineConfig:
     rollout: RolloutPolicy = RolloutPolicy()   # A/B rollout guardrails (yanjin rollout)
     costs: CostParams = CostParams()           # prices for the version advisor (yanjin select)
     monitor: MonitorParams = MonitorParams()   # drift check and retraining trigger (yanjin monitor)
+    resources: ResourceParams = ResourceParams()  # per Kubeflow step: requests, limits, timeouts, retries, GPU
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)

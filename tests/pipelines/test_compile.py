@@ -1,12 +1,20 @@
-"""The compiled YAML is what the Kubeflow UI uploads: image, descriptions, the gate, determinism."""
+"""The compiled YAML is what the Kubeflow UI uploads: image, descriptions, the gate, resources and
+policies per step, determinism."""
 import yaml
 
+from yanjin.config import load_config
 from yanjin.pipelines.run import compile_pipeline
 
 
+def compiled(path) -> tuple[dict, dict]:
+    """The pipeline spec and its Kubernetes platform spec (deadlines, tolerations)."""
+    docs = list(yaml.safe_load_all(path.read_text()))
+    platform = docs[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"] if len(docs) > 1 else {}
+    return docs[0], platform
+
+
 def test_compiled_pipeline_uses_the_image_describes_parameters_and_gates(tmp_path):
-    path = compile_pipeline(tmp_path / "p.yaml", image="registry.example/yanjin:1.2.3")
-    spec = yaml.safe_load(path.read_text())
+    spec, _ = compiled(compile_pipeline(tmp_path / "p.yaml", image="registry.example/yanjin:1.2.3"))
     images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
     assert images == {"registry.example/yanjin:1.2.3"}
     params = spec["root"]["inputDefinitions"]["parameters"]
@@ -26,3 +34,36 @@ def test_compiling_twice_gives_the_same_yaml(tmp_path):
     a = compile_pipeline(tmp_path / "a.yaml").read_text()
     b = compile_pipeline(tmp_path / "b.yaml").read_text()
     assert a == b
+
+
+def test_every_step_carries_the_profiles_resources_and_policies(tmp_path):
+    resources = load_config("full").resources
+    spec, platform = compiled(compile_pipeline(tmp_path / "p.yaml", resources=resources))
+    executors = spec["deploymentSpec"]["executors"]
+    tasks = spec["root"]["dag"]["tasks"] | spec["components"]["comp-condition-2"]["dag"]["tasks"]
+    for step, task in {"validate": "validate-data", "adapt": "adapt-domain", "train": "train-model",
+                       "export": "export-model", "evaluate": "evaluate-model", "gate": "gate-candidate",
+                       "register": "register-model"}.items():
+        want, got = getattr(resources, step), executors[f"exec-{task}"]["container"]["resources"]
+        assert (got["resourceCpuRequest"], got["resourceCpuLimit"]) == (want.cpu, want.cpu_limit), step
+        assert (got["resourceMemoryRequest"], got["resourceMemoryLimit"]) == (want.memory, want.memory_limit), step
+        assert "accelerator" not in got, step                       # no GPU unless compiled with --gpu
+        assert platform[f"exec-{task}"]["activeDeadlineSeconds"] == str(want.timeout_minutes * 60), step
+        assert tasks[task].get("retryPolicy", {}).get("maxRetryCount", 0) == want.retries, step
+        assert tasks[task]["cachingOptions"].get("enableCache", False) == want.cache, step
+    # what the issue asks of the defaults: MLflow-facing steps retry with backoff, training is never cached,
+    # registering is never retried (a retry could register twice)
+    assert tasks["gate-candidate"]["retryPolicy"]["backoffFactor"] == 2.0
+    assert not tasks["train-model"]["cachingOptions"].get("enableCache") and "retryPolicy" not in tasks["register-model"]
+
+
+def test_gpu_compile_puts_adapt_and_train_on_a_gpu_node(tmp_path):
+    spec, platform = compiled(compile_pipeline(tmp_path / "p.yaml", gpu=True))
+    executors = spec["deploymentSpec"]["executors"]
+    on_gpu = {name for name, e in executors.items() if "accelerator" in e["container"].get("resources", {})}
+    assert on_gpu == {"exec-adapt-domain", "exec-train-model"}
+    for name in on_gpu:
+        accelerator = executors[name]["container"]["resources"]["accelerator"]
+        assert accelerator["resourceType"] == "nvidia.com/gpu" and accelerator["resourceCount"] == "1"
+        assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in platform[name]["tolerations"]
+    assert "tolerations" not in platform["exec-evaluate-model"]

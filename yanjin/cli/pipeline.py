@@ -77,13 +77,18 @@ def pipeline_run(
 def pipeline_compile(
     output: Path = typer.Option(Path("yanjin_pipeline.yaml"), help="Where to write the pipeline YAML for the Kubeflow UI."),
     image: Optional[str] = typer.Option(None, help="Container image with yanjin installed, used by every step."),
+    profile: str = typer.Option("full", help="Profile whose `resources` section sets each step's CPU, memory, "
+                                             "deadline, retries and caching."),
+    set_: List[str] = typer.Option([], "--set", help="Override a config field, e.g. --set resources.train.memory=16G."),
+    gpu: bool = typer.Option(False, help="Adapt and train/distil request one NVIDIA GPU (and tolerate GPU nodes' taint)."),
 ) -> None:
     """Compile the pipeline to YAML (upload it in the Kubeflow UI or submit it with kfp.Client)."""
     from ..pipelines.pipeline import DEFAULT_IMAGE
     from ..pipelines.run import compile_pipeline
+    from .options import profile as load_profile
 
-    path = compile_pipeline(output, image or DEFAULT_IMAGE)
-    typer.echo(f"wrote {path}")
+    path = compile_pipeline(output, image or DEFAULT_IMAGE, load_profile(profile, set_).resources, gpu)
+    typer.echo(f"wrote {path}" + (" (GPU steps: adapt, train)" if gpu else ""))
 
 
 def _cluster_arguments(profile: str, set_: List[str], variant: Optional[str], params: List[str]):

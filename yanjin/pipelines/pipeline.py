@@ -6,15 +6,32 @@ locally under kfp.local; the image is chosen at build time.
 
 from typing import Callable, NamedTuple  # no `from __future__ import annotations`: kfp reads real types
 
-from kfp import dsl
+from kfp import dsl, kubernetes
 
+from ..config import ResourceParams, StepResources
 from . import steps
 
 PIPELINE_NAME = "yanjin-family"
 DEFAULT_IMAGE = "yanjin:0.1.0"  # what infra/Dockerfile builds; pass --image REGISTRY/yanjin:TAG for a cluster
 
 
-def build_pipeline(image: str = DEFAULT_IMAGE) -> Callable:
+GPU = "nvidia.com/gpu"  # the NVIDIA device plugin's resource; GPU nodes are commonly tainted with it
+
+
+def placed(task: dsl.PipelineTask, r: StepResources, gpu: bool) -> dsl.PipelineTask:
+    """Requests, limits, deadline, retries, caching and (compiled with --gpu) a GPU for one step."""
+    task.set_cpu_request(r.cpu).set_cpu_limit(r.cpu_limit).set_memory_request(r.memory).set_memory_limit(r.memory_limit)
+    task.set_caching_options(r.cache)
+    if r.retries:
+        task.set_retry(num_retries=r.retries, backoff_duration="30s", backoff_factor=2.0, backoff_max_duration="600s")
+    kubernetes.set_timeout(task, r.timeout_minutes * 60)
+    if gpu and r.gpu:
+        task.set_accelerator_type(GPU).set_accelerator_limit(1)
+        kubernetes.add_toleration(task, key=GPU, operator="Exists", effect="NoSchedule")
+    return task
+
+
+def build_pipeline(image: str = DEFAULT_IMAGE, resources: ResourceParams = ResourceParams(), gpu: bool = False) -> Callable:
     def component(fn):
         # kfp is baked into the yanjin image, so no per-step `pip install kfp`
         return dsl.component(fn, base_image=image, install_kfp_package=False)
@@ -56,22 +73,29 @@ def build_pipeline(image: str = DEFAULT_IMAGE) -> Callable:
         v = validate_op(train_data=train_data, test_data=test_data, label_set=label_set, config_json=config_json,
                         tracking_uri=tracking_uri, experiment=registered_model, artifact_root=artifact_root,
                         git_commit=git_commit).set_display_name("Validate data (Great Expectations)")
+        placed(v, resources.validate, gpu)
         a = adapt_op(test_set=v.outputs["test_set"], adapt_corpus=adapt_corpus, config_json=config_json,
                      tracking_uri=tracking_uri, run_id=v.outputs["run_id"]).set_display_name("Domain text: adaptation (Pro), vocabulary corpus (Lite)")
+        placed(a, resources.adapt, gpu)
         t = train_op(train_set=v.outputs["train_set"], val_set=v.outputs["val_set"],
                      validation_report=v.outputs["validation_report"], domain=a.outputs["domain"], config_json=config_json,
                      tracking_uri=tracking_uri, run_id=v.outputs["run_id"]).set_display_name("Fine-tune (Lite: distil + prune)")
+        placed(t, resources.train, gpu)
         e = export_op(checkpoint=t.outputs["checkpoint"], config_json=config_json).set_display_name("Export ONNX + parity (Lite: INT8)")
+        placed(e, resources.export, gpu)
         ev = evaluate_op(bundle=e.outputs["bundle"], test_set=v.outputs["test_set"], config_json=config_json,
                          tracking_uri=tracking_uri, run_id=v.outputs["run_id"]).set_display_name("Evaluate")
+        placed(ev, resources.evaluate, gpu)
         g = gate_op(bundle=e.outputs["bundle"], test_set=v.outputs["test_set"], evaluation=ev.outputs["Output"],
                     lineage=t.outputs["Output"], config_json=config_json, tracking_uri=tracking_uri,
                     registered_model=registered_model).set_display_name("Gate: floors and champion")
+        placed(g, resources.gate, gpu)
         with dsl.If(g.output == "register", name="candidate-passes-gate"):
             r = register_op(bundle=e.outputs["bundle"], evaluation=ev.outputs["Output"], lineage=t.outputs["Output"],
                             config_json=config_json, tracking_uri=tracking_uri, registered_model=registered_model,
                             data_sha256=v.outputs["data_sha256"], split_sha256=v.outputs["split_sha256"],
                             git_commit=git_commit).set_display_name("Register in MLflow (alias challenger)")
+            placed(r, resources.register, gpu)
         with dsl.Else(name="candidate-rejected"):
             n = no_version_op().set_display_name("Rejected: nothing registered")
         Outputs = NamedTuple("PipelineOutputs", [("evaluation", str), ("gate", str), ("version", str)])

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..components.stages import domain_sources
+from ..config import ResourceParams
 from ..registry import registered_model_name
 from ..state import LocalState  # noqa: F401 - the state folder's layout, where run_local's callers find it
 from .pipeline import DEFAULT_IMAGE, build_pipeline
@@ -21,10 +22,12 @@ class RunOutcome:
     version: str | None
 
 
-def compile_pipeline(package_path: str | Path, image: str = DEFAULT_IMAGE) -> Path:
+def compile_pipeline(package_path: str | Path, image: str = DEFAULT_IMAGE, resources: ResourceParams = ResourceParams(),
+                     gpu: bool = False) -> Path:
+    """The YAML the Kubeflow UI uploads; per-step resources from the profile, a GPU for training with `gpu`."""
     from kfp import compiler
 
-    compiler.Compiler().compile(build_pipeline(image), str(package_path))
+    compiler.Compiler().compile(build_pipeline(image, resources, gpu), str(package_path))
     return Path(package_path)
 
 
