@@ -261,7 +261,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", type=Path, default=Path("/var/tmp/yanjin-rehearsal"))
     ap.add_argument("--docker-host", default="", help="use this running engine (unix://...) instead of starting one")
-    ap.add_argument("--skip-build", action="store_true", help="reuse the images already built in that engine")
+    ap.add_argument("--skip-build", action="store_true", help="reuse the images already built in that engine (from this very checkout: an older image fails on a newer config)")
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "banking77")
     args = ap.parse_args()
     if os.geteuid() != 0:

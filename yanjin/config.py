@@ -237,6 +237,7 @@ class ServeSettings:
     cache_size: int = 3                 # loaded versions kept in memory (LRU)
     prediction_log: str = field(default_factory=lambda: str(LocalState().prediction_log))  # SQLite file or SQLAlchemy URL
     threads: int = 0                    # ORT intra-op threads; 0 = all cores
+    ort_spin: bool = True               # ORT's idle threads spin (its default) or sleep, leaving the cores to HTTP
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))

@@ -31,12 +31,14 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 class OnnxClassifier:
     def __init__(self, onnx_path: str | Path, tokenizer: TextTokenizer, labels: list[str],
-                 spec: ModelSpec, providers: list[str] | None = None, threads: int = 0) -> None:
+                 spec: ModelSpec, providers: list[str] | None = None, threads: int = 0, spin: bool = True) -> None:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
+        if not spin:  # idle intra-op threads sleep instead of spinning: a server's event loop needs those cores
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.onnx_path = Path(onnx_path)
         self.session = ort.InferenceSession(str(onnx_path), options, providers=providers or available_providers())
         self.tokenizer = tokenizer

@@ -34,20 +34,21 @@ class ServedModel:
         return self.classifier.providers[0]
 
 
-def load_verified(name: str, version: str, threads: int = 0) -> ServedModel:
+def load_verified(name: str, version: str, threads: int = 0, spin: bool = True) -> ServedModel:
     """Download one registered version, check its sha256 against its tag, open an ORT session."""
     with tempfile.TemporaryDirectory() as tmp:
         found = download_version(name, version, tmp)  # refused unless it hashes to its registered digest
-        classifier = OnnxClassifier.from_dir(found.bundle_dir, threads=threads)  # reads everything into memory
+        classifier = OnnxClassifier.from_dir(found.bundle_dir, threads=threads, spin=spin)  # reads everything into memory
     return ServedModel(name, version, found.tags.variant or "?", found.tags.artifact_sha256, classifier)
 
 
 class VersionCache:
     """The last few loaded versions (LRU), so rolling back or flipping an A/B test is instant."""
 
-    def __init__(self, capacity: int = 3, threads: int = 0) -> None:
+    def __init__(self, capacity: int = 3, threads: int = 0, spin: bool = True) -> None:
         self.capacity = capacity
         self.threads = threads
+        self.spin = spin
         self._items: OrderedDict[tuple[str, str], ServedModel] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -57,7 +58,7 @@ class VersionCache:
             if key in self._items:
                 self._items.move_to_end(key)
                 return self._items[key]
-        model = load_verified(name, version, self.threads)  # outside the lock: loading takes seconds
+        model = load_verified(name, version, self.threads, self.spin)  # outside the lock: loading takes seconds
         with self._lock:
             self._items[key] = model
             self._items.move_to_end(key)

@@ -83,7 +83,7 @@ class Classifier:
 
         self.settings = SETTINGS
         mlflow.set_tracking_uri(SETTINGS.tracking_uri)
-        self.cache = VersionCache(SETTINGS.cache_size, SETTINGS.threads)
+        self.cache = VersionCache(SETTINGS.cache_size, SETTINGS.threads, SETTINGS.ort_spin)
         self.watcher = AliasWatcher(SETTINGS.model, self.cache, SETTINGS.poll_seconds,
                                     default_share=SETTINGS.challenger_share, on_swap=self._export_metrics)
         self.watcher.refresh()     # not ready (no /readyz 200) until a verified champion is loaded
@@ -186,5 +186,14 @@ class Classifier:
         }
 
 
+def fix_media_types(service) -> None:
+    """BentoML derives each response's media type from the output model's JSON schema on every call
+    (1.5 ms here: as long as Lite's model takes); the types are fixed, so they are worked out once."""
+    for api in service.apis.values():
+        if api.output_spec.media_type is None:
+            api.output_spec.media_type = api.output_spec.mime_type()
+
+
+fix_media_types(Classifier)
 Classifier.add_asgi_middleware(RequestGuard, max_body_bytes=SETTINGS.max_body_bytes,
                                max_in_flight=SETTINGS.max_concurrency)
