@@ -57,3 +57,21 @@ def test_lite_is_held_to_its_teacher_floors():
     too_big = decide(GOOD | {"onnx_bytes": 22_900_000}, floors, teacher=teacher)
     assert not too_big.register and "25.4% of teacher's 90,000,000 > ceiling 10.0%" in too_big.reasons[0]
     assert decide(GOOD | {"onnx_bytes": 1}, GateParams(), teacher=teacher).register  # floors off by default
+
+
+def test_the_gate_page_puts_the_verdict_and_every_reason_first():
+    from yanjin.components.report import gate_markdown
+    from yanjin.components.stages import gate_floors
+
+    params = GateParams(min_accuracy=0.9, min_macro_f1=0.5, max_ece=0.2)
+    figures = {"accuracy": 0.85, "macro_f1": 0.8, "ece": 0.3}
+    decision = decide(figures, params, [ChampionScore("banking77-v1", "4", 0.92)])
+    page = gate_markdown(decision.to_dict(), figures, gate_floors(params), "banking77-pro")
+    head, *rest = page.splitlines()
+    assert head == "## Gate: **reject** (banking77-pro)"
+    for reason in decision.reasons:                       # each failed condition, as the decision says it
+        assert f"- {reason}" in rest
+    assert len(decision.reasons) == 3 and "| banking77-v1 | 4 | 0.9200 |" in page and "| calibration error | <= 0.2 | 0.3000 |" in page
+    passed = gate_markdown(decide({"accuracy": 0.95, "macro_f1": 0.9, "ece": 0.1}, params).to_dict(), figures,
+                           gate_floors(params), "banking77-pro")
+    assert passed.startswith("## Gate: **register**") and "every floor met" in passed

@@ -67,3 +67,13 @@ def test_gpu_compile_puts_adapt_and_train_on_a_gpu_node(tmp_path):
         assert accelerator["resourceType"] == "nvidia.com/gpu" and accelerator["resourceCount"] == "1"
         assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in platform[name]["tolerations"]
     assert "tolerations" not in platform["exec-evaluate-model"]
+
+
+def test_the_kubeflow_ui_gets_metrics_a_confusion_matrix_and_markdown_pages(tmp_path):
+    spec, _ = compiled(compile_pipeline(tmp_path / "p.yaml"))
+    def artifacts(component: str) -> dict:
+        return {name: a["artifactType"]["schemaTitle"]
+                for name, a in spec["components"][component]["outputDefinitions"]["artifacts"].items()}
+    assert artifacts("comp-evaluate-model") == {"metrics": "system.Metrics", "confusion": "system.ClassificationMetrics",
+                                                 "report": "system.HTML", "summary": "system.Markdown"}
+    assert artifacts("comp-gate-candidate") == {"decision": "system.Markdown"}

@@ -95,7 +95,9 @@ def evaluate_bundle(bundle_dir: str | Path, test_df: pd.DataFrame, params: EvalP
         report = classification_report(y_true, y_pred, labels=model.labels, output_dict=True, zero_division=0)
         (out / "per_class.json").write_text(json.dumps(report, indent=2))
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-        plot_confusion(confusion_matrix(y_true, y_pred, labels=model.labels), model.labels, out / "confusion_matrix.png")
+        cm = confusion_matrix(y_true, y_pred, labels=model.labels)
+        plot_confusion(cm, model.labels, out / "confusion_matrix.png")
+        (out / "confusion_matrix.json").write_text(json.dumps({"labels": model.labels, "matrix": cm.tolist()}))
     return metrics
 
 

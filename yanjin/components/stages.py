@@ -236,6 +236,13 @@ def numbers(result: dict) -> dict:
 
 
 # -- gate -----------------------------------------------------------------------------------------------
+def gate_floors(params) -> dict[str, tuple[str, str]]:
+    """The absolute conditions, as people read them: name -> (metric, bound)."""
+    return {"accuracy": ("accuracy", f">= {params.min_accuracy}"), "macro-F1": ("macro_f1", f">= {params.min_macro_f1}"),
+            "calibration error": ("ece", f"<= {params.max_ece}"),
+            "margin over each champion": ("accuracy", f"{params.min_improvement:+} over the champions' accuracy")}
+
+
 def gate_member(bundle: str, test_set: str, evaluation: dict, lineage: dict, cfg: PipelineConfig,
                 tracking_uri: str, registered_model: str):
     """Floors, every champion the recipe must beat (re-scored on this test set) and, for a compressed

@@ -90,7 +90,7 @@ def build_pipeline(image: str = DEFAULT_IMAGE, resources: ResourceParams = Resou
                     lineage=t.outputs["Output"], config_json=config_json, tracking_uri=tracking_uri,
                     registered_model=registered_model).set_display_name("Gate: floors and champion")
         placed(g, resources.gate, gpu)
-        with dsl.If(g.output == "register", name="candidate-passes-gate"):
+        with dsl.If(g.outputs["Output"] == "register", name="candidate-passes-gate"):
             r = register_op(bundle=e.outputs["bundle"], evaluation=ev.outputs["Output"], lineage=t.outputs["Output"],
                             config_json=config_json, tracking_uri=tracking_uri, registered_model=registered_model,
                             data_sha256=v.outputs["data_sha256"], split_sha256=v.outputs["split_sha256"],
@@ -99,6 +99,6 @@ def build_pipeline(image: str = DEFAULT_IMAGE, resources: ResourceParams = Resou
         with dsl.Else(name="candidate-rejected"):
             n = no_version_op().set_display_name("Rejected: nothing registered")
         Outputs = NamedTuple("PipelineOutputs", [("evaluation", str), ("gate", str), ("version", str)])
-        return Outputs(evaluation=ev.outputs["Output"], gate=g.output, version=dsl.OneOf(r.output, n.output))
+        return Outputs(evaluation=ev.outputs["Output"], gate=g.outputs["Output"], version=dsl.OneOf(r.output, n.output))
 
     return yanjin_family

@@ -5,7 +5,7 @@ body; `pipeline.py` turns them into components with the configured image.
 """
 from typing import NamedTuple
 
-from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Model, Output
+from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Input, Markdown, Metrics, Model, Output
 
 
 def validate_data(
@@ -72,37 +72,44 @@ def export_model(checkpoint: Input[Model], config_json: str, bundle: Output[Mode
 
 def evaluate_model(
     bundle: Input[Model], test_set: Input[Dataset], config_json: str, tracking_uri: str, run_id: str,
-    metrics: Output[Metrics], report: Output[HTML],
+    metrics: Output[Metrics], confusion: Output[ClassificationMetrics], report: Output[HTML], summary: Output[Markdown],
 ) -> str:
     import json
     import os
 
-    from yanjin.components.report import evaluation_html
+    from yanjin.components.report import evaluation_html, evaluation_markdown
     from yanjin.components.stages import evaluate_member, numbers
     from yanjin.config import PipelineConfig
 
-    out_dir = os.path.join(os.path.dirname(report.path), "evaluation")
-    result = evaluate_member(bundle.path, test_set.path, PipelineConfig.from_json(config_json), tracking_uri,
-                             run_id, out_dir)
+    cfg, out_dir = PipelineConfig.from_json(config_json), os.path.join(os.path.dirname(report.path), "evaluation")
+    result = evaluate_member(bundle.path, test_set.path, cfg, tracking_uri, run_id, out_dir)
     for k, v in numbers(result).items():
         metrics.log_metric(k, v)
+    cm = json.load(open(os.path.join(out_dir, "confusion_matrix.json")))
+    confusion.log_confusion_matrix(cm["labels"], cm["matrix"])
     with open(report.path, "w") as f:
         f.write(evaluation_html(result, os.path.join(out_dir, "confusion_matrix.png")))
+    with open(summary.path, "w") as f:
+        f.write(evaluation_markdown(result, cfg.model.variant))
     return json.dumps(result)
 
 
 def gate_candidate(
     bundle: Input[Model], test_set: Input[Dataset], evaluation: str, lineage: str, config_json: str,
-    tracking_uri: str, registered_model: str,
+    tracking_uri: str, registered_model: str, decision: Output[Markdown],
 ) -> str:
     import json
 
-    from yanjin.components.stages import gate_member
+    from yanjin.components.report import gate_markdown
+    from yanjin.components.stages import gate_floors, gate_member
     from yanjin.config import PipelineConfig
 
-    decision = gate_member(bundle.path, test_set.path, json.loads(evaluation), json.loads(lineage or "{}"),
-                           PipelineConfig.from_json(config_json), tracking_uri, registered_model)
-    return decision.verdict
+    cfg, figures = PipelineConfig.from_json(config_json), json.loads(evaluation)
+    made = gate_member(bundle.path, test_set.path, figures, json.loads(lineage or "{}"), cfg, tracking_uri,
+                       registered_model)
+    with open(decision.path, "w") as f:
+        f.write(gate_markdown(made.to_dict(), figures, gate_floors(cfg.gate), registered_model))
+    return made.verdict
 
 
 def register_model(
