@@ -206,6 +206,8 @@ class StepResources:
 @dataclass(frozen=True)
 class ResourceParams:
     """Per step of the pipeline; baked into the compiled YAML (`yanjin pipeline compile --profile`)."""
+    resolve: StepResources = StepResources(cpu="250m", memory="512M", cpu_limit="1", memory_limit="1G",
+                                           timeout_minutes=5)
     validate: StepResources = StepResources(timeout_minutes=30, retries=2)
     adapt: StepResources = StepResources(cpu="2", memory="6G", cpu_limit="4", memory_limit="12G",
                                          timeout_minutes=240, gpu=True)
@@ -364,6 +366,25 @@ def load_config(profile: str, overrides: list[str] | None = None) -> PipelineCon
     values["recipe"] = table | (values.get("recipe") or {})
     config = from_dict(values)
     return with_variant(config, member, recipe=config.recipe)
+
+
+def from_run_form(config_json: str, profile: str, member: str = "", epochs: int = 0, learning_rate: float = 0.0,
+                  seed: int = -1, min_improvement: float = -1.0, overrides: str = "") -> PipelineConfig:
+    """The config a Kubeflow run form describes: a whole resolved config (`config_json`, what the CLI
+    submits) or else a profile; then the member; then the fields the form names, where 0, -1 or empty
+    keep the base's value; last the overrides, `section.field=value;...`."""
+    sets = [f"train.epochs={epochs}"] if epochs > 0 else []
+    sets += [f"train.learning_rate={learning_rate}"] if learning_rate > 0 else []
+    sets += [f"train.seed={seed}"] if seed >= 0 else []
+    sets += [f"gate.min_improvement={min_improvement}"] if min_improvement > -1.0 else []
+    sets += [a.strip() for a in overrides.split(";") if a.strip()]
+    if not config_json:
+        return load_config(profile, ([f"model.variant={member}"] if member else []) + sets)
+    values = json.loads(config_json)
+    for assignment in sets:
+        apply_override(values, assignment)
+    config = from_dict(values)
+    return with_variant(config, member) if member and member != config.model.variant else config
 
 
 def with_variant(config: PipelineConfig, variant: str, recipe: Recipe | None = None) -> PipelineConfig:

@@ -35,3 +35,22 @@ def test_wrong_type_is_rejected():
 def test_unknown_profile_lists_known_ones():
     with pytest.raises(ConfigError, match="known profiles"):
         load_config("nope")
+
+
+def test_a_run_form_resolves_to_the_config_it_describes():
+    from yanjin.config import from_run_form, with_variant
+
+    form = from_run_form("", "tiny", "lite", epochs=5, learning_rate=1e-4, seed=3, min_improvement=0.01,
+                         overrides="data.max_per_class=10; gate.max_ece=0.4")
+    assert (form.model.variant, form.recipe.teacher, form.recipe.int8) == ("lite", "pro", True)
+    assert (form.train.epochs, form.train.learning_rate, form.train.seed) == (5, 1e-4, 3)
+    assert (form.gate.min_improvement, form.data.max_per_class, form.gate.max_ece) == (0.01, 10, 0.4)
+    untouched = from_run_form("", "tiny")                              # 0, -1 and empty keep the profile's
+    assert untouched == load_config("tiny")
+    pro = with_variant(load_config("demo"), "pro")                    # what the CLI submits: a whole config
+    assert from_run_form(pro.to_json(), "full") == pro
+    assert from_run_form(pro.to_json(), "full", epochs=2).train.epochs == 2
+    with pytest.raises(ConfigError, match="unknown field"):
+        from_run_form("", "tiny", overrides="train.epoch=2")
+    with pytest.raises(ConfigError, match="section.field=value"):
+        from_run_form("", "tiny", overrides="epochs 2")

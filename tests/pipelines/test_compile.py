@@ -41,7 +41,7 @@ def test_every_step_carries_the_profiles_resources_and_policies(tmp_path):
     spec, platform = compiled(compile_pipeline(tmp_path / "p.yaml", resources=resources))
     executors = spec["deploymentSpec"]["executors"]
     tasks = spec["root"]["dag"]["tasks"] | spec["components"]["comp-condition-2"]["dag"]["tasks"]
-    for step, task in {"validate": "validate-data", "adapt": "adapt-domain", "train": "train-model",
+    for step, task in {"resolve": "resolve-config", "validate": "validate-data", "adapt": "adapt-domain", "train": "train-model",
                        "export": "export-model", "evaluate": "evaluate-model", "gate": "gate-candidate",
                        "register": "register-model"}.items():
         want, got = getattr(resources, step), executors[f"exec-{task}"]["container"]["resources"]
@@ -77,3 +77,19 @@ def test_the_kubeflow_ui_gets_metrics_a_confusion_matrix_and_markdown_pages(tmp_
     assert artifacts("comp-evaluate-model") == {"metrics": "system.Metrics", "confusion": "system.ClassificationMetrics",
                                                  "report": "system.HTML", "summary": "system.Markdown"}
     assert artifacts("comp-gate-candidate") == {"decision": "system.Markdown"}
+
+
+def test_the_run_form_is_typed_described_and_needs_no_json(tmp_path):
+    spec, _ = compiled(compile_pipeline(tmp_path / "p.yaml"))
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    types = {name: p["parameterType"] for name, p in params.items()}
+    assert types["epochs"] == types["seed"] == "NUMBER_INTEGER"
+    assert types["learning_rate"] == types["min_improvement"] == "NUMBER_DOUBLE"
+    assert {"profile", "member", "overrides", "tracking_uri", "registered_model", "config_json"} <= set(types)
+    required = {name for name, p in params.items() if not p.get("isOptional")}
+    assert required == {"train_data", "test_data"}                  # a person fills in two fields; JSON is optional
+    assert params["profile"]["defaultValue"] == "full" and params["epochs"]["defaultValue"] == 0
+    assert all(p.get("description") for p in params.values())
+    # every step reads the config the resolve step wrote, not the raw form
+    tasks = spec["root"]["dag"]["tasks"]
+    assert tasks["train-model"]["inputs"]["parameters"]["config_json"]["taskOutputParameter"]["producerTask"] == "resolve-config"

@@ -36,6 +36,7 @@ def build_pipeline(image: str = DEFAULT_IMAGE, resources: ResourceParams = Resou
         # kfp is baked into the yanjin image, so no per-step `pip install kfp`
         return dsl.component(fn, base_image=image, install_kfp_package=False)
 
+    resolve_op = component(steps.resolve_config)
     validate_op = component(steps.validate_data)
     adapt_op = component(steps.adapt_domain)
     train_op = component(steps.train_model)
@@ -49,27 +50,46 @@ def build_pipeline(image: str = DEFAULT_IMAGE, resources: ResourceParams = Resou
     def yanjin_family(
         train_data: str,
         test_data: str,
-        config_json: str,
-        tracking_uri: str,
-        registered_model: str,
         label_set: str = "",
+        profile: str = "full",
+        member: str = "",
+        epochs: int = 0,
+        learning_rate: float = 0.0,
+        seed: int = -1,
+        min_improvement: float = -1.0,
+        overrides: str = "",
+        tracking_uri: str = "http://mlflow.yanjin:5000",
+        registered_model: str = "",
+        adapt_corpus: str = "",
+        config_json: str = "",
         artifact_root: str = "",
         git_commit: str = "unknown",
-        adapt_corpus: str = "",
     ) -> NamedTuple("PipelineOutputs", [("evaluation", str), ("gate", str), ("version", str)]):
         """Train, evaluate, gate and register one version of the model family.
 
         Args:
-            train_data: Path or URL of the labelled training CSV/Parquet file.
+            train_data: Path or URL of the labelled training CSV/Parquet file (columns text, category).
             test_data: Path or URL of the labelled test CSV/Parquet file (never trained on).
-            config_json: Resolved profile (configs/*.yaml) as JSON: data, model, train, evaluate and gate settings.
-            tracking_uri: MLflow tracking and registry URI (sqlite:///... embedded, http://... on a cluster).
-            registered_model: MLflow registered model name for this variant, e.g. banking77-v1.
-            label_set: Optional JSON list of the known labels; empty means the labels seen in training.
+            label_set: Optional path or URL of a JSON list of the known labels; empty means the labels seen in training.
+            profile: Config profile shipped in the image: tiny (CI), demo (minutes) or full (benchmark quality).
+            member: Family member to build: v1 (general), v2 (long inputs), pro (domain-adapted; must beat V1) or lite (Pro distilled, INT8); empty means the profile's, v1.
+            epochs: Training epochs; 0 keeps the profile's.
+            learning_rate: Peak learning rate of fine-tuning; 0 keeps the profile's.
+            seed: Random seed of the split and training; -1 keeps the profile's.
+            min_improvement: Accuracy margin a candidate needs over each champion (e.g. 0.005); -1 keeps the profile's.
+            overrides: Any other config fields, e.g. data.max_per_class=40;gate.max_ece=0.1 (semicolon-separated).
+            tracking_uri: MLflow tracking and registry URI (http://mlflow.yanjin:5000 in the cluster guide; sqlite:///... embedded).
+            registered_model: MLflow registered model name; empty means <model_name>-<member>, e.g. banking77-lite.
+            adapt_corpus: Comma-separated unlabeled in-domain text sources (CSV/Parquet, JSON lists, folders): Pro adapts to it, Lite keeps its vocabulary; V1/V2 ignore it.
+            config_json: Advanced: a whole resolved config as JSON (what `yanjin pipeline submit` sends) used instead of the profile; the fields above still apply on top.
             artifact_root: Artifact location for a new MLflow experiment; empty uses the server default.
             git_commit: Commit of the code that built this run, recorded as a lineage tag.
-            adapt_corpus: Comma-separated unlabeled in-domain text sources (CSV/Parquet, JSON lists, folders): Pro adapts to it, Lite keeps its vocabulary; V1/V2 ignore it.
         """
+        rc = resolve_op(config_json=config_json, profile=profile, member=member, epochs=epochs,
+                        learning_rate=learning_rate, seed=seed, min_improvement=min_improvement, overrides=overrides,
+                        registered_model=registered_model).set_display_name("Resolve the run's config")
+        placed(rc, resources.resolve, gpu)
+        config_json, registered_model = rc.outputs["config_json"], rc.outputs["registered_model"]
         v = validate_op(train_data=train_data, test_data=test_data, label_set=label_set, config_json=config_json,
                         tracking_uri=tracking_uri, experiment=registered_model, artifact_root=artifact_root,
                         git_commit=git_commit).set_display_name("Validate data (Great Expectations)")

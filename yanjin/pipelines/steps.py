@@ -8,6 +8,22 @@ from typing import NamedTuple
 from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Input, Markdown, Metrics, Model, Output
 
 
+def resolve_config(
+    config_json: str, profile: str, member: str, epochs: int, learning_rate: float, seed: int,
+    min_improvement: float, overrides: str, registered_model: str,
+) -> NamedTuple("ResolveOutputs", [("config_json", str), ("registered_model", str)]):
+    """The run form's fields -> one resolved config (recorded on the version) and the model's name."""
+    from collections import namedtuple
+
+    from yanjin.config import from_run_form
+    from yanjin.registry import registered_model_name
+
+    cfg = from_run_form(config_json, profile, member, epochs, learning_rate, seed, min_improvement, overrides)
+    name = registered_model or registered_model_name(cfg.model_name, cfg.model.variant)
+    print(f"{name}: profile {cfg.profile}, member {cfg.model.variant}, recipe {cfg.recipe.summary}")
+    return namedtuple("ResolveOutputs", ["config_json", "registered_model"])(cfg.to_json(), name)
+
+
 def validate_data(
     train_data: str, test_data: str, label_set: str, config_json: str, tracking_uri: str,
     experiment: str, artifact_root: str, git_commit: str,
