@@ -21,6 +21,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -89,9 +90,40 @@ def install_before(ref: str, tmp: Path) -> Path:
     src, site = tmp / "before-src", tmp / "before-site"
     src.mkdir()
     subprocess.run(f"git -C {ROOT} archive {ref} | tar -x -C {src}", shell=True, check=True)
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(site), str(src)],
-                   check=True)
+    done = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(site), str(src)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"installing {ref} failed: {done.stderr[-2000:]}")
     return site
+
+
+def registry_for_before(tracking_uri: str, model: str, site: Path, tmp: Path) -> str:
+    """The champion's files registered again in a registry of their own, for the earlier commit's server:
+    the ONNX file, tokenizer and labels are the same bytes; the bundle's model_config.json keeps only the
+    fields that commit's schema knows (it refuses the newer `builder`)."""
+    import mlflow
+
+    from yanjin import registry as R
+
+    known = json.loads(subprocess.run(
+        [sys.executable, "-c", "import dataclasses, json; from yanjin.models.family import ModelSpec; "
+                               "print(json.dumps([f.name for f in dataclasses.fields(ModelSpec)]))"],
+        env=os.environ | {"PYTHONPATH": str(site)}, cwd=tmp, capture_output=True, text=True, check=True).stdout)
+    found = R.find_champion(model, tmp / "champion", tracking_uri=tracking_uri)
+    bundle = tmp / "before-bundle"
+    bundle.mkdir()
+    for name in R.BUNDLE_FILES:
+        shutil.copy(R.bundle_file(found.bundle_dir, name), bundle / name)
+    spec = json.loads((bundle / R.CHECKPOINT_SPEC).read_text())
+    (bundle / R.CHECKPOINT_SPEC).write_text(json.dumps({k: v for k, v in spec.items() if k in known}))
+    uri = f"sqlite:///{tmp / 'before.db'}"
+    mlflow.set_tracking_uri(uri)
+    experiment = mlflow.create_experiment("before", artifact_location=str(tmp / "before-artifacts"))
+    with mlflow.start_run(experiment_id=experiment) as run:
+        pass
+    R.register_bundle(bundle, model, run.info.run_id, found.tags)  # the first version: @champion
+    mlflow.set_tracking_uri(tracking_uri)
+    return uri
 
 
 def summary(latencies: list[float], statuses: list, seconds: float) -> dict:
@@ -182,7 +214,7 @@ def main() -> None:
     ap.add_argument("--before", default="e2735f8", help="also serve Lite with the package as of this commit "
                     "(default: the last one whose server imported PyTorch); empty to skip")
     args = ap.parse_args()
-    import mlflow
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
     from yanjin.config import ServeSettings
     from yanjin.registry import download_checkpoint, find_champion
@@ -197,9 +229,10 @@ def main() -> None:
                      "client": "aiohttp asyncio on the same machine, 1 text per request"}
     tmp = Path(tempfile.mkdtemp())
 
-    def yanjin_server(model: str, pythonpath: Path | None = None, **overrides) -> tuple[subprocess.Popen, str]:
+    def yanjin_server(model: str, pythonpath: Path | None = None, tracking_uri: str = state.tracking_uri,
+                      **overrides) -> tuple[subprocess.Popen, str]:
         port = free_port()
-        settings = {"tracking_uri": state.tracking_uri, "model": model, "prediction_log": str(tmp / f"{model}-{port}.db"),
+        settings = {"tracking_uri": tracking_uri, "model": model, "prediction_log": str(tmp / f"{model}-{port}.db"),
                     **overrides}  # only what differs from the defaults: the earlier commit knows fewer settings
         ServeSettings.from_dict(settings)  # checked here, not first in the server
         env = os.environ | {ENV: json.dumps(settings)} | ({"PYTHONPATH": str(pythonpath)} if pythonpath else {})
@@ -207,19 +240,20 @@ def main() -> None:
         return start([py, "-m", "bentoml", "serve", "yanjin.serving.service:Classifier", "--port", str(port)],
                      url, "/readyz", env, cwd=tmp if pythonpath else ROOT), url  # the checkout would shadow it
 
-    servers = [("lite", "banking77-lite", None), ("v1", "banking77-v1", None)]
+    servers = [("lite", "banking77-lite", None, state.tracking_uri), ("v1", "banking77-v1", None, state.tracking_uri)]
     if args.before:
-        servers.insert(1, ("lite_before", "banking77-lite", install_before(args.before, tmp)))
-    for name, model, pythonpath in servers:
-        proc, url = yanjin_server(model, pythonpath)
+        site = install_before(args.before, tmp)
+        servers.insert(1, ("lite_before", "banking77-lite", site,
+                           registry_for_before(state.tracking_uri, "banking77-lite", site, tmp)))
+    for name, model, pythonpath, tracking_uri in servers:
+        proc, url = yanjin_server(model, pythonpath, tracking_uri)
         try:
             results[name] = measure(name, proc, url + "/predict", texts, levels, args.seconds)
         finally:
             stop(proc)
 
-    mlflow.set_tracking_uri(state.tracking_uri)
-    champion = find_champion("banking77-v1", tmp / "v1")
-    ckpt = download_checkpoint("banking77-v1", champion, tmp / "v1ckpt")
+    champion = find_champion("banking77-v1", tmp / "v1", tracking_uri=state.tracking_uri)
+    ckpt = download_checkpoint(champion, tmp / "v1ckpt", state.tracking_uri)
     port = free_port()
     proc = start([py, str(ROOT / "benchmarks/serving/naive_server.py"), str(ckpt), str(port)],
                  f"http://127.0.0.1:{port}", "/")
