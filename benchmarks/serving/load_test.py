@@ -109,7 +109,7 @@ def registry_for_before(tracking_uri: str, model: str, site: Path, tmp: Path) ->
         [sys.executable, "-c", "import dataclasses, json; from yanjin.models.family import ModelSpec; "
                                "print(json.dumps([f.name for f in dataclasses.fields(ModelSpec)]))"],
         env=os.environ | {"PYTHONPATH": str(site)}, cwd=tmp, capture_output=True, text=True, check=True).stdout)
-    found = R.find_champion(model, tmp / "champion", tracking_uri=tracking_uri)
+    found = R.find_champion(model, tmp / "current", tracking_uri=tracking_uri)
     bundle = tmp / "before-bundle"
     bundle.mkdir()
     for name in R.BUNDLE_FILES:

@@ -26,7 +26,7 @@ def test_missing_data_folder_is_explained(tmp_path):
 
 def test_compile_writes_yaml(tmp_path):
     result = runner.invoke(app, ["pipeline", "compile", "--output", str(tmp_path / "p.yaml"), "--image", "r/y:1"])
-    assert result.exit_code == 0 and (tmp_path / "p.yaml").read_text().count("image: r/y:1") == 8  # one per step (register and its rejected branch included)
+    assert result.exit_code == 0 and (tmp_path / "p.yaml").read_text().count("image: r/y:1") == 9  # one per step (resolve, and register and its rejected branch, included)
 
 
 def test_every_bench_family_option_has_help():
