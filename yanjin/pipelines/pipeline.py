@@ -18,8 +18,12 @@ DEFAULT_IMAGE = "yanjin:0.1.0"  # what infra/Dockerfile builds; pass --image REG
 GPU = "nvidia.com/gpu"  # the NVIDIA device plugin's resource; GPU nodes are commonly tainted with it
 
 
-def placed(task: dsl.PipelineTask, r: StepResources, gpu: bool) -> dsl.PipelineTask:
-    """Requests, limits, deadline, retries, caching and (compiled with --gpu) a GPU for one step."""
+def placed(task: dsl.PipelineTask, r: StepResources | None, gpu: bool) -> dsl.PipelineTask:
+    """Requests, limits, deadline, retries, caching and (compiled with --gpu) a GPU for one step; None
+    (kfp.local, which ignores them all) sets nothing: each kfp setter walks the caller's whole stack
+    with inspect.stack(), which takes a minute per pipeline under a deep stack such as pytest's."""
+    if r is None:
+        return task
     task.set_cpu_request(r.cpu).set_cpu_limit(r.cpu_limit).set_memory_request(r.memory).set_memory_limit(r.memory_limit)
     task.set_caching_options(r.cache)
     if r.retries:
@@ -31,7 +35,8 @@ def placed(task: dsl.PipelineTask, r: StepResources, gpu: bool) -> dsl.PipelineT
     return task
 
 
-def build_pipeline(image: str = DEFAULT_IMAGE, resources: ResourceParams = ResourceParams(), gpu: bool = False) -> Callable:
+def build_pipeline(image: str = DEFAULT_IMAGE, resources: ResourceParams | None = ResourceParams(),
+                   gpu: bool = False) -> Callable:
     def component(fn):
         # kfp is baked into the yanjin image, so no per-step `pip install kfp`
         return dsl.component(fn, base_image=image, install_kfp_package=False)
@@ -88,34 +93,34 @@ def build_pipeline(image: str = DEFAULT_IMAGE, resources: ResourceParams = Resou
         rc = resolve_op(config_json=config_json, profile=profile, member=member, epochs=epochs,
                         learning_rate=learning_rate, seed=seed, min_improvement=min_improvement, overrides=overrides,
                         registered_model=registered_model).set_display_name("Resolve the run's config")
-        placed(rc, resources.resolve, gpu)
+        placed(rc, resources and resources.resolve, gpu)
         config_json, registered_model = rc.outputs["config_json"], rc.outputs["registered_model"]
         v = validate_op(train_data=train_data, test_data=test_data, label_set=label_set, config_json=config_json,
                         tracking_uri=tracking_uri, experiment=registered_model, artifact_root=artifact_root,
                         git_commit=git_commit).set_display_name("Validate data (Great Expectations)")
-        placed(v, resources.validate, gpu)
+        placed(v, resources and resources.validate, gpu)
         a = adapt_op(test_set=v.outputs["test_set"], adapt_corpus=adapt_corpus, config_json=config_json,
                      tracking_uri=tracking_uri, run_id=v.outputs["run_id"]).set_display_name("Domain text: adaptation (Pro), vocabulary corpus (Lite)")
-        placed(a, resources.adapt, gpu)
+        placed(a, resources and resources.adapt, gpu)
         t = train_op(train_set=v.outputs["train_set"], val_set=v.outputs["val_set"],
                      validation_report=v.outputs["validation_report"], domain=a.outputs["domain"], config_json=config_json,
                      tracking_uri=tracking_uri, run_id=v.outputs["run_id"]).set_display_name("Fine-tune (Lite: distil + prune)")
-        placed(t, resources.train, gpu)
+        placed(t, resources and resources.train, gpu)
         e = export_op(checkpoint=t.outputs["checkpoint"], config_json=config_json).set_display_name("Export ONNX + parity (Lite: INT8)")
-        placed(e, resources.export, gpu)
+        placed(e, resources and resources.export, gpu)
         ev = evaluate_op(bundle=e.outputs["bundle"], test_set=v.outputs["test_set"], config_json=config_json,
                          tracking_uri=tracking_uri, run_id=v.outputs["run_id"]).set_display_name("Evaluate")
-        placed(ev, resources.evaluate, gpu)
+        placed(ev, resources and resources.evaluate, gpu)
         g = gate_op(bundle=e.outputs["bundle"], test_set=v.outputs["test_set"], evaluation=ev.outputs["Output"],
                     lineage=t.outputs["Output"], config_json=config_json, tracking_uri=tracking_uri,
                     registered_model=registered_model).set_display_name("Gate: floors and champion")
-        placed(g, resources.gate, gpu)
+        placed(g, resources and resources.gate, gpu)
         with dsl.If(g.outputs["Output"] == "register", name="candidate-passes-gate"):
             r = register_op(bundle=e.outputs["bundle"], evaluation=ev.outputs["Output"], lineage=t.outputs["Output"],
                             config_json=config_json, tracking_uri=tracking_uri, registered_model=registered_model,
                             data_sha256=v.outputs["data_sha256"], split_sha256=v.outputs["split_sha256"],
                             git_commit=git_commit).set_display_name("Register in MLflow (alias challenger)")
-            placed(r, resources.register, gpu)
+            placed(r, resources and resources.register, gpu)
         with dsl.Else(name="candidate-rejected"):
             n = no_version_op().set_display_name("Rejected: nothing registered")
         Outputs = NamedTuple("PipelineOutputs", [("evaluation", str), ("gate", str), ("version", str)])

@@ -44,7 +44,7 @@ def run_local(config, train_data: str, test_data: str, label_set: str, state: Lo
     local.init(runner=runner or local.SubprocessRunner(use_venv=False), pipeline_root=state.pipeline_root,
                raise_on_error=True)
     name = registered_model_name(config.model_name, config.model.variant)
-    run = build_pipeline(image)(
+    run = build_pipeline(image, resources=None)(  # kfp.local ignores Kubernetes resources and deadlines
         train_data=str(train_data), test_data=str(test_data), label_set=str(label_set or ""),
         config_json=config.to_json(), tracking_uri=uri, registered_model=name,
         artifact_root="" if tracking_uri else state.artifact_root, git_commit=git_commit,
