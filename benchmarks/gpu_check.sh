@@ -1,13 +1,19 @@
 #!/usr/bin/env bash
-# GPU check (<= 10 minutes) for a machine with an NVIDIA GPU: installs onnxruntime-gpu (+ TensorRT
-# wheels), confirms that the TensorRT -> CUDA -> CPU provider order is honoured, and times V1 and Lite
-# on each provider. Needs the registered bench family (.yanjin-bench) or YANJIN_BENCH_STATE.
+# GPU check (<= 10 minutes) for a machine with an NVIDIA GPU:
+#  1. training on the GPU (benchmarks/gpu_training.py): fine-tuning, adaptation and distillation at fp32
+#     and in mixed precision, side by side -> benchmarks/results/gpu_training.json. Needs a CUDA build
+#     of torch in $PY's environment (this machine's pinned torch==2.13.0 is the CPU build);
+#  2. installs onnxruntime-gpu (+ TensorRT wheels), confirms that the TensorRT -> CUDA -> CPU provider
+#     order is honoured, and times V1 and Lite on each provider. Needs the registered bench family
+#     (.yanjin-bench) or YANJIN_BENCH_STATE.
 # Output: benchmarks/results/gpu_check.json (and $OUT/gpu_check.json when $OUT is set).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 STATE=${YANJIN_BENCH_STATE:-.yanjin-bench}
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
+$PY -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'this torch build sees no CUDA device: install a CUDA build of torch==2.13.0')"
+$PY benchmarks/gpu_training.py
 # onnxruntime-gpu replaces the CPU wheel (never both); tensorrt-cu12 brings libnvinfer for the TRT provider
 $PY -m pip uninstall -y onnxruntime >/dev/null 2>&1 || true
 $PY -m pip install --quiet "onnxruntime-gpu==1.32.0" "tensorrt-cu12>=10,<11" "nvidia-cudnn-cu12>=9,<10"

@@ -105,6 +105,13 @@ class CompressParams:
 
 
 @dataclass(frozen=True)
+class ComputeParams:
+    """Where adaptation, fine-tuning and distillation run (components/device.py)."""
+    device: str = "auto"         # auto (a GPU when one is visible) | cpu | cuda | cuda:N
+    precision: str = "auto"      # auto (bf16 or fp16 on a GPU, fp32 on the CPU) | fp32 | bf16 | fp16
+
+
+@dataclass(frozen=True)
 class TrainParams:
     epochs: int = 4              # full passes over the training split
     batch_size: int = 32
@@ -218,6 +225,8 @@ class ResourceParams:
     gate: StepResources = StepResources(timeout_minutes=60, retries=2)
     register: StepResources = StepResources(cpu="500m", memory="1G", cpu_limit="1", memory_limit="2G",
                                             timeout_minutes=15)  # not retried: a retry could register twice
+    record: StepResources = StepResources(cpu="250m", memory="512M", cpu_limit="1", memory_limit="1G",
+                                          timeout_minutes=10, retries=2)  # the family run's member runs and table
 
 
 @dataclass(frozen=True)
@@ -260,6 +269,7 @@ class PipelineConfig:
     adapt: AdaptParams = AdaptParams()
     compress: CompressParams = CompressParams()
     train: TrainParams = TrainParams()
+    compute: ComputeParams = ComputeParams()   # device and precision of adapt, train and distil
     evaluate: EvalParams = EvalParams()
     gate: GateParams = GateParams()
     rollout: RolloutPolicy = RolloutPolicy()   # A/B rollout guardrails (yanjin rollout)

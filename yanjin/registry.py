@@ -47,11 +47,14 @@ ADAPTED_ENCODER_ARTIFACT = "adapted_encoder"
 EVALUATION_ARTIFACT = "evaluation"
 GATE_DECISION = "gate/decision.json"
 FAMILY_RESULT = "family/family.json"        # `yanjin bench family` logs its table here
+FAMILY_RUN_TABLE = "family/members.json"    # a family pipeline run: what it made of each member
+FAMILY_RUN_MARKDOWN = "family/members.md"
 
 # -- tags of a training run -----------------------------------------------------------------------
 RUN_PIPELINE = "pipeline"                   # "yanjin" on every run the pipeline made
 RUN_VALIDATION = "validation"               # passed | failed
 RUN_GATE = "gate"                           # register | reject
+RUN_FAMILY = "family_run_id"                # a member run of a family pipeline: the run that validated its data
 RUN_PARAM_TRAIN, RUN_PARAM_TEST = "data.train", "data.test"   # run params: the data files as given
 
 # -- tags of a registered model (state every replica and controller shares) ------------------------

@@ -43,3 +43,25 @@ def test_bench_family_without_registered_versions_says_what_to_run(tmp_path, dat
                                  "--output-dir", str(tmp_path / "out"), "--latency-runs", "10"],
                            env={"COLUMNS": "300"})
     assert result.exit_code == 1 and "run `yanjin pipeline run --variant all` first" in result.output
+
+
+def test_submit_sends_what_the_package_takes_and_refuses_a_mismatch(tmp_path):
+    from yanjin.config import load_config
+    from yanjin.pipelines.remote import package_parameters, pipeline_arguments
+
+    member, family = tmp_path / "member.yaml", tmp_path / "family.yaml"
+    assert runner.invoke(app, ["pipeline", "compile", "--output", str(member)]).exit_code == 0
+    assert runner.invoke(app, ["pipeline", "compile", "--family", "--output", str(family)]).exit_code == 0
+    config, data = load_config("full"), {"train_data": "s3://b/train.csv", "test_data": "s3://b/test.csv"}
+    assert set(pipeline_arguments(config, "banking77-v1", data, package_parameters(member))) == {
+        "config_json", "registered_model", "train_data", "test_data"}
+    assert set(pipeline_arguments(config, "banking77-v1", data, package_parameters(family))) == {
+        "config_json", "train_data", "test_data"}  # each branch names its own model
+    for package, variant, message in ((family, "v1", "is the family pipeline: pass --variant all"),
+                                      (member, "all", "is the one-member pipeline")):
+        out = runner.invoke(app, ["pipeline", "submit", "--host", "http://127.0.0.1:9", "--package", str(package),
+                                  "--variant", variant], env={"COLUMNS": "300"})
+        assert out.exit_code == 2 and message in out.output, out.output
+    out = runner.invoke(app, ["pipeline", "submit", "--host", "http://127.0.0.1:9", "--package", str(family),
+                              "--variant", "all", "--param", "member=pro"], env={"COLUMNS": "300"})
+    assert out.exit_code == 2 and "takes no parameter ['member']" in out.output, out.output

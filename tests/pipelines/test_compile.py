@@ -93,3 +93,39 @@ def test_the_run_form_is_typed_described_and_needs_no_json(tmp_path):
     # every step reads the config the resolve step wrote, not the raw form
     tasks = spec["root"]["dag"]["tasks"]
     assert tasks["train-model"]["inputs"]["parameters"]["config_json"]["taskOutputParameter"]["producerTask"] == "resolve-config"
+
+
+def test_the_family_pipeline_validates_once_and_orders_only_what_recipes_order(tmp_path):
+    spec, platform = compiled(compile_pipeline(tmp_path / "f.yaml", resources=load_config("full").resources,
+                                               gpu=True, family=True))
+    assert spec["pipelineInfo"]["name"] == "yanjin-family"
+    tasks = spec["root"]["dag"]["tasks"]
+    names = set(tasks)
+    assert [n for n in names if n.startswith("validate")] == ["validate-data"]
+    assert sum(n.startswith("train-model") for n in names) == sum(n.startswith("gate-candidate") for n in names) == 4
+    assert sum(n.startswith("condition-branches") for n in names) == 4  # every member: its gate, dsl.If register
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    assert {n for n, p in params.items() if not p.get("isOptional")} == {"train_data", "test_data"}
+    assert all(p.get("description") for p in params.values()) and "member" not in params
+
+    def upstream(task: str) -> set[str]:
+        return set(tasks[task].get("dependentTasks", []))
+
+    # members are built in the table's order: v1, v2, pro, lite (suffixes -2, -3, -4)
+    assert {"validate-data", "start-member-run"} <= upstream("train-model")
+    assert not any(n.startswith(("train-model", "gate-candidate", "condition")) for n in upstream("train-model-2"))
+    assert not any(n.startswith(("train-model", "gate-candidate", "condition")) for n in upstream("train-model-3"))
+    # Pro's gate waits for V1's row, i.e. V1's register step; Lite trains on the version Pro's branches made
+    assert "summarise-member" in upstream("gate-candidate-3")
+    teacher = tasks["train-model-4"]["inputs"]["parameters"]["teacher_version"]["taskOutputParameter"]
+    assert teacher["producerTask"] == tasks["summarise-member-3"]["inputs"]["parameters"]["version"][
+        "taskOutputParameter"]["producerTask"]
+    assert tasks["train-model-4"]["inputs"]["parameters"]["teacher_in_run"]["runtimeValue"]["constant"] is True
+    # the family table comes last, as Markdown; GPU and resources as in the one-member graph
+    assert upstream("family-table") >= {"summarise-member-4", "validate-data"}
+    assert spec["components"]["comp-family-table"]["outputDefinitions"]["artifacts"]["table"]["artifactType"][
+        "schemaTitle"] == "system.Markdown"
+    executors = spec["deploymentSpec"]["executors"]
+    on_gpu = {name for name, e in executors.items() if "accelerator" in e["container"].get("resources", {})}
+    assert on_gpu == {f"exec-{s}{n}" for s in ("adapt-domain", "train-model") for n in ("", "-2", "-3", "-4")}
+    assert platform["exec-start-member-run"]["activeDeadlineSeconds"] == "600"

@@ -19,7 +19,7 @@ bench_app = typer.Typer(help="Measure registered versions side by side.", no_arg
 @pipeline_app.command("run")
 def pipeline_run(
     profile: str = typer.Option("demo", help="Config profile (configs/<name>.yaml: tiny, demo, full) or a YAML path."),
-    variant: Optional[str] = typer.Option(None, help="Family member to build (overrides model.variant): v1, v2, pro, lite, or all (the family table's members in order: Pro is gated against V1, Lite distils Pro)."),
+    variant: Optional[str] = typer.Option(None, help="Family member to build (overrides model.variant): v1, v2, pro, lite, or all (the family pipeline: every member in one run, validated once; Pro is gated after V1 registers, Lite distils this run's Pro)."),
     corpus: List[Path] = typer.Option([], help="Unlabeled in-domain text for Pro's adaptation and Lite's vocabulary (repeatable; default: the profile's adapt.domain_text, i.e. the training file plus NLU++ banking when found)."),
     set_: List[str] = typer.Option([], "--set", help="Override a config field, e.g. --set train.epochs=2 (repeatable)."),
     data: Optional[Path] = typer.Option(None, help="Folder with train.csv, test.csv and categories.json (default: $YANJIN_DATA or banking77)."),
@@ -30,17 +30,17 @@ def pipeline_run(
     tracking_uri: Optional[str] = TRACKING,
     metrics_out: Optional[Path] = typer.Option(None, help="Also write the evaluation figures as JSON to this path."),
 ) -> None:
-    """Run validate -> train -> export -> evaluate -> gate -> register with kfp.local."""
+    """Run validate -> train -> export -> evaluate -> gate -> register with kfp.local (--variant all: the
+    family pipeline, every member in one run)."""
     from ..config import with_variant
     from ..family import FAMILY
-    from ..pipelines.run import run_local
+    from ..pipelines.run import run_family_local, run_local
     from ..state import git_commit
     from .options import profile as load_profile
 
     config = load_profile(profile, set_)
-    variants = list(FAMILY) if variant == "all" else [variant] if variant else [config.model.variant]
-    if unknown := [v for v in variants if v not in FAMILY]:
-        raise typer.BadParameter(f"unknown family member(s) {unknown}; known: {list(FAMILY)} or all", param_hint="--variant")
+    if variant and variant != "all" and variant not in FAMILY:
+        raise typer.BadParameter(f"unknown family member {variant!r}; known: {list(FAMILY)} or all", param_hint="--variant")
     if not (train and test):
         folder = data_dir(data, state_dir)
         train, test = train or folder / "train.csv", test or folder / "test.csv"
@@ -48,17 +48,23 @@ def pipeline_run(
             labels = folder / "categories.json"
     state = state_of(state_dir)
     uri = tracking_uri or state.tracking_uri
-    for name in variants:
-        try:
-            outcome = run_local(with_variant(config, name), str(train), str(test), str(labels or ""), state,
-                                tracking_uri, git_commit(), adapt_corpus=[str(c) for c in corpus] or None)
-        except (RuntimeError, ValueError) as e:
-            typer.secho(f"pipeline stopped ({name}): {e}\nSee the failing step's error above; nothing was registered.",
-                        fg="red", err=True)
-            raise typer.Exit(1)
+    args = (str(train), str(test), str(labels or ""), state, tracking_uri, git_commit())
+    corpus_args = [str(c) for c in corpus] or None
+    try:
+        if variant == "all":
+            family = run_family_local(config, *args, adapt_corpus=corpus_args)
+            outcomes = family.members
+        else:
+            config = with_variant(config, variant) if variant else config
+            outcomes = {config.model.variant: run_local(config, *args, adapt_corpus=corpus_args)}
+    except (RuntimeError, ValueError) as e:
+        typer.secho(f"pipeline stopped: {e}\nSee the failing step's error above; nothing was registered by the "
+                    f"failing branch.", fg="red", err=True)
+        raise typer.Exit(1)
+    for name, outcome in outcomes.items():
         ev = outcome.evaluation
         if metrics_out:
-            path = metrics_out if len(variants) == 1 else metrics_out.with_name(f"{metrics_out.stem}-{name}{metrics_out.suffix}")
+            path = metrics_out if len(outcomes) == 1 else metrics_out.with_name(f"{metrics_out.stem}-{name}{metrics_out.suffix}")
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(ev | {"registered_model": outcome.registered_model,
                                              "profile": config.profile}, indent=2) + "\n")
@@ -70,6 +76,8 @@ def pipeline_run(
         else:
             typer.echo("gate rejected the candidate: nothing registered (reasons in the MLflow run, gate/decision.json)")
         typer.echo(f"MLflow run {ev['run_id']} in {uri}")
+    if variant == "all":
+        typer.echo("\n" + family.markdown)
     typer.echo(f"open the MLflow UI: mlflow ui --backend-store-uri {uri} --port 5000  (then http://127.0.0.1:5000)")
 
 
@@ -81,37 +89,52 @@ def pipeline_compile(
                                              "deadline, retries and caching."),
     set_: List[str] = typer.Option([], "--set", help="Override a config field, e.g. --set resources.train.memory=16G."),
     gpu: bool = typer.Option(False, help="Adapt and train/distil request one NVIDIA GPU (and tolerate GPU nodes' taint)."),
+    family: bool = typer.Option(False, "--family", help="The family pipeline: every member in one run (validate once, "
+                                                        "a branch per member, the family table) instead of one member per run."),
 ) -> None:
     """Compile the pipeline to YAML (upload it in the Kubeflow UI or submit it with kfp.Client)."""
     from ..pipelines.pipeline import DEFAULT_IMAGE
     from ..pipelines.run import compile_pipeline
     from .options import profile as load_profile
 
-    path = compile_pipeline(output, image or DEFAULT_IMAGE, load_profile(profile, set_).resources, gpu)
-    typer.echo(f"wrote {path}" + (" (GPU steps: adapt, train)" if gpu else ""))
+    path = compile_pipeline(output, image or DEFAULT_IMAGE, load_profile(profile, set_).resources, gpu, family)
+    typer.echo(f"wrote {path}" + (" (the family pipeline)" if family else "") + (" (GPU steps: adapt, train)" if gpu else ""))
 
 
-def _cluster_arguments(profile: str, set_: List[str], variant: Optional[str], params: List[str]):
+def _cluster_arguments(profile: str, set_: List[str], variant: Optional[str], params: List[str], package: Path):
     from ..config import with_variant
+    from ..pipelines.remote import package_parameters, pipeline_arguments
     from ..registry import registered_model_name
     from .options import profile as load_profile
 
+    if not package.is_file():
+        raise typer.BadParameter(f"{package} not found; run yanjin pipeline compile first", param_hint="--package")
+    accepted = package_parameters(package)
+    family = "member" not in accepted
+    if family != (variant == "all"):
+        raise typer.BadParameter(f"{package} is {'the family pipeline' if family else 'the one-member pipeline'}: "
+                                 + ("pass --variant all, or compile without --family" if family else
+                                    "pass one member, or compile with --family for --variant all"),
+                                 param_hint="--variant")
     config = load_profile(profile, set_)
-    config = with_variant(config, variant) if variant else config
+    config = with_variant(config, variant) if variant and not family else config
     overrides = {}
     for p in params:
         key, sep, value = p.partition("=")
         if not sep:
             raise typer.BadParameter(f"{p!r} must look like name=value", param_hint="--param")
         overrides[key.strip()] = value
-    from ..pipelines.remote import pipeline_arguments
-    return pipeline_arguments(config, registered_model_name(config.model_name, config.model.variant), overrides)
+    try:
+        return pipeline_arguments(config, registered_model_name(config.model_name, config.model.variant), overrides,
+                                  accepted)
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--param") from None
 
 
 CLUSTER_PARAMS = typer.Option([], "--param", help="Pipeline parameter name=value, e.g. train_data=s3://bucket/train.csv, tracking_uri=http://mlflow:5000 (repeatable).")
 PACKAGE = typer.Option(Path("yanjin_pipeline.yaml"), help="Compiled pipeline (yanjin pipeline compile).")
 CLUSTER_PROFILE = typer.Option("full", help="Config profile sent as config_json.")
-VARIANT = typer.Option(None, help="Family member (v1, v2, pro, lite).")
+VARIANT = typer.Option(None, help="Family member (v1, v2, pro, lite), or all with a package compiled with --family.")
 CLUSTER_SETS = typer.Option([], "--set", help="Override a config field (repeatable).")
 EXPERIMENT = typer.Option("yanjin", help="KFP experiment.")
 NAMESPACE = typer.Option(None, help="Kubeflow profile namespace (multi-user installs).")
@@ -127,10 +150,9 @@ def pipeline_submit(
     """Start one run of the compiled pipeline on a Kubeflow cluster."""
     from ..pipelines.remote import client
 
-    if not package.is_file():
-        raise typer.BadParameter(f"{package} not found; run yanjin pipeline compile first", param_hint="--package")
+    arguments = _cluster_arguments(profile, set_, variant, param, package)
     kfp_client = client(host, namespace)
-    run = kfp_client.create_run_from_pipeline_package(str(package), _cluster_arguments(profile, set_, variant, param),
+    run = kfp_client.create_run_from_pipeline_package(str(package), arguments,
                                                       experiment_name=experiment, namespace=namespace,
                                                       enable_caching=False)
     typer.echo(f"submitted run {run.run_id} to {host}")
@@ -156,11 +178,10 @@ def pipeline_schedule(
     if len(expression.split()) != 6:
         raise typer.BadParameter(f"{expression!r}: KFP cron has 6 fields, seconds first (quarterly: {QUARTERLY_CRON})",
                                  param_hint="--cron")
-    if not package.is_file():
-        raise typer.BadParameter(f"{package} not found; run yanjin pipeline compile first", param_hint="--package")
+    arguments = _cluster_arguments(profile, set_, variant, param, package)
     kfp_client = client(host, namespace)
-    options = recurring_run_options(name, experiment_id(kfp_client, experiment, namespace), package,
-                                    _cluster_arguments(profile, set_, variant, param), expression)
+    options = recurring_run_options(name, experiment_id(kfp_client, experiment, namespace), package, arguments,
+                                    expression)
     job = kfp_client.create_recurring_run(**options)
     typer.echo(f"recurring run {getattr(job, 'recurring_run_id', job)} '{name}': cron {expression}, max 1 at a time, "
                f"no catch-up, caching off")

@@ -28,7 +28,8 @@ from ..models.family import ModelSpec, base_tokenizer_file, encoder_config
 from ..models.pretrained import load_pretrained_encoder, save_encoder_weights
 from ..models.tokenizer import TextTokenizer
 from .data import DataError
-from .train import seed_everything, warmup_linear_decay
+from .device import CPU, Placement
+from .train import on_device, seed_everything, warmup_linear_decay
 from .validate import normalise
 
 
@@ -92,20 +93,22 @@ def delete_tokens(ids: np.ndarray, mask: np.ndarray, rate: float, rng: np.random
 def contrastive_loss(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
     """InfoNCE over the batch: row i of z1 must pick row i of z2 among all rows."""
     sim = F.normalize(z1, dim=-1) @ F.normalize(z2, dim=-1).T / temperature  # (B, B)
-    return F.cross_entropy(sim, torch.arange(len(z1)))
+    return F.cross_entropy(sim, torch.arange(len(z1), device=z1.device))
 
 
 def adapt_encoder(texts: list[str], exclude: list[str], spec: ModelSpec, params: AdaptParams,
                   out_path: str | Path, on_step: Callable[[int, float], None] | None = None,
-                  progress: bool = True) -> AdaptResult:
-    """Continue pretraining MiniLM on `texts` (minus `exclude`); saves encoder weights as safetensors."""
+                  progress: bool = True, place: Placement = CPU) -> AdaptResult:
+    """Continue pretraining MiniLM on `texts` (minus `exclude`) on `place`; saves encoder weights as
+    safetensors."""
     seed_everything(params.seed)
     corpus, n_excluded = clean_corpus(texts, exclude)
     if params.max_texts > 0:
         corpus = corpus[: params.max_texts]
     if len(corpus) < 2 * params.batch_size:
         raise DataError(f"adaptation corpus has {len(corpus)} texts after cleaning; need at least {2 * params.batch_size}")
-    encoder = load_pretrained_encoder(Encoder(encoder_config(spec)))
+    encoder = load_pretrained_encoder(Encoder(encoder_config(spec))).to(place.torch_device)
+    scaler = place.scaler()
     tokenizer = TextTokenizer(base_tokenizer_file(), params.max_length)
     steps_per_epoch = len(corpus) // params.batch_size  # drop the ragged last batch: it weakens the negatives
     total = steps_per_epoch * params.epochs
@@ -122,14 +125,18 @@ def adapt_encoder(texts: list[str], exclude: list[str], spec: ModelSpec, params:
             batch = [corpus[j] for j in order[i * params.batch_size : (i + 1) * params.batch_size]]
             ids, mask = tokenizer(batch)
             ids2, mask2 = delete_tokens(ids, mask, params.token_deletion, rng)
-            ids, mask, ids2, mask2 = (torch.from_numpy(a) for a in (ids, mask, ids2, mask2))
-            z1 = mean_pool(encoder(ids, mask), mask)                      # (B, C)
-            z2 = mean_pool(encoder(ids2, mask2), mask2)                   # (B, C), fewer words, other dropout
-            loss = contrastive_loss(z1, z2, params.temperature)
+            ids, mask, ids2, mask2 = on_device(place, ids, mask, ids2, mask2)
+            with place.autocast():
+                z1 = mean_pool(encoder(ids, mask), mask)                  # (B, C)
+                z2 = mean_pool(encoder(ids2, mask2), mask2)               # (B, C), fewer words, other dropout
+            # outside autocast: at temperature 0.05 the similarities need fp32's mantissa
+            loss = contrastive_loss(z1.float(), z2.float(), params.temperature)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
             torch.nn.utils.clip_grad_norm_(encoder.parameters(), 1.0)
-            optimizer.step()
+            scaler.step(optimizer)
+            scaler.update()
             schedule.step()
             loss_value, step = loss.item(), step + 1
             bar.set_postfix(loss=f"{loss_value:.4f}")

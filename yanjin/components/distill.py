@@ -29,6 +29,7 @@ from ..models.inference import OnnxClassifier
 from ..models.tokenizer import TextTokenizer
 from ..registry import CHECKPOINT_SPEC, CHECKPOINT_WEIGHTS, LABELS_FILE, TOKENIZER_FILE
 from .data import LABEL, TEXT
+from .device import CPU, Placement
 from .train import Fit, TrainParams, fit, seed_everything, val_accuracy
 
 
@@ -73,10 +74,11 @@ def distill_classifier(
     train_df: pd.DataFrame, val_df: pd.DataFrame, labels: list[str], teacher_checkpoint: str | Path,
     teacher_bundle: str | Path, corpus: list[str], params: CompressParams, train: TrainParams,
     out_dir: str | Path, on_epoch: Callable[[dict], None] | None = None, progress: bool = True,
-    student: ModelSpec = ModelSpec(variant="lite"),
+    student: ModelSpec = ModelSpec(variant="lite"), place: Placement = CPU,
 ) -> DistillResult:
-    """Compress the teacher into `student.variant` (built by `student.builder`); the best validation
-    epoch after pruning is saved to `out_dir`. The student's sizes come from the teacher and the pruning."""
+    """Compress the teacher into `student.variant` (built by `student.builder`) on `place`; the best
+    validation epoch after pruning is saved to `out_dir`. The student's sizes come from the teacher and
+    the pruning."""
     seed_everything(train.seed)
     start = time.perf_counter()
     ckpt = Path(teacher_checkpoint)
@@ -91,9 +93,9 @@ def distill_classifier(
 
     index = {name: i for i, name in enumerate(labels)}
     texts = train_df[TEXT].tolist()
-    y = torch.tensor([index[l] for l in train_df[LABEL]])
+    y = torch.tensor([index[l] for l in train_df[LABEL]], device=place.torch_device)
     val_texts, val_y = val_df[TEXT].tolist(), np.array([index[l] for l in val_df[LABEL]])
-    soft = teacher_logits(teacher_bundle, texts, labels)                        # (N, num_labels)
+    soft = teacher_logits(teacher_bundle, texts, labels).to(place.torch_device)  # (N, num_labels)
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -115,22 +117,22 @@ def distill_classifier(
     # phase 1: the layer-dropped student learns from the teacher (kept only as a starting point)
     model = rebuild(state, spec, len(labels))
     first = fit(model, tokenizer, texts, kd, params.epochs, recipe, val_texts, val_y, save=lambda: None,
-                on_epoch=on_epoch, progress=progress, phase="distil ")
+                on_epoch=on_epoch, progress=progress, phase="distil ", place=place)
     # phase 2: slice out the least important heads and neurons, then recover
     heads, neurons = structure_importance(model, _importance_batches(tokenizer, texts, params), kd)
     state = {k: v.detach() for k, v in model.state_dict().items()}
     state, spec = prune_heads(state, spec, top_k(heads, max(1, round(spec.n_heads * params.head_keep))),
                               head_dim=model.encoder.cfg.head_dim)
     state, spec = prune_ffn(state, spec, top_k(neurons, max(1, round(spec.d_ff * params.ffn_keep))))
-    model = rebuild(state, spec, len(labels))
+    model = rebuild(state, spec, len(labels)).to(place.torch_device)
     save = lambda: save_checkpoint(model, spec, labels, out, tokenizer_file)  # noqa: E731
     pruned = Fit(history=first.history)  # epochs keep counting; "best" restarts for the new architecture
     if params.recovery_epochs == 0:
         pruned.best_epoch = len(first.history)
-        pruned.best_val_accuracy = val_accuracy(model, tokenizer, val_texts, val_y, train.eval_batch_size)
+        pruned.best_val_accuracy = val_accuracy(model, tokenizer, val_texts, val_y, train.eval_batch_size, place)
         save()
     fit(model, tokenizer, texts, kd, params.recovery_epochs, recipe, val_texts, val_y, save=save,
-        state=pruned, on_epoch=on_epoch, progress=progress, phase="recover ")
+        state=pruned, on_epoch=on_epoch, progress=progress, phase="recover ", place=place)
     return DistillResult(pruned.best_epoch, pruned.best_val_accuracy, time.perf_counter() - start,
                          teacher_size, n_params(model.state_dict()), spec.vocab_size, pruned.history)
 

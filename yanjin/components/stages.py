@@ -44,8 +44,9 @@ class Validated:
 def validate_and_split(train_data: str, test_data: str, label_set: str, cfg: PipelineConfig, tracking_uri: str,
                        experiment: str, artifact_root: str, git_commit: str,
                        train_out: str, val_out: str, test_out: str) -> Validated:
-    """Open the version's MLflow run, check the data contract, split, and write the splits as parquet.
-    A failed contract closes the run as FAILED with its report and raises DataValidationError."""
+    """Open the MLflow run (the version's, or the family run's), check the data contract, split, and write
+    the splits as parquet. A failed contract closes the run as FAILED with its report and raises
+    DataValidationError."""
     import mlflow
 
     from .validate import DataValidationError, validate_splits
@@ -58,9 +59,7 @@ def validate_and_split(train_data: str, test_data: str, label_set: str, cfg: Pip
 
     mlflow.set_tracking_uri(tracking_uri)
     with mlflow.start_run(experiment_id=R.ensure_experiment(experiment, artifact_root or None)) as run:
-        mlflow.set_tags(R.VersionTags(variant=cfg.model.variant, profile=cfg.profile, data_sha256=data_sha,
-                                      git_commit=git_commit).to_tags() | {R.RUN_PIPELINE: "yanjin"})
-        mlflow.log_params({R.RUN_PARAM_TRAIN: train_data, R.RUN_PARAM_TEST: test_data})
+        _tag_run(cfg, train_data, test_data, data_sha, git_commit)
         try:
             verdict = validate_splits({"train": train, "test": test}, {"train": train_data, "test": test_data},
                                       labels, cfg.validation).to_dict()
@@ -68,21 +67,54 @@ def validate_and_split(train_data: str, test_data: str, label_set: str, cfg: Pip
             mlflow.log_dict(e.report.to_dict(), R.VALIDATION_REPORT)
             mlflow.set_tag(R.RUN_VALIDATION, "failed")
             raise  # the run is closed as FAILED by the context manager
-        mlflow.log_dict(verdict, R.VALIDATION_REPORT)
-        mlflow.set_tag(R.RUN_VALIDATION, "passed")
         # the contract holds for the files as given; smoke profiles sample only afterwards
         train, labels = D.subsample(train, labels, p)
         test = test[test[D.LABEL].isin(labels)] if p.max_classes > 0 else test
         tr, va = D.split_train_val(train, p)
         for frame, path in ((tr, train_out), (va, val_out), (test, test_out)):
             frame.to_parquet(path, index=False)
-        mlflow.log_params({"data.n_train": len(tr), "data.n_val": len(va), "data.n_test": len(test),
-                           "data.n_labels": len(labels)})
-        with tempfile.TemporaryDirectory() as tmp:  # under the registry's name for it
-            split = Path(tmp) / R.TRAINING_DATA_FILE
-            split.write_bytes(Path(train_out).read_bytes())
-            mlflow.log_artifact(str(split), R.TRAINING_DATA_ARTIFACT)
+        _log_validated(verdict, train_out, val_out, test_out, labels)
     return Validated(run.info.run_id, data_sha, R.sha256_file(train_out), verdict | {"labels": labels})
+
+
+def start_member_run(train_set: str, val_set: str, test_set: str, report: dict, cfg: PipelineConfig,
+                     tracking_uri: str, experiment: str, artifact_root: str, git_commit: str, train_data: str,
+                     test_data: str, data_sha256: str, family_run_id: str) -> str:
+    """A family member's own MLflow run, for data validated once by the family run: the same record a
+    one-member run has (tags, data, verdict, training split), linked to the family run. Returns its id."""
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri)
+    with mlflow.start_run(experiment_id=R.ensure_experiment(experiment, artifact_root or None)) as run:
+        _tag_run(cfg, train_data, test_data, data_sha256, git_commit)
+        mlflow.set_tag(R.RUN_FAMILY, family_run_id)
+        verdict = {k: v for k, v in report.items() if k != "labels"}
+        _log_validated(verdict, train_set, val_set, test_set, report["labels"])
+    return run.info.run_id
+
+
+def _tag_run(cfg: PipelineConfig, train_data: str, test_data: str, data_sha: str, git_commit: str) -> None:
+    import mlflow
+
+    mlflow.set_tags(R.VersionTags(variant=cfg.model.variant, profile=cfg.profile, data_sha256=data_sha,
+                                  git_commit=git_commit).to_tags() | {R.RUN_PIPELINE: "yanjin"})
+    mlflow.log_params({R.RUN_PARAM_TRAIN: train_data, R.RUN_PARAM_TEST: test_data})
+
+
+def _log_validated(verdict: dict, train_set: str, val_set: str, test_set: str, labels: list[str]) -> None:
+    """The passed verdict, the split sizes and the training split (the drift monitor's reference)."""
+    import mlflow
+
+    mlflow.log_dict(verdict, R.VALIDATION_REPORT)
+    mlflow.set_tag(R.RUN_VALIDATION, "passed")
+    n = {name: len(pd.read_parquet(path, columns=[D.LABEL])) for name, path in
+         (("train", train_set), ("val", val_set), ("test", test_set))}
+    mlflow.log_params({"data.n_train": n["train"], "data.n_val": n["val"], "data.n_test": n["test"],
+                       "data.n_labels": len(labels)})
+    with tempfile.TemporaryDirectory() as tmp:  # under the registry's name for it
+        split = Path(tmp) / R.TRAINING_DATA_FILE
+        split.write_bytes(Path(train_set).read_bytes())
+        mlflow.log_artifact(str(split), R.TRAINING_DATA_ARTIFACT)
 
 
 # -- domain text --------------------------------------------------------------------------------------
@@ -127,10 +159,11 @@ def prepare_domain(test_set: str, sources: list[str], cfg: PipelineConfig, track
     import mlflow
 
     encoder = os.path.join(out_dir, "encoder.safetensors")
+    place = _placement(cfg, "adapt")
     with _logging_to(tracking_uri, run_id):
-        mlflow.log_params(_params("adapt", cfg.adapt) | {"adapt.corpus": ",".join(sources)})
+        mlflow.log_params(_params("adapt", cfg.adapt) | {"adapt.corpus": ",".join(sources), "adapt.placement": str(place)})
         result = adapt_encoder(texts, exclude, cfg.model, cfg.adapt, encoder,
-                               on_step=lambda step, loss: mlflow.log_metric("adapt_loss", loss, step=step))
+                               on_step=lambda step, loss: mlflow.log_metric("adapt_loss", loss, step=step), place=place)
         mlflow.log_metrics({"adapt_texts": result.n_texts, "adapt_excluded_test_texts": result.n_excluded_test,
                             "adapt_seconds": result.seconds})
         mlflow.log_artifact(encoder, R.ADAPTED_ENCODER_ARTIFACT)
@@ -140,6 +173,16 @@ def prepare_domain(test_set: str, sources: list[str], cfg: PipelineConfig, track
 
 
 # -- train --------------------------------------------------------------------------------------------
+def _placement(cfg: PipelineConfig, step: str):
+    """The device and precision `compute` asks for, as this step's pod sees them (printed: the log says
+    where a version trained)."""
+    from .device import choose
+
+    place = choose(cfg.compute)
+    print(f"{step}: {place}")
+    return place
+
+
 @dataclass(frozen=True)
 class Trained:
     lineage: dict               # version tags this training decides: checkpoint digest, the teacher
@@ -148,28 +191,37 @@ class Trained:
     seconds: float
 
 
-def _teacher(cfg: PipelineConfig, tracking_uri: str, tmp: str) -> tuple[R.Downloaded, Path]:
-    """The teacher's champion, its bundle and checkpoint both verified."""
+def _teacher(cfg: PipelineConfig, tracking_uri: str, tmp: str, version: str | None) -> tuple[R.Downloaded, Path]:
+    """The teacher's given version (the one this family run registered), else its champion; bundle and
+    checkpoint both verified. `version` "" means this run rejected its teacher: the champion teaches."""
     name = R.registered_model_name(cfg.model_name, cfg.recipe.teacher)
-    found = R.find_champion(name, os.path.join(tmp, "bundle"), tracking_uri=tracking_uri)
-    if found is None:
-        raise RuntimeError(f"{cfg.model.variant.capitalize()} distils {name}@{R.CHAMPION}, which does not exist in "
-                           f"{tracking_uri}; build it first: yanjin pipeline run --variant {cfg.recipe.teacher}")
+    if version:
+        found = R.download_version(name, version, os.path.join(tmp, "bundle"), tracking_uri)
+        print(f"teacher: {name} v{version}, registered by this run")
+    else:
+        found = R.find_champion(name, os.path.join(tmp, "bundle"), tracking_uri=tracking_uri)
+        if found is None:
+            raise RuntimeError(f"{cfg.model.variant.capitalize()} distils {name}@{R.CHAMPION}, which does not exist "
+                               f"in {tracking_uri}; build it first: yanjin pipeline run --variant {cfg.recipe.teacher}")
+        print(f"teacher: {name}@{R.CHAMPION} (v{found.version})"
+              + (f"; this run's {cfg.recipe.teacher} was rejected by its gate" if version == "" else ""))
     return found, R.download_checkpoint(found, os.path.join(tmp, "ckpt"), tracking_uri)
 
 
 def train_member(train_set: str, val_set: str, labels: list[str], domain_dir: str, cfg: PipelineConfig,
-                 tracking_uri: str, run_id: str, out_dir: str) -> Trained:
-    """Fine-tune from the pretrained or adapted encoder, or compress the teacher's champion, as the
-    recipe says; the checkpoint is logged to the run (a later member may start from it)."""
+                 tracking_uri: str, run_id: str, out_dir: str, teacher_version: str | None = None) -> Trained:
+    """Fine-tune from the pretrained or adapted encoder, or compress the teacher, as the recipe says:
+    the teacher version a family run registered (`teacher_version`), else the teacher's champion. The
+    checkpoint is logged to the run (a later member may start from it)."""
     import mlflow
 
     from .train import train_classifier
 
     train, val = pd.read_parquet(train_set), pd.read_parquet(val_set)
     lineage: dict = {}
+    place = _placement(cfg, "train")
     with _logging_to(tracking_uri, run_id):
-        mlflow.log_params(_params("model", cfg.model) | _params("train", cfg.train))
+        mlflow.log_params(_params("model", cfg.model) | _params("train", cfg.train) | {"train.placement": str(place)})
 
         def on_epoch(rec: dict) -> None:
             mlflow.log_metrics({k: v for k, v in rec.items() if k != "epoch"}, step=rec["epoch"])
@@ -180,10 +232,10 @@ def train_member(train_set: str, val_set: str, labels: list[str], domain_dir: st
 
             mlflow.log_params(_params("compress", cfg.compress))
             with tempfile.TemporaryDirectory() as tmp:
-                teacher, teacher_ckpt = _teacher(cfg, tracking_uri, tmp)
+                teacher, teacher_ckpt = _teacher(cfg, tracking_uri, tmp, teacher_version)
                 corpus = json.loads(Path(domain_dir, "corpus.json").read_text())
                 result = distill_classifier(train, val, labels, teacher_ckpt, teacher.bundle_dir, corpus, cfg.compress,
-                                            cfg.train, out_dir, on_epoch=on_epoch, student=cfg.model)
+                                            cfg.train, out_dir, on_epoch=on_epoch, student=cfg.model, place=place)
             lineage = {"teacher_model": teacher.model, "teacher_version": teacher.version,
                        "teacher_run_id": teacher.run_id}
             mlflow.set_tags(lineage)
@@ -194,7 +246,7 @@ def train_member(train_set: str, val_set: str, labels: list[str], domain_dir: st
         else:
             adapted = os.path.join(domain_dir, "encoder.safetensors") if cfg.recipe.start == ADAPTED else None
             result = train_classifier(train, val, labels, cfg.model, cfg.train, out_dir, on_epoch=on_epoch,
-                                      encoder_weights=adapted)
+                                      encoder_weights=adapted, place=place)
         mlflow.log_metrics({"best_val_accuracy": result.best_val_accuracy, "train_seconds": result.seconds})
         mlflow.log_artifacts(out_dir, R.CHECKPOINT_ARTIFACT)
     lineage["checkpoint_sha256"] = R.checkpoint_sha256(out_dir)
@@ -292,3 +344,20 @@ def register_member(bundle: str, evaluation: dict, lineage: dict, cfg: PipelineC
     mlflow.set_tracking_uri(tracking_uri)
     return R.register_bundle(bundle, registered_model, evaluation["run_id"], tags)
 
+
+# -- the family run ---------------------------------------------------------------------------------------
+def record_family(rows: dict[str, dict], cfg: PipelineConfig, tracking_uri: str, family_run_id: str) -> str:
+    """The family table (member -> report.family_row) as Markdown, logged with its rows to the run that
+    validated the family's data; returns the Markdown."""
+    import mlflow
+
+    from .report import family_markdown
+
+    text = family_markdown(rows, cfg.profile)
+    mlflow.set_tracking_uri(tracking_uri)
+    with mlflow.start_run(run_id=family_run_id):
+        mlflow.log_dict(rows, R.FAMILY_RUN_TABLE)
+        mlflow.log_text(text, R.FAMILY_RUN_MARKDOWN)
+        mlflow.set_tags({f"{R.RUN_GATE}.{member}": row["gate"] for member, row in rows.items()})
+    print(text)
+    return text

@@ -21,6 +21,7 @@ from ..models.encoder import Classifier
 from ..models.family import ModelSpec, base_tokenizer_file, pretrained_classifier, save_checkpoint
 from ..models.tokenizer import TextTokenizer
 from .data import LABEL, TEXT
+from .device import CPU, Placement
 
 
 @dataclass
@@ -53,18 +54,25 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+def on_device(place: Placement, *arrays: np.ndarray) -> tuple[torch.Tensor, ...]:
+    return tuple(torch.from_numpy(a).to(place.torch_device, non_blocking=True) for a in arrays)
+
+
 @torch.no_grad()
-def predict_logits(model: Classifier, tokenizer: TextTokenizer, texts: list[str], batch_size: int) -> np.ndarray:
+def predict_logits(model: Classifier, tokenizer: TextTokenizer, texts: list[str], batch_size: int,
+                   place: Placement = CPU) -> np.ndarray:
     model.eval()
     out = []
     for i in range(0, len(texts), batch_size):
-        ids, mask = tokenizer(texts[i : i + batch_size])
-        out.append(model(torch.from_numpy(ids), torch.from_numpy(mask)).numpy())
+        ids, mask = on_device(place, *tokenizer(texts[i : i + batch_size]))
+        with place.autocast():
+            out.append(model(ids, mask).float().cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, model.head.out_features), dtype=np.float32)
 
 
-def val_accuracy(model: Classifier, tokenizer: TextTokenizer, texts: list[str], y: np.ndarray, batch_size: int) -> float:
-    return float((predict_logits(model, tokenizer, texts, batch_size).argmax(1) == y).mean())
+def val_accuracy(model: Classifier, tokenizer: TextTokenizer, texts: list[str], y: np.ndarray, batch_size: int,
+                 place: Placement = CPU) -> float:
+    return float((predict_logits(model, tokenizer, texts, batch_size, place).argmax(1) == y).mean())
 
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (logits, batch indices) -> loss
@@ -82,10 +90,13 @@ class Fit:
 def fit(model: Classifier, tokenizer: TextTokenizer, texts: list[str], loss_fn: LossFn, epochs: int,
         params: TrainParams, val_texts: list[str], val_y: np.ndarray, save: Callable[[], None],
         state: Fit | None = None, on_epoch: Callable[[dict], None] | None = None, progress: bool = True,
-        phase: str = "") -> Fit:
-    """AdamW with linear warmup and decay for `epochs`; after each epoch, `save()` if validation
-    accuracy beat every earlier epoch (of this and previous `state`)."""
+        phase: str = "", place: Placement = CPU) -> Fit:
+    """AdamW with linear warmup and decay for `epochs` on `place` (the model is moved there; `loss_fn`'s
+    targets must live there too); after each epoch, `save()` if validation accuracy beat every earlier
+    epoch (of this and previous `state`)."""
     state = state or Fit()
+    model.to(place.torch_device)
+    scaler = place.scaler()
     steps_per_epoch = (len(texts) + params.batch_size - 1) // params.batch_size
     total = max(1, steps_per_epoch * epochs)
     optimizer = torch.optim.AdamW(param_groups(model, params.weight_decay), lr=params.learning_rate)
@@ -101,16 +112,19 @@ def fit(model: Classifier, tokenizer: TextTokenizer, texts: list[str], loss_fn: 
         running = 0.0
         for step in bar:
             idx = order[step * params.batch_size : (step + 1) * params.batch_size]
-            ids, mask = tokenizer([texts[i] for i in idx])
-            loss = loss_fn(model(torch.from_numpy(ids), torch.from_numpy(mask)), idx)  # logits (B, num_labels)
+            ids, mask = on_device(place, *tokenizer([texts[i] for i in idx]))
+            with place.autocast():
+                loss = loss_fn(model(ids, mask), idx)  # logits (B, num_labels)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)  # clip the true gradients
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
+            scaler.step(optimizer)
+            scaler.update()
             schedule.step()
             running += loss.item()
             bar.set_postfix(loss=f"{running / (step + 1):.4f}")
-        acc = val_accuracy(model, tokenizer, val_texts, val_y, params.eval_batch_size)
+        acc = val_accuracy(model, tokenizer, val_texts, val_y, params.eval_batch_size, place)
         record = {"epoch": epoch, "train_loss": running / max(1, steps_per_epoch), "val_accuracy": acc,
                   "lr": schedule.get_last_lr()[0]}
         state.history.append(record)
@@ -132,15 +146,16 @@ def train_classifier(
     on_epoch: Callable[[dict], None] | None = None,
     progress: bool = True,
     encoder_weights: str | Path | None = None,
+    place: Placement = CPU,
 ) -> TrainResult:
-    """Fine-tune the `spec.variant` preset; the best validation epoch is saved to `out_dir`.
+    """Fine-tune the `spec.variant` preset on `place`; the best validation epoch is saved to `out_dir`.
 
     `encoder_weights` starts from an adapted encoder (Pro) instead of the pretrained MiniLM.
     """
     seed_everything(params.seed)
     index = {name: i for i, name in enumerate(labels)}
     texts = train_df[TEXT].tolist()
-    y = torch.tensor([index[l] for l in train_df[LABEL]])
+    y = torch.tensor([index[l] for l in train_df[LABEL]], device=place.torch_device)
     val_texts, val_y = val_df[TEXT].tolist(), np.array([index[l] for l in val_df[LABEL]])
 
     model = pretrained_classifier(spec, len(labels), Path(encoder_weights) if encoder_weights else None)
@@ -152,5 +167,5 @@ def train_classifier(
         save()
         return TrainResult(0, acc, time.perf_counter() - start)
     result = fit(model, tokenizer, texts, lambda logits, idx: torch.nn.functional.cross_entropy(logits, y[idx]),
-                 params.epochs, params, val_texts, val_y, save, on_epoch=on_epoch, progress=progress)
+                 params.epochs, params, val_texts, val_y, save, on_epoch=on_epoch, progress=progress, place=place)
     return TrainResult(result.best_epoch, result.best_val_accuracy, time.perf_counter() - start, result.history)

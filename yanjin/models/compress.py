@@ -139,8 +139,10 @@ def structure_importance(model: Classifier, batches: Iterable[tuple[torch.Tensor
     |sum over tokens of a * dL/da|, i.e. how much the loss would change if the unit's output were
     zeroed (Michel et al. 2019; Molchanov et al. 2017), summed over the data. Returns (L, H), (L, F).
 
-    `batches` yield (input_ids, attention_mask, *targets); the loss is `loss_fn(logits, *targets)`.
+    `batches` yield (input_ids, attention_mask, *targets); the loss is `loss_fn(logits, *targets)`. It
+    runs where the model is, in fp32: products of activations and gradients underflow in half precision.
     """
+    device = next(model.parameters()).device
     blocks = list(model.encoder.blocks)
     H, D = blocks[0].attn.n_heads, blocks[0].attn.head_dim
     heads = torch.zeros(len(blocks), H)
@@ -161,13 +163,13 @@ def structure_importance(model: Classifier, batches: Iterable[tuple[torch.Tensor
         for ids, mask, *targets in batches:
             captured.clear()
             model.zero_grad(set_to_none=True)
-            loss_fn(model(ids, mask), *targets).backward()
+            loss_fn(model(ids.to(device), mask.to(device)), *targets).backward()
             for i in range(len(blocks)):
                 ctx = captured[("heads", i)]                                       # (B, T, H*D)
                 per_head = (ctx * ctx.grad).unflatten(-1, (H, D)).sum(dim=(1, 3))  # (B, H)
-                heads[i] += per_head.abs().sum(0).detach()
+                heads[i] += per_head.abs().sum(0).detach().cpu()
                 act = captured[("ffn", i)]                                         # (B, T, F)
-                neurons[i] += (act * act.grad).sum(dim=1).abs().sum(0).detach()   # (F,)
+                neurons[i] += (act * act.grad).sum(dim=1).abs().sum(0).detach().cpu()   # (F,)
     finally:
         for h in handles:
             h.remove()

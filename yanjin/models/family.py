@@ -93,7 +93,7 @@ def save_checkpoint(model: Classifier, spec: ModelSpec, labels: list[str], out_d
     (MiniLM's tokenizer unless given, e.g. Lite's pruned vocabulary)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}  # trained on a GPU too
     save_file(state, str(out / CHECKPOINT_WEIGHTS))
     (out / CHECKPOINT_SPEC).write_text(json.dumps(asdict(spec), indent=2))
     (out / LABELS_FILE).write_text(json.dumps(labels, indent=2))

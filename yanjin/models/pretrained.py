@@ -102,7 +102,7 @@ def load_pretrained_encoder(encoder: Encoder, model_dir: str | Path | None = Non
 def save_encoder_weights(encoder: Encoder, path: str | Path) -> Path:
     from safetensors.torch import save_file
 
-    save_file({k: v.detach().contiguous() for k, v in encoder.state_dict().items()}, str(path))
+    save_file({k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}, str(path))
     return Path(path)
 
 

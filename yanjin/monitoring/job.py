@@ -124,11 +124,11 @@ def cluster_retrainer(client, overrides: list[str], model: str, host: str, packa
     training data is whatever the `train_data` parameter names on the cluster's storage (export review labels
     there with `yanjin review export` first; this path does not merge them itself)."""
     from ..pipelines.remote import client as kfp_client
-    from ..pipelines.remote import pipeline_arguments
+    from ..pipelines.remote import package_parameters, pipeline_arguments
 
     def run(reason: str):
         arguments = pipeline_arguments(champion_recipe(client, model, overrides), model,
-                                       dict(p.split("=", 1) for p in params))
+                                       dict(p.split("=", 1) for p in params), package_parameters(package))
         submitted = kfp_client(host).create_run_from_pipeline_package(
             str(package), arguments, run_name=f"{model} retraining: {reason}"[:100], experiment_name="yanjin",
             enable_caching=False)

@@ -5,10 +5,23 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def pipeline_arguments(config, registered_model: str, overrides: dict[str, str]) -> dict[str, str]:
-    """The pipeline's parameters: the profile's config and model name, then --param k=v (data paths on the
-    cluster's storage, the MLflow server's URI, ...)."""
-    return {"config_json": config.to_json(), "registered_model": registered_model} | overrides
+def package_parameters(package: Path) -> set[str]:
+    """The run form's fields of a compiled package (the one-member pipeline's, or the family's)."""
+    import yaml
+
+    spec = next(yaml.safe_load_all(Path(package).read_text()))
+    return set(spec["root"]["inputDefinitions"]["parameters"])
+
+
+def pipeline_arguments(config, registered_model: str, overrides: dict[str, str], accepted: set[str]) -> dict[str, str]:
+    """The pipeline's parameters: the profile's config and (one-member package) the model name, then
+    --param k=v (data paths on the cluster's storage, the MLflow server's URI, ...); a name the package
+    does not take is an error."""
+    if unknown := sorted(set(overrides) - accepted):
+        raise ValueError(f"the package takes no parameter {unknown}; it takes {sorted(accepted)}")
+    base = {"config_json": config.to_json()} | ({"registered_model": registered_model} if "registered_model" in accepted
+                                                 else {})
+    return base | overrides
 
 
 def recurring_run_options(name: str, experiment_id: str, package: Path, arguments: dict, cron: str) -> dict:

@@ -11,17 +11,19 @@ from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Input, Markd
 def resolve_config(
     config_json: str, profile: str, member: str, epochs: int, learning_rate: float, seed: int,
     min_improvement: float, overrides: str, registered_model: str,
-) -> NamedTuple("ResolveOutputs", [("config_json", str), ("registered_model", str)]):
-    """The run form's fields -> one resolved config (recorded on the version) and the model's name."""
+) -> NamedTuple("ResolveOutputs", [("config_json", str), ("registered_model", str), ("family_experiment", str)]):
+    """The run form's fields -> one resolved config (recorded on the version), the model's name and the
+    experiment of the family's runs."""
     from collections import namedtuple
 
     from yanjin.config import from_run_form
-    from yanjin.registry import registered_model_name
+    from yanjin.registry import family_experiment, registered_model_name
 
     cfg = from_run_form(config_json, profile, member, epochs, learning_rate, seed, min_improvement, overrides)
     name = registered_model or registered_model_name(cfg.model_name, cfg.model.variant)
     print(f"{name}: profile {cfg.profile}, member {cfg.model.variant}, recipe {cfg.recipe.summary}")
-    return namedtuple("ResolveOutputs", ["config_json", "registered_model"])(cfg.to_json(), name)
+    return namedtuple("ResolveOutputs", ["config_json", "registered_model", "family_experiment"])(
+        cfg.to_json(), name, family_experiment(cfg.model_name))
 
 
 def validate_data(
@@ -44,6 +46,22 @@ def validate_data(
                                                                                     v.split_sha256)
 
 
+def start_member_run(
+    train_set: Input[Dataset], val_set: Input[Dataset], test_set: Input[Dataset], validation_report: Input[Artifact],
+    config_json: str, tracking_uri: str, experiment: str, artifact_root: str, git_commit: str, train_data: str,
+    test_data: str, data_sha256: str, family_run_id: str,
+) -> str:
+    """A family member's own MLflow run over the data the family run validated; returns its id."""
+    import json
+
+    from yanjin.components.stages import start_member_run as start
+    from yanjin.config import PipelineConfig
+
+    return start(train_set.path, val_set.path, test_set.path, json.load(open(validation_report.path)),
+                 PipelineConfig.from_json(config_json), tracking_uri, experiment, artifact_root, git_commit,
+                 train_data, test_data, data_sha256, family_run_id)
+
+
 def adapt_domain(
     test_set: Input[Dataset], adapt_corpus: str, config_json: str, tracking_uri: str, run_id: str,
     domain: Output[Model],
@@ -59,10 +77,11 @@ def adapt_domain(
 
 def train_model(
     train_set: Input[Dataset], val_set: Input[Dataset], validation_report: Input[Artifact], domain: Input[Model],
-    config_json: str, tracking_uri: str, run_id: str,
+    config_json: str, tracking_uri: str, run_id: str, teacher_version: str, teacher_in_run: bool,
     checkpoint: Output[Model], metrics: Output[Metrics],
 ) -> str:
-    """Fine-tune, or compress the teacher's champion, as the recipe says; returns lineage tags as JSON."""
+    """Fine-tune, or compress the teacher, as the recipe says; returns lineage tags as JSON. A family run
+    passes the teacher version it registered (`teacher_in_run`; "" when it rejected it: the champion)."""
     import json
 
     from yanjin.components.stages import train_member
@@ -70,7 +89,8 @@ def train_model(
 
     cfg = PipelineConfig.from_json(config_json)
     labels = json.load(open(validation_report.path))["labels"]
-    t = train_member(train_set.path, val_set.path, labels, domain.path, cfg, tracking_uri, run_id, checkpoint.path)
+    t = train_member(train_set.path, val_set.path, labels, domain.path, cfg, tracking_uri, run_id, checkpoint.path,
+                     teacher_version if teacher_in_run else None)
     checkpoint.metadata.update({"variant": cfg.model.variant, "best_epoch": t.best_epoch} | t.lineage)
     metrics.log_metric("best_val_accuracy", t.best_val_accuracy)
     metrics.log_metric("train_seconds", t.seconds)
@@ -112,8 +132,10 @@ def evaluate_model(
 
 def gate_candidate(
     bundle: Input[Model], test_set: Input[Dataset], evaluation: str, lineage: str, config_json: str,
-    tracking_uri: str, registered_model: str, decision: Output[Markdown],
+    tracking_uri: str, registered_model: str, after: str, decision: Output[Markdown],
 ) -> str:
+    """Floors and champions. A family run passes in `after` its table so far (summarise_member), holding
+    the members this one must also beat: the gate reads their champions once this run registered them."""
     import json
 
     from yanjin.components.report import gate_markdown
@@ -124,7 +146,8 @@ def gate_candidate(
     made = gate_member(bundle.path, test_set.path, figures, json.loads(lineage or "{}"), cfg, tracking_uri,
                        registered_model)
     with open(decision.path, "w") as f:
-        f.write(gate_markdown(made.to_dict(), figures, gate_floors(cfg.gate), registered_model))
+        f.write(gate_markdown(made.to_dict(), figures, gate_floors(cfg.gate), registered_model,
+                              {r["registered_model"]: r["version"] for r in json.loads(after or "{}").values()}))
     return made.verdict
 
 
@@ -145,3 +168,29 @@ def register_model(
 def no_version() -> str:
     """The rejected branch's register output: no version."""
     return ""
+
+
+def summarise_member(table: str, member: str, registered_model: str, gate: str, version: str, evaluation: str,
+                     lineage: str) -> str:
+    """The family table so far (JSON, member -> row) with this member's row added. Rows are chained from
+    member to member, not gathered: the table step needs one input whatever the family's size."""
+    import json
+
+    from yanjin.components.report import family_row
+
+    row = family_row(registered_model, gate, version, json.loads(evaluation), json.loads(lineage or "{}"))
+    return json.dumps(json.loads(table) | {member: row})
+
+
+def family_table(rows: str, config_json: str, tracking_uri: str, family_run_id: str, table: Output[Markdown]) -> str:
+    """The family table (summarise_member's JSON) as Markdown for the Kubeflow UI, both logged to the
+    family run; returns the rows."""
+    import json
+
+    from yanjin.components.stages import record_family
+    from yanjin.config import PipelineConfig
+
+    text = record_family(json.loads(rows), PipelineConfig.from_json(config_json), tracking_uri, family_run_id)
+    with open(table.path, "w") as f:
+        f.write(text)
+    return rows

@@ -1,0 +1,92 @@
+"""Where adaptation, fine-tuning and distillation run: the GPU when there is one, in mixed precision
+where it is safe.
+
+bf16 autocast on GPUs that have it (Ampere and later): fp32's exponent range, so no loss scaling.
+fp16 autocast with a gradient scaler on older GPUs. fp32 on the CPU unless asked otherwise. Autocast
+keeps softmax, layer norm and the losses in fp32 and the weights stay fp32 throughout (the optimizer
+steps fp32 master weights), so checkpoints, ONNX export and parity are the same in every case.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+
+from ..config import ComputeParams
+
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass(frozen=True)
+class Cuda:
+    """What this process sees of CUDA (probed, or given by a test)."""
+    devices: int = 0
+    bf16: bool = False
+
+    @classmethod
+    def probe(cls) -> "Cuda":
+        if not torch.cuda.is_available():
+            return cls()
+        return cls(torch.cuda.device_count(), torch.cuda.is_bf16_supported())
+
+
+@dataclass(frozen=True)
+class Placement:
+    device: str = "cpu"          # cpu | cuda:N
+    precision: str = "fp32"      # fp32 | bf16 | fp16
+
+    @property
+    def torch_device(self) -> torch.device:
+        return torch.device(self.device)
+
+    def autocast(self):
+        """The forward pass and loss under autocast (a no-op at fp32)."""
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.torch_device.type, dtype=DTYPES[self.precision])
+
+    def scaler(self) -> torch.amp.GradScaler:
+        """Loss scaling, needed by fp16 only (its gradients underflow); pass-through otherwise."""
+        return torch.amp.GradScaler(self.torch_device.type, enabled=self.precision == "fp16")
+
+    def __str__(self) -> str:
+        return f"{self.device}, {self.precision}"
+
+
+CPU = Placement()
+
+
+def choose(params: ComputeParams, cuda: Cuda | None = None) -> Placement:
+    """The placement `compute.device` / `compute.precision` ask for, checked against what is visible.
+
+    device: auto (the first GPU if any, else the CPU), cpu, cuda or cuda:N. precision: auto (bf16 on a
+    GPU that has it, fp16 on one that does not, fp32 on the CPU), fp32, bf16 (a GPU with bf16, or the
+    CPU) or fp16 (a GPU only).
+    """
+    cuda = cuda if cuda is not None else Cuda.probe()
+    device = params.device.strip().lower()
+    if device == "auto":
+        device = "cuda:0" if cuda.devices else "cpu"
+    elif device == "cuda":
+        device = "cuda:0"
+    if device.startswith("cuda"):
+        index = device.partition(":")[2]
+        if not index.isdigit():
+            raise ValueError(f"compute.device {params.device!r}: expected auto, cpu, cuda or cuda:N")
+        if int(index) >= cuda.devices:
+            raise ValueError(f"compute.device {params.device!r}, but this process sees {cuda.devices} CUDA device(s) "
+                             f"(torch.cuda.is_available() is {bool(cuda.devices)}); use compute.device=auto or cpu")
+    elif device != "cpu":
+        raise ValueError(f"compute.device {params.device!r}: expected auto, cpu, cuda or cuda:N")
+    on_gpu = device != "cpu"
+    precision = params.precision.strip().lower()
+    if precision == "auto":
+        precision = ("bf16" if cuda.bf16 else "fp16") if on_gpu else "fp32"
+    if precision not in ("fp32", "bf16", "fp16"):
+        raise ValueError(f"compute.precision {params.precision!r}: expected auto, fp32, bf16 or fp16")
+    if precision == "fp16" and not on_gpu:
+        raise ValueError("compute.precision fp16 needs a GPU (on the CPU use bf16 or fp32)")
+    if precision == "bf16" and on_gpu and not cuda.bf16:
+        raise ValueError(f"compute.precision bf16: {device} has no bf16 support; use fp16 or auto")
+    return Placement(device, precision)
