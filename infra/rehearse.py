@@ -198,7 +198,7 @@ def serving_in_container(docker: list[str], server, predictions_url: str, data: 
     import httpx
     import pandas as pd
 
-    from tests.integration.stack import free_port
+    from tests.integration.stack import free_port, wait_http
     from tests.serving.malformed import malformed_requests
 
     port = free_port()
@@ -211,18 +211,12 @@ def serving_in_container(docker: list[str], server, predictions_url: str, data: 
     if started.returncode != 0:
         raise RuntimeError(f"the serving container did not start: {started.stderr[-2000:]}")
     cid = started.stdout.strip()
+    def died() -> str | None:
+        state = subprocess.run(docker + ["inspect", "-f", "{{.State.Running}}", cid], capture_output=True, text=True)
+        return None if state.stdout.strip() == "true" else f"the serving container exited: {logs(docker, cid)}"
+
     try:
-        for _ in range(240):
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            state = subprocess.run(docker + ["inspect", "-f", "{{.State.Running}}", cid], capture_output=True, text=True)
-            if state.stdout.strip() != "true":
-                raise RuntimeError(f"the serving container exited: {logs(docker, cid)}")
-            time.sleep(0.5)
-        else:
+        if not wait_http(f"{url}/readyz", died):
             raise RuntimeError(f"the serving container never became ready: {logs(docker, cid)}")
         texts = pd.read_csv(data / "test.csv")["text"].tolist()[:160]
         answers = [httpx.post(f"{url}/predict", json={"items": [{"text": t} for t in texts[i:i + 16]]}, timeout=60)

@@ -39,7 +39,7 @@ class Recipe:
             raise ValueError(f"member {name!r}: a teacher is named exactly when start is {TEACHER!r}")
 
 
-# Build order matters for `--variant all`: Pro is gated against V1's champion, Lite distils Pro's.
+# Build order matters to the family pipeline: Pro is gated against V1's champion, Lite distils Pro.
 FAMILY: dict[str, Recipe] = {
     "v1": Recipe(summary="general: pretrained MiniLM fine-tuned on the task"),
     "v2": Recipe(builder="v2", model={"max_positions": 4096, "max_length": 4096},

@@ -38,21 +38,13 @@ import psutil
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "benchmarks" / "results"
 sys.path.insert(0, str(ROOT))
-from tests.integration.stack import free_port, stop  # noqa: E402 - the servers' start and stop, as the tests do
+from tests.integration.stack import exited, free_port, stop, wait_http  # noqa: E402 - as the tests do
 
 
 def start(args: list[str], url: str, ready_path: str, env: dict | None = None, cwd: Path = ROOT) -> subprocess.Popen:
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=cwd)
-    deadline = time.time() + 180
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{args} exited with {proc.returncode}")
-        try:
-            if httpx.get(url + ready_path, timeout=2).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
+    if wait_http(url + ready_path, exited(proc), timeout=180):
+        return proc
     proc.kill()
     raise RuntimeError(f"{args} never became ready")
 

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +30,27 @@ def stop(proc: subprocess.Popen) -> None:
         proc.wait(timeout=20)
     except subprocess.TimeoutExpired:
         proc.kill()
+
+
+def wait_http(url: str, died: Callable[[], str | None], timeout: float = 120) -> bool:
+    """Poll `url` until it answers 200 (True) or `timeout` passes (False); `died()` says why the server
+    behind it is gone (then this raises), or None while it runs."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return True
+        except httpx.HTTPError:
+            pass
+        if (why := died()) is not None:
+            raise RuntimeError(why)
+        time.sleep(0.5)
+    return False
+
+
+def exited(proc: subprocess.Popen, log: Callable[[], str] = lambda: "") -> Callable[[], str | None]:
+    """For wait_http: the process's exit, with the tail of its log."""
+    return lambda: None if proc.poll() is None else f"{proc.args} exited with {proc.returncode}: {log()[-3000:]}"
 
 
 def pg_bin() -> Path:
@@ -102,16 +123,7 @@ def mlflow_server(postgres_url: str, folder: Path) -> Iterator[MlflowServer]:
                             stderr=open(folder / "server.log", "w"))
     url = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(240):
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None:
-                raise RuntimeError((folder / "server.log").read_text()[-3000:])
-            time.sleep(0.5)
-        else:
+        if not wait_http(f"{url}/health", exited(proc, (folder / "server.log").read_text)):
             raise RuntimeError(f"mlflow server never answered on {url}")
         yield MlflowServer(url, "admin", password, artifacts)
     finally:

@@ -10,7 +10,7 @@ import httpx
 import mlflow
 import pytest
 
-from tests.integration.stack import free_port, stop  # noqa: F401 - other tests take them from here
+from tests.integration.stack import exited, free_port, stop, wait_http  # noqa: F401 - other tests take free_port, stop from here
 from tests.serving.malformed import malformed_requests
 from yanjin.registry import CHALLENGER, CHAMPION, VersionTags, register_bundle
 from yanjin.config import load_config
@@ -53,17 +53,7 @@ def start_server(state: LocalState, port: int, *settings: str) -> subprocess.Pop
 
 
 def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 120) -> bool:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited: {proc.stderr.read()[-3000:]}")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return True
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    return False
+    return wait_http(f"{url}/readyz", exited(proc, proc.stderr.read), timeout)
 
 
 @pytest.fixture(scope="module")
