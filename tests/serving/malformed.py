@@ -39,4 +39,12 @@ def malformed_requests(max_chars: int, max_items: int, max_body_bytes: int) -> l
         ("form content type", b"items=hi", "application/x-www-form-urlencoded"),
         ("plain-text content type", b"my card is lost", "text/plain"),
         ("no content type", b'{"items": [{"text": "hi"}]}', ""),
+        ("empty item list", b'{"items": []}', "application/json"),
+        ("nested 40 deep", ('{"items": [{"text": "hi", "key": ' + "[" * 40 + "]" * 40 + "}]}").encode(), "application/json"),
+        ("nested 5000 deep", ('{"items": ' + "[" * 5000 + "]" * 5000 + "}").encode(), "application/json"),
+        ("integer of 5000 digits", ('{"items": [{"text": "hi", "key": ' + "9" * 5000 + "}]}").encode(), "application/json"),
+        ("only control characters", json.dumps({"items": [{"text": "\u0001\u0002\u007f"}]}).encode(), "application/json"),
+        ("NUL in text", json.dumps({"items": [{"text": "my card\u0000 is lost"}]}).encode(), "application/json"),
+        ("only invisible characters", json.dumps({"items": [{"text": "\u200b\u200d\u2060"}]}).encode(),
+         "application/json"),
     ]

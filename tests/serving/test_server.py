@@ -157,6 +157,10 @@ def test_malformed_requests_get_a_clear_4xx_and_the_server_keeps_serving(server)
     assert "not valid UTF-8" in answers["non-UTF-8 bytes"][1] and "not valid JSON" in answers["not JSON"][1]
     assert "empty or only whitespace" in answers["whitespace text"][1]
     assert "the limit is 500" in answers["text too long"][1]
+    assert "nested" in answers["nested 40 deep"][1] and "nested" in answers["nested 5000 deep"][1]
+    assert "digits" in answers["integer of 5000 digits"][1]
+    assert "control character U+0000 at position 7" in answers["NUL in text"][1]
+    assert "no visible characters" in answers["only invisible characters"][1]
     assert predict(url, [{"text": "still there?"}]).status_code == 200
 
 

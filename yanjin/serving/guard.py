@@ -3,7 +3,8 @@
 - request bodies over the limit: 413 (BentoML has no limit by default), checked on the declared
   length and again while reading, so a chunked upload cannot slip past;
 - anything but JSON on a POST: 415 (BentoML also accepts pickle between services: never from clients);
-- bodies that are not UTF-8 or not JSON: 400 naming the problem;
+- bodies that are not UTF-8 or not JSON, nested deeper than `max_depth`, or holding an integer
+  longer than Python converts (4,300 digits): 400 naming the problem (each was a 500 before);
 - more than `max_in_flight` requests at once: 503 with Retry-After, before any work is queued
   (BentoML's own concurrency cap answers 429 without Retry-After from outside this middleware, so
   it is only a backstop set higher); any other 429/503 passing through also gets Retry-After.
@@ -11,6 +12,21 @@
 from __future__ import annotations
 
 import json
+
+MAX_DEPTH = 32  # a request is {"items": [{...}]}: 3 levels; anything far deeper is an attack or a bug
+
+
+def depth(value, limit: int) -> int:
+    """How deeply `value` nests, looking no further than `limit` + 1 levels (iterative: no recursion)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        node, level = stack.pop()
+        if isinstance(node, (dict, list)) and node:
+            deepest = max(deepest, level)
+            if level > limit:
+                return level
+            stack.extend((child, level + 1) for child in (node.values() if isinstance(node, dict) else node))
+    return deepest
 
 
 UNGUARDED = ("/readyz", "/livez", "/healthz", "/metrics")  # probes and scrapes must answer under load
@@ -27,9 +43,11 @@ def _reply(status: int, message: str, extra: list[tuple[bytes, bytes]] = ()):
 
 
 class RequestGuard:
-    def __init__(self, app, max_body_bytes: int = 1_000_000, max_in_flight: int = 256, retry_after_s: int = 1) -> None:
+    def __init__(self, app, max_body_bytes: int = 1_000_000, max_in_flight: int = 256, retry_after_s: int = 1,
+                 max_depth: int = MAX_DEPTH) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.max_depth = max_depth
         self.max_in_flight = max_in_flight
         self.in_flight = 0  # one event loop per worker: no lock needed
         self.retry_after = str(retry_after_s).encode()
@@ -76,11 +94,17 @@ class RequestGuard:
             more = message.get("more_body", False)
         body = b"".join(chunks)
         try:
-            json.loads(body.decode("utf-8"))
+            parsed = json.loads(body.decode("utf-8"))
         except UnicodeDecodeError as e:
             return await _reply(400, f"request body is not valid UTF-8 (byte 0x{body[e.start]:02x} at offset {e.start})")(send)
         except json.JSONDecodeError as e:
             return await _reply(400, f"request body is not valid JSON: {e.msg} at line {e.lineno} column {e.colno}")(send)
+        except RecursionError:
+            return await _reply(400, f"request body is nested too deeply to parse; at most {self.max_depth} levels")(send)
+        except ValueError as e:  # int("9" * 5000): Python refuses integers of over 4,300 digits
+            return await _reply(400, f"request body holds a number with too many digits ({e})")(send)
+        if (levels := depth(parsed, self.max_depth)) > self.max_depth:
+            return await _reply(400, f"request body is nested {levels}+ levels deep; at most {self.max_depth}")(send)
 
         replayed = False
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import random
+import unicodedata
 import time
 import uuid
 from typing import Annotated, Optional
@@ -31,6 +32,9 @@ SERVED = bentoml.metrics.Gauge(  # on /metrics: which version, variant and ORT p
     labelnames=["model", "arm", "version", "variant", "provider"])
 
 
+INVISIBLE = {"Zs", "Zl", "Zp", "Cc", "Cf"}  # separators, controls, format (zero-width) characters
+
+
 class Item(BaseModel):
     text: str = Field(description="The customer message to classify.")
     key: Optional[str] = Field(None, max_length=256, description="Sticky A/B key, e.g. a user id; random arm when absent.")
@@ -40,6 +44,11 @@ class Item(BaseModel):
     def usable_text(cls, text: str) -> str:
         if not text.strip():
             raise ValueError("text is empty or only whitespace")
+        for position, char in enumerate(text[: SETTINGS.max_chars]):
+            if char not in "\t\n\r" and unicodedata.category(char) == "Cc":  # NUL, escapes, DEL: never typed
+                raise ValueError(f"text contains control character U+{ord(char):04X} at position {position}")
+        if all(unicodedata.category(c) in INVISIBLE for c in text[: SETTINGS.max_chars]):
+            raise ValueError("text has no visible characters (only spaces, control or format characters)")
         if len(text) > SETTINGS.max_chars:
             if not SETTINGS.truncate:
                 raise ValueError(f"text has {len(text)} characters; the limit is {SETTINGS.max_chars} "
@@ -101,7 +110,7 @@ class Classifier:
         return self.watcher.ready
 
     @bentoml.api(batchable=True, max_batch_size=SETTINGS.max_batch_size, max_latency_ms=SETTINGS.max_latency_ms)
-    def predict(self, items: Annotated[list[Item], Field(max_length=SETTINGS.max_items)]) -> list[Result]:
+    def predict(self, items: Annotated[list[Item], Field(min_length=1, max_length=SETTINGS.max_items)]) -> list[Result]:
         """Classify texts. Concurrent requests are merged into one model call (adaptive batching)."""
         arms = self.watcher.arms  # one snapshot per batch: a hot swap never splits a batch
         if arms[CHAMPION] is None:
