@@ -78,18 +78,33 @@ def postgres(databases: tuple[str, ...] = ("mlflow", "mlflow_auth", "predictions
                           capture_output=True, text=True)
     if made.returncode != 0:
         raise RuntimeError(f"initdb failed: {made.stderr[-2000:]}")
-    subprocess.run(as_postgres_user([str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(folder / "log"), "-w", "-o",
-                                     f"-p {port} -k {folder} -c listen_addresses=127.0.0.1", "start"]),
-                   check=True, capture_output=True)
+    start = as_postgres_user([str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(folder / "log"), "-w", "-o",
+                              f"-p {port} -k {folder} -c listen_addresses=127.0.0.1", "start"])
+    stop = as_postgres_user([str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"])
+    subprocess.run(start, check=True, capture_output=True)
+    _CLUSTERS[f"postgresql://yanjin@127.0.0.1:{port}/"] = (start, stop)
     try:
         for db in databases:
             subprocess.run(as_postgres_user([str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U",
                                              "yanjin", db]), check=True, capture_output=True)
         yield f"postgresql://yanjin@127.0.0.1:{port}/"
     finally:
-        subprocess.run(as_postgres_user([str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"]),
-                       capture_output=True)
+        subprocess.run(stop, capture_output=True)
         shutil.rmtree(folder, ignore_errors=True)
+
+
+_CLUSTERS: dict[str, tuple[list[str], list[str]]] = {}  # postgres() URL -> its pg_ctl start and stop
+
+
+@contextlib.contextmanager
+def outage(url: str) -> Iterator[None]:
+    """The cluster behind a postgres() URL stopped for the body of the with-block, then started again."""
+    start, stop = _CLUSTERS[url]
+    subprocess.run(stop, check=True, capture_output=True)
+    try:
+        yield
+    finally:
+        subprocess.run(start, check=True, capture_output=True)
 
 
 @dataclass(frozen=True)

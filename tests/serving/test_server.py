@@ -3,6 +3,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import re
 import threading
 import time
 
@@ -172,6 +173,14 @@ def test_metrics_endpoint_is_prometheus_text(server):
     served = [line for line in text.splitlines() if line.startswith("yanjin_served_model{") and line.endswith(" 1.0")]
     assert any('arm="champion"' in line and 'provider="CPUExecutionProvider"' in line and 'version="1"' in line
                for line in served), served
+    # the prediction log's rows by fate: written rows show up, none dropped in normal operation
+    assert predict(url, [{"text": "what is my balance"}]).status_code == 200
+    time.sleep(1.0)  # the writer commits within flush_seconds, then updates the gauges
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    fates = {re.search(r'state="(\w+)"', line).group(1): float(line.split()[-1]) for line in text.splitlines()
+             if line.startswith("yanjin_prediction_log_rows{")}  # BentoML's multiprocess mode adds a pid label
+    assert fates.keys() == {"queued", "written", "retried", "dropped"} and fates["written"] >= 1, fates
+    assert fates["dropped"] == 0 and httpx.post(f"{url}/info", json={}, timeout=10).json()["prediction_log"]["dropped"] == 0
 
 
 def test_hot_swap_under_concurrent_requests_loses_nothing(server):
@@ -229,3 +238,44 @@ def test_a_server_whose_champion_is_tampered_never_becomes_ready(server):
     finally:
         stop(proc)
         client.set_registered_model_alias(MODEL, CHAMPION, "1")
+
+
+def test_sigterm_under_load_loses_no_acknowledged_prediction(server, tmp_path):
+    """A rolling update: SIGTERM while clients keep sending; every prediction answered 200 is in the log."""
+    import signal
+
+    from yanjin.serving.predlog import PredictionLog
+
+    _, state, *_ = server
+    port, db = free_port(), tmp_path / "predictions.db"
+    proc = start_server(state, port, f"prediction_log={db}")
+    url = f"http://127.0.0.1:{port}"
+    acknowledged, stopping = [], threading.Event()
+
+    def client(n: int) -> None:
+        with httpx.Client(timeout=10) as http:
+            while not stopping.is_set():
+                try:
+                    r = http.post(f"{url}/predict", json={"items": [{"text": f"card {n} has not arrived"}]})
+                except httpx.HTTPError:
+                    continue  # refused while shutting down: not acknowledged
+                if r.status_code == 200:
+                    acknowledged.extend(item["prediction_id"] for item in r.json())
+    try:
+        assert wait_ready(url, proc), "server never became ready"
+        clients = [threading.Thread(target=client, args=(n,)) for n in range(4)]
+        for c in clients:
+            c.start()
+        time.sleep(3.0)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    finally:
+        stopping.set()
+        stop(proc)
+    for c in clients:
+        c.join()
+    log = PredictionLog(db)
+    with log.engine.connect() as conn:
+        logged = {r[0] for r in conn.exec_driver_sql("SELECT id FROM predictions")}
+    log.close()
+    assert len(acknowledged) > 50 and not set(acknowledged) - logged, (len(acknowledged), len(logged))

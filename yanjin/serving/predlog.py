@@ -2,8 +2,11 @@
 
 Embedded mode uses SQLite in WAL mode (readers never block the writer; a crash loses at most the
 rows not yet committed, and the file stays readable); a cluster points the same code at
-PostgreSQL. Requests never wait for the database: rows go to a queue that one writer thread
-commits in batches.
+PostgreSQL. Requests never wait for the database: rows go to a bounded queue that one writer
+thread commits in batches. Nothing is lost silently: a database error is retried with backoff, a
+row the database refuses is dropped alone (its batch is written row by row), a full queue drops the
+new rows, the writer survives any error, and every drop is counted (`stats`, served on /metrics).
+`close()` (the service's shutdown hook) writes what is queued before the process exits.
 """
 from __future__ import annotations
 
@@ -11,8 +14,9 @@ import logging
 import queue
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
 import sqlalchemy as sa
 
@@ -67,6 +71,15 @@ class UnknownPrediction(KeyError):
     pass
 
 
+@dataclass
+class LogStats:
+    """Rows of the prediction log by fate (since the process started)."""
+    queued: int = 0      # waiting for the writer now
+    written: int = 0
+    retried: int = 0     # rows whose write was retried after a database error (each retry counts)
+    dropped: int = 0     # given up on: queue full, refused by the database, or the retry budget spent
+
+
 def database_url(location: str | Path) -> str:
     """A SQLAlchemy URL as is, or a file path for SQLite."""
     text = str(location)
@@ -88,56 +101,105 @@ def make_engine(url: str) -> sa.Engine:
 class PredictionLog:
     """Append predictions off the request path; read and label them for review and feedback."""
 
-    def __init__(self, location: str | Path, batch_size: int = 256, flush_seconds: float = 0.2) -> None:
+    def __init__(self, location: str | Path, batch_size: int = 256, flush_seconds: float = 0.2,
+                 max_queue: int = 100_000, retries: int = 5, backoff_seconds: float = 0.2,
+                 on_stats: Callable[[LogStats], None] | None = None) -> None:
         self.engine = make_engine(database_url(location))
         self.batch_size = batch_size
         self.flush_seconds = flush_seconds
-        self._queue: queue.Queue[Prediction | None] = queue.Queue()
+        self.retries, self.backoff_seconds = retries, backoff_seconds  # 0.2 .. 3.2 s: about 6 s of outage
+        self.on_stats = on_stats
+        self._queue: queue.Queue[Prediction | None] = queue.Queue(maxsize=max_queue)
         self._pending = 0                      # appended but not yet committed (or given up on)
+        self._stats = LogStats()
         self._settled = threading.Condition()
         self._writer = threading.Thread(target=self._write_loop, name="prediction-log", daemon=True)
         self._writer.start()
 
+    @property
+    def stats(self) -> LogStats:
+        with self._settled:
+            return LogStats(**asdict(self._stats) | {"queued": self._queue.qsize()})
+
     def append(self, rows: list[Prediction]) -> None:
         with self._settled:  # counted before queued, so flush() can never miss a row in transit
             self._pending += len(rows)
-        for row in rows:
-            self._queue.put(row)
+        for i, row in enumerate(rows):
+            try:
+                self._queue.put_nowait(row)
+            except queue.Full:  # the database has fallen far behind: drop, never block a request
+                log.error("prediction log: queue full (%d rows); %d rows dropped", self._queue.maxsize, len(rows) - i)
+                self._settle(len(rows) - i, "dropped")
+                return
+
+    def _settle(self, n: int, fate: str) -> None:
+        with self._settled:
+            setattr(self._stats, fate, getattr(self._stats, fate) + n)
+            self._pending -= n
+            self._settled.notify_all()
+        if self.on_stats:
+            try:
+                self.on_stats(self.stats)
+            except Exception:  # noqa: BLE001 - reporting must not lose the rows it reports on
+                log.exception("prediction log: on_stats failed")
 
     def _write_loop(self) -> None:
-        while (first := self._queue.get()) is not None:
-            batch = [first]
+        done = False
+        while not done:
+            first = self._queue.get()
+            batch, done = ([], True) if first is None else ([first], False)
             deadline = time.monotonic() + self.flush_seconds
-            while len(batch) < self.batch_size and time.monotonic() < deadline:
+            while batch and len(batch) < self.batch_size and time.monotonic() < deadline:
                 try:
                     item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
                 except queue.Empty:
                     break
                 if item is None:
-                    self._commit(batch)
-                    return
+                    done = True
+                    break
                 batch.append(item)
-            self._commit(batch)
+            if not batch:
+                continue
+            try:
+                self._commit([vars(p) for p in batch])  # flat fields: no deep copy
+            except Exception:  # noqa: BLE001 - the writer must outlive anything; the rows are counted
+                log.exception("prediction log: %d rows lost to an unexpected error", len(batch))
+                self._settle(len(batch), "dropped")
 
-    def _commit(self, batch: list[Prediction]) -> None:
-        try:
-            with self.engine.begin() as conn:
-                conn.execute(predictions.insert(), [vars(p) for p in batch])  # flat fields: no deep copy
-        except sa.exc.SQLAlchemyError:  # the log must never take serving down; the loss is reported
-            log.exception("prediction log: %d rows could not be written", len(batch))
-        finally:
-            with self._settled:
-                self._pending -= len(batch)
-                self._settled.notify_all()
+    def _commit(self, rows: list[dict]) -> None:
+        """Write `rows`; retry while the database is unreachable; a refused batch is written row by row,
+        so only the refused row is dropped."""
+        for attempt in range(self.retries + 1):
+            try:
+                with self.engine.begin() as conn:
+                    conn.execute(predictions.insert(), rows)
+                self._settle(len(rows), "written")
+                return
+            except (sa.exc.OperationalError, sa.exc.InterfaceError) as e:  # unreachable, locked: wait and retry
+                if attempt == self.retries:
+                    log.error("prediction log: %d rows dropped after %d retries: %s", len(rows), attempt, e)
+                    break
+                with self._settled:
+                    self._stats.retried += len(rows)
+                time.sleep(self.backoff_seconds * 2 ** attempt)
+            except sa.exc.SQLAlchemyError as e:  # a row the database refuses (bad bytes, duplicate id)
+                if len(rows) > 1:
+                    for row in rows:
+                        self._commit([row])
+                    return
+                log.error("prediction log: row %s refused: %s", rows[0]["id"], e)
+                break
+        self._settle(len(rows), "dropped")
 
     def flush(self, timeout: float = 10.0) -> bool:
-        """Wait until everything appended so far is committed."""
+        """Wait until everything appended so far is committed (or given up on)."""
         with self._settled:
             return self._settled.wait_for(lambda: self._pending == 0, timeout)
 
-    def close(self) -> None:
-        self._queue.put(None)
-        self._writer.join(timeout=10)
+    def close(self, timeout: float = 30.0) -> None:
+        """Write what is queued, then stop the writer (the service's shutdown hook)."""
+        self._queue.put(None, timeout=timeout)
+        self._writer.join(timeout=timeout)
         self.engine.dispose()
 
     # -- reading and labelling ------------------------------------------------------------

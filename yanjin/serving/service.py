@@ -30,6 +30,9 @@ SETTINGS = from_env()  # read once, at import: the worker's entry point
 SERVED = bentoml.metrics.Gauge(  # on /metrics: which version, variant and ORT provider each arm runs
     name="yanjin_served_model", documentation="1 for the model version serving each A/B arm",
     labelnames=["model", "arm", "version", "variant", "provider"])
+LOG_ROWS = bentoml.metrics.Gauge(  # on /metrics: the prediction log's rows by fate (nothing is lost unseen)
+    name="yanjin_prediction_log_rows", documentation="prediction log rows since start: queued now, written, "
+    "retried after a database error, dropped", labelnames=["state"])
 
 
 INVISIBLE = {"Zs", "Zl", "Zp", "Cc", "Cf"}  # separators, controls, format (zero-width) characters
@@ -97,7 +100,7 @@ class Classifier:
                                     default_share=SETTINGS.challenger_share, on_swap=self._export_metrics)
         self.watcher.refresh()     # not ready (no /readyz 200) until a verified champion is loaded
         self.watcher.start()
-        self.predictions = PredictionLog(SETTINGS.prediction_log)
+        self.predictions = PredictionLog(SETTINGS.prediction_log, on_stats=self._export_log_stats)
         self.rng = random.Random()
         log.info("serving %s: %s", SETTINGS.model, {a: m and m.version for a, m in self.watcher.arms.items()})
 
@@ -105,6 +108,18 @@ class Classifier:
         if old is not None:
             SERVED.labels(old.name, arm, old.version, old.variant, old.provider).set(0)
         SERVED.labels(new.name, arm, new.version, new.variant, new.provider).set(1)
+
+    @staticmethod
+    def _export_log_stats(stats) -> None:
+        for state, n in vars(stats).items():
+            LOG_ROWS.labels(state).set(n)
+
+    @bentoml.on_shutdown
+    def _write_the_log(self) -> None:
+        """A rolling update sends SIGTERM: every acknowledged prediction is written before exit."""
+        self.watcher.stop()
+        self.predictions.close()
+        log.info("prediction log closed: %s", self.predictions.stats)
 
     def __is_ready__(self) -> bool:
         return self.watcher.ready
@@ -192,6 +207,7 @@ class Classifier:
                        "max_body_bytes": s.max_body_bytes, "max_batch_size": s.max_batch_size,
                        "max_latency_ms": s.max_latency_ms},
             "review_threshold": s.review_threshold,
+            "prediction_log": vars(self.predictions.stats),
         }
 
 
