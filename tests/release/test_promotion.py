@@ -121,3 +121,37 @@ def test_cli_promote_conflict_history_and_select(client, tmp_path):
     assert "banking77-v1 v1 is no longer registered" in out.output          # measured, but not in this registry
     saved = json.loads((tmp_path / "sel" / "select.json").read_text())
     assert saved["ranking"] == ["v2", "pro"] and (tmp_path / "sel" / "select.png").stat().st_size > 0
+
+
+def test_a_stale_lock_is_broken_by_exactly_one_waiter_and_a_held_one_never(client):
+    """A holder that crashed left its lock; six waiters find it stale at once. Before, two of them could
+    both delete it and both enter. The registry's clock dates it, renewals keep a live holder's lock."""
+    import time
+
+    from yanjin.release.promotion import model_lock
+
+    client.create_registered_model(lock_name(MODEL), tags={"owner": "crashed"})
+    time.sleep(1.5)
+    inside, most, done, guard = [0], [0], [], threading.Lock()
+    barrier = threading.Barrier(6)
+
+    def waiter(i: int) -> None:
+        barrier.wait()
+        with model_lock(client, MODEL, wait_s=60, ttl_s=1.0):
+            with guard:
+                inside[0] += 1
+                most[0] = max(most[0], inside[0])
+            time.sleep(1.5)  # longer than the ttl: only renewals keep the others out
+            with guard:
+                inside[0] -= 1
+        done.append(i)
+
+    threads = [threading.Thread(target=waiter, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert (most[0], len(done)) == (1, 6)
+    names = {m.name for m in client.search_registered_models()}
+    assert f"{lock_name(MODEL)}.broken.crashed" in names and lock_name(MODEL) not in names
+    assert not [n for n in names if ".waiter." in n]  # every waiter's clock ticket is gone

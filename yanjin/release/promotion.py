@@ -15,6 +15,7 @@ import getpass
 import json
 import os
 import socket
+import threading
 import time
 import uuid
 from contextlib import contextmanager
@@ -27,7 +28,7 @@ from mlflow.exceptions import MlflowException
 from ..registry import (AUDIT_PREFIX, CHALLENGER, CHAMPION, GATE_PASSED, LOCK_ACQUIRED, LOCK_OWNER, ROLLED_BACK,
                         ROLLOUT_OUTCOME, ROLLOUT_REASON, alias_version, audit_tag, lock_name, version_tags)
 
-LOCK_TTL_S = 120.0          # a lock older than this was left by a crashed promoter and may be broken
+LOCK_TTL_S = 120.0          # a lock not renewed for this long (registry clock) was left by a crashed holder
 ROLLED_BACK_TAG = ROLLOUT_OUTCOME  # on a version an A/B rollout rejected: promoting it needs --force
 
 
@@ -62,24 +63,44 @@ def current_user() -> str:
 
 
 @contextmanager
-def model_lock(client: MlflowClient, model: str, wait_s: float = 30.0) -> Iterator[None]:
-    """Hold the model's alias lock; waits up to wait_s for another holder, breaking only stale locks."""
+def model_lock(client: MlflowClient, model: str, wait_s: float = 30.0, ttl_s: float = LOCK_TTL_S) -> Iterator[None]:
+    """Hold the model's alias lock; waits up to wait_s for another holder, breaking only a stale lock.
+
+    The holder renews the lock every ttl_s / 4 (the registry stamps each renewal with its own clock);
+    a lock whose last renewal is older than ttl_s by the registry's clock was left by a crashed
+    holder. Breaking it renames it to a tombstone named after its owner: the registry lets exactly one
+    rename to that name succeed, so of two waiters that both find the lock stale only one breaks it.
+    """
     name, token = lock_name(model), uuid.uuid4().hex
     deadline = time.monotonic() + wait_s
-    while True:
-        try:
-            client.create_registered_model(name, tags={LOCK_OWNER: token, LOCK_ACQUIRED: str(time.time())},
-                                           description=f"yanjin: alias lock for {model}; deleted when released")
-            break
-        except MlflowException:
-            _break_if_stale(client, name)
-            if time.monotonic() > deadline:
-                raise PromotionConflict(f"{model}: another promotion holds the lock ({name}) for over {wait_s:.0f} s; "
-                                        f"try again, or delete that registered model if its holder crashed") from None
-            time.sleep(0.05 + 0.1 * (uuid.uuid4().int % 10) / 10)  # jitter: waiters do not retry in lockstep
+    clock = None  # the waiter's ticket: a registered model whose updates read the registry's clock
+    try:
+        while True:
+            try:
+                client.create_registered_model(name, tags={LOCK_OWNER: token, LOCK_ACQUIRED: str(time.time())},
+                                               description=f"yanjin: alias lock for {model}; deleted when released")
+                break
+            except MlflowException:
+                clock = clock or _ticket(client, name, token)
+                if clock:
+                    _break_if_stale(client, name, clock, ttl_s)
+                if time.monotonic() > deadline:
+                    raise PromotionConflict(f"{model}: another promotion holds the lock ({name}) for over "
+                                            f"{wait_s:.0f} s; try again, or delete that registered model if its "
+                                            f"holder crashed") from None
+                time.sleep(0.05 + 0.1 * (uuid.uuid4().int % 10) / 10)  # jitter: waiters do not retry in lockstep
+    finally:
+        if clock:
+            _delete(client, clock)
+    stop = threading.Event()
+    renewer = threading.Thread(target=_renew, args=(client, name, ttl_s / 4, stop), daemon=True,
+                               name=f"renew {name}")
+    renewer.start()
     try:
         yield
     finally:
+        stop.set()
+        renewer.join()
         try:
             if client.get_registered_model(name).tags.get(LOCK_OWNER) == token:
                 client.delete_registered_model(name)
@@ -87,16 +108,47 @@ def model_lock(client: MlflowClient, model: str, wait_s: float = 30.0) -> Iterat
             pass
 
 
-def _break_if_stale(client: MlflowClient, name: str) -> None:
-    try:
-        held_since = float(client.get_registered_model(name).tags.get(LOCK_ACQUIRED, "inf"))
-    except MlflowException:
-        return  # released meanwhile
-    if time.time() - held_since > LOCK_TTL_S:
-        try:
-            client.delete_registered_model(name)
+def _renew(client: MlflowClient, name: str, every_s: float, stop: threading.Event) -> None:
+    beat = 0
+    while not stop.wait(every_s):
+        beat += 1
+        try:  # an update (not a tag) makes the registry stamp last_updated_timestamp with its clock
+            client.update_registered_model(name, description=f"yanjin: alias lock, held; renewal {beat}")
         except MlflowException:
-            pass
+            return  # broken or released: the holder's next compare-and-set notices
+
+
+def _ticket(client: MlflowClient, name: str, token: str) -> str | None:
+    ticket = f"{name}.waiter.{token}"
+    try:
+        client.create_registered_model(ticket, description="yanjin: a lock waiter's clock; deleted when it stops waiting")
+    except MlflowException:
+        return None  # the registry is busy: try again at the next poll
+    return ticket
+
+
+def _registry_now(client: MlflowClient, ticket: str) -> int:
+    return client.update_registered_model(ticket, description=f"clock {uuid.uuid4().hex}").last_updated_timestamp
+
+
+def _break_if_stale(client: MlflowClient, name: str, ticket: str, ttl_s: float) -> None:
+    try:
+        held = client.get_registered_model(name)
+        if _registry_now(client, ticket) - held.last_updated_timestamp <= ttl_s * 1000:
+            return
+    except MlflowException:
+        return  # released meanwhile, or the registry is busy: look again at the next poll
+    try:  # exactly one waiter wins this rename; the tombstone stays as the record of a crashed holder
+        client.rename_registered_model(name, f"{name}.broken.{held.tags.get(LOCK_OWNER, 'unknown')}")
+    except MlflowException:
+        pass
+
+
+def _delete(client: MlflowClient, name: str) -> None:
+    try:
+        client.delete_registered_model(name)
+    except MlflowException:
+        pass
 
 
 def history(client: MlflowClient, model: str) -> list[AuditEntry]:
