@@ -134,3 +134,35 @@ def test_cli_start_status_abort(setup, tmp_path):
     assert aborted.exit_code == 0 and client.get_registered_model(MODEL).tags[SHARE_TAG] == "0"
     again = run("rollout", "status", MODEL, "--profile", "tiny", "--prediction-log", str(tmp_path / "predictions.db"))
     assert again.exit_code == 1 and "no rollout is running (last one: aborted)" in again.output
+
+
+def test_a_hold_never_writes_back_a_rollout_another_controller_moved(setup):
+    """Two controllers (two cron pods): A reads the rollout and holds; B advances it meanwhile. Before,
+    A's hold wrote its stale copy back (step 0 again while the share tag said 50%)."""
+    import threading
+    from dataclasses import replace
+
+    from yanjin.release.promotion import model_lock
+    from yanjin.release.rollout import _write_state
+
+    client, log = setup
+    state = start(client, MODEL, "2", POLICY, "try")
+    traffic(log, "champion", "1", 100, 0.9)
+    traffic(log, "challenger", "2", 10, 0.9)  # too little evidence: A's verdict is hold
+    outcome = {}
+
+    def controller_a() -> None:
+        try:
+            outcome["a"] = check(client, log, MODEL, POLICY)
+        except RolloutError as e:
+            outcome["a"] = e
+
+    with model_lock(client, MODEL):  # B holds the lock while A reads, assesses and waits for it
+        a = threading.Thread(target=controller_a)
+        a.start()
+        time.sleep(1.5)
+        _write_state(client, MODEL, replace(state, step=1, step_started_at=time.time()))  # B advanced to 50%
+    a.join()
+    assert isinstance(outcome["a"], RolloutError) and "changed while it was being assessed" in str(outcome["a"])
+    now = read_state(client, MODEL)
+    assert (now.step, now.share, client.get_registered_model(MODEL).tags[SHARE_TAG]) == (1, 0.5, "0.5")

@@ -105,28 +105,29 @@ def _write_state(client: MlflowClient, model: str, state: RolloutState) -> None:
 
 def start(client: MlflowClient, model: str, challenger: str, policy: RolloutPolicy, reason: str,
           force: bool = False, who: str | None = None) -> RolloutState:
-    """Point @challenger at `challenger` and give it the plan's first share of traffic."""
+    """Point @challenger at `challenger` and give it the plan's first share of traffic. Everything it
+    reads (a running rollout, the champion) is read under the model lock, so two starts cannot both run."""
     plan = policy.steps()
-    current = read_state(client, model)
-    if current is not None and current.status == RUNNING:
-        raise RolloutError(f"{model}: a rollout of v{current.challenger} is already running "
-                           f"(step {current.step + 1}/{len(current.plan)}); finish or roll it back first")
-    champion = alias_version(client, model, CHAMPION)
-    if champion is None:
-        raise RolloutError(f"{model} has no @champion to compare against")
-    if champion == challenger:
-        raise RolloutError(f"{model} v{challenger} is already the champion")
-    forced = eligible(client, model, challenger, force, "roll out")
-    experiment = rollouts_experiment(model)
-    exp = client.get_experiment_by_name(experiment)
-    exp_id = exp.experiment_id if exp else client.create_experiment(experiment)
-    run = client.create_run(exp_id, run_name=f"v{champion}-vs-v{challenger}",
-                            tags={"model": model, CHAMPION: champion, CHALLENGER: challenger})
-    for key, value in asdict(policy).items():
-        client.log_param(run.info.run_id, key, value)
-    now = time.time()
-    state = RolloutState(champion, challenger, plan, 0, now, now, run.info.run_id)
     with model_lock(client, model):
+        current = read_state(client, model)
+        if current is not None and current.status == RUNNING:
+            raise RolloutError(f"{model}: a rollout of v{current.challenger} is already running "
+                               f"(step {current.step + 1}/{len(current.plan)}); finish or roll it back first")
+        champion = alias_version(client, model, CHAMPION)
+        if champion is None:
+            raise RolloutError(f"{model} has no @champion to compare against")
+        if champion == challenger:
+            raise RolloutError(f"{model} v{challenger} is already the champion")
+        forced = eligible(client, model, challenger, force, "roll out")
+        experiment = rollouts_experiment(model)
+        exp = client.get_experiment_by_name(experiment)
+        exp_id = exp.experiment_id if exp else client.create_experiment(experiment)
+        run = client.create_run(exp_id, run_name=f"v{champion}-vs-v{challenger}",
+                                tags={"model": model, CHAMPION: champion, CHALLENGER: challenger})
+        for key, value in asdict(policy).items():
+            client.log_param(run.info.run_id, key, value)
+        now = time.time()
+        state = RolloutState(champion, challenger, plan, 0, now, now, run.info.run_id)
         set_alias_checked(client, model, CHALLENGER, challenger, alias_version(client, model, CHALLENGER),
                           "rollout-start", f"{reason} (plan {policy.plan})", forced, who)
         _write_state(client, model, state)
@@ -218,9 +219,7 @@ def apply(client: MlflowClient, model: str, state: RolloutState, a: Assessment, 
           report_dir: Path | None = None) -> RolloutState:
     """Carry out the decision under the model lock, unless another controller moved the rollout meanwhile."""
     with model_lock(client, model):
-        fresh = read_state(client, model)
-        if fresh is None or fresh.run_id != state.run_id or fresh.step != state.step or fresh.status != RUNNING:
-            raise RolloutError(f"{model}: the rollout changed while it was being assessed; check again")
+        fresh = _unchanged(client, model, state)
         _log_check(client, fresh, a)
         fresh = replace(fresh, checks=fresh.checks + 1)
         note = "; ".join(a.reasons)
@@ -268,12 +267,22 @@ def check(client: MlflowClient, log: PredictionLog, model: str, policy: RolloutP
     a = assess(log, model, state, policy)
     if act and a.decision != "hold":
         state = apply(client, model, state, a, who, report_dir)
-    elif act:
+    elif act:  # hold: count the check on the state as it is now, not as it was read before the lock
         with model_lock(client, model):
-            _log_check(client, state, a)
-            state = replace(state, checks=state.checks + 1)
+            fresh = _unchanged(client, model, state)
+            _log_check(client, fresh, a)
+            state = replace(fresh, checks=fresh.checks + 1)
             client.set_registered_model_tag(model, STATE_TAG, json.dumps(asdict(state)))
     return state, a
+
+
+def _unchanged(client: MlflowClient, model: str, state: RolloutState) -> RolloutState:
+    """The rollout as stored now (call under the model lock), if it is still the one that was assessed."""
+    fresh = read_state(client, model)
+    if fresh is None or fresh.run_id != state.run_id or fresh.step != state.step or fresh.status != RUNNING:
+        raise RolloutError(f"{model}: the rollout changed while it was being assessed (another controller?); "
+                           f"nothing was written; check again")
+    return fresh
 
 
 def write_report(client: MlflowClient, model: str, state: RolloutState, out_dir: Path | None = None) -> Path:
