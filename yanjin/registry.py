@@ -17,11 +17,19 @@ This module imports no other yanjin module and imports MLflow only inside the fu
 """
 from __future__ import annotations
 
+import getpass
 import hashlib
 import json
 import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import Iterator
 
 log = logging.getLogger(__name__)
 
@@ -312,8 +320,173 @@ def register_bundle(bundle_dir: str | Path, model: str, run_id: str, tags: Versi
         digest = bundle_sha256(stored)
     all_tags = VersionTags(**asdict(tags) | {"artifact_sha256": digest}).to_tags()
     mv = mlflow.register_model(info.model_uri, model, tags=all_tags)
-    c.set_registered_model_alias(model, CHALLENGER, mv.version)
-    if CHAMPION not in c.get_registered_model(model).aliases:
-        c.set_registered_model_alias(model, CHAMPION, mv.version)
-    log.info("registered %s version %s (sha256 %s)", model, mv.version, digest)
-    return str(mv.version)
+    version = str(mv.version)
+    with model_lock(c, model):  # aliases move under the lock, with an audit entry, never under a rollout
+        if running := rollout_running(c, model):
+            print(f"registered {model} v{version}; @{CHALLENGER} stays at v{running['challenger']}: a rollout of it is "
+                  f"running (start a rollout of v{version} once it ends)")
+        else:
+            record(c, model, "register", CHALLENGER, alias_version(c, model, CHALLENGER), version,
+                   "gate passed", who=current_user())
+            c.set_registered_model_alias(model, CHALLENGER, version)
+        if alias_version(c, model, CHAMPION) is None:
+            record(c, model, "register", CHAMPION, None, version, "the first version", who=current_user())
+            c.set_registered_model_alias(model, CHAMPION, version)
+    log.info("registered %s version %s (sha256 %s)", model, version, digest)
+    return version
+
+
+# -- the alias lock and the audit trail ------------------------------------------------------------------
+# MLflow aliases have no compare-and-set: every alias change (promotion, rollout, registration) takes
+# the model's lock, and is appended to the model's tags as yanjin.audit.NNNNNN (release/promotion.py).
+LOCK_TTL_S = 120.0          # a lock not renewed for this long (registry clock) was left by a crashed holder
+ROLLOUT_RUNNING = "running"  # ROLLOUT_TAG's status while a rollout owns @challenger
+
+
+class AliasConflict(RuntimeError):
+    """The alias (or its lock) moved between the caller's read and its write; nothing was changed."""
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    seq: int
+    at: float           # unix seconds
+    who: str
+    action: str         # register | promote | rollback | rollout-start | rollout-advance | rollout-rollback | rollout-promote
+    alias: str
+    from_version: str | None
+    to_version: str | None
+    reason: str
+    forced: bool = False
+
+    @property
+    def when(self) -> str:
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(self.at)) + "Z"
+
+
+def current_user() -> str:
+    """Who acts: $YANJIN_USER (set by a CI job or a UI wrapper), else the OS user at this host."""
+    return os.environ.get("YANJIN_USER") or f"{getpass.getuser()}@{socket.gethostname()}"
+
+
+@contextmanager
+def model_lock(client, model: str, wait_s: float = 30.0, ttl_s: float = LOCK_TTL_S) -> Iterator[None]:
+    """Hold the model's alias lock; waits up to wait_s for another holder, breaking only a stale lock.
+
+    The holder renews the lock every ttl_s / 4 (the registry stamps each renewal with its own clock);
+    a lock whose last renewal is older than ttl_s by the registry's clock was left by a crashed
+    holder. Breaking it renames it to a tombstone named after its owner: the registry lets exactly one
+    rename to that name succeed, so of two waiters that both find the lock stale only one breaks it.
+    """
+    from mlflow.exceptions import MlflowException
+
+    name, token = lock_name(model), uuid.uuid4().hex
+    deadline = time.monotonic() + wait_s
+    clock = None  # the waiter's ticket: a registered model whose updates read the registry's clock
+    try:
+        while True:
+            try:
+                client.create_registered_model(name, tags={LOCK_OWNER: token, LOCK_ACQUIRED: str(time.time())},
+                                               description=f"yanjin: alias lock for {model}; deleted when released")
+                break
+            except MlflowException:
+                clock = clock or _ticket(client, name, token)
+                if clock:
+                    _break_if_stale(client, name, clock, ttl_s)
+                if time.monotonic() > deadline:
+                    raise AliasConflict(f"{model}: another promotion holds the lock ({name}) for over "
+                                        f"{wait_s:.0f} s; try again, or delete that registered model if its "
+                                        f"holder crashed") from None
+                time.sleep(0.05 + 0.1 * (uuid.uuid4().int % 10) / 10)  # jitter: waiters do not retry in lockstep
+    finally:
+        if clock:
+            _delete(client, clock)
+    stop = threading.Event()
+    renewer = threading.Thread(target=_renew, args=(client, name, ttl_s / 4, stop), daemon=True,
+                               name=f"renew {name}")
+    renewer.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        renewer.join()
+        try:
+            if client.get_registered_model(name).tags.get(LOCK_OWNER) == token:
+                client.delete_registered_model(name)
+        except MlflowException:
+            pass
+
+
+def _renew(client, name: str, every_s: float, stop: threading.Event) -> None:
+    from mlflow.exceptions import MlflowException
+
+    beat = 0
+    while not stop.wait(every_s):
+        beat += 1
+        try:  # an update (not a tag) makes the registry stamp last_updated_timestamp with its clock
+            client.update_registered_model(name, description=f"yanjin: alias lock, held; renewal {beat}")
+        except MlflowException:
+            return  # broken or released: the holder's next compare-and-set notices
+
+
+def _ticket(client, name: str, token: str) -> str | None:
+    from mlflow.exceptions import MlflowException
+
+    ticket = f"{name}.waiter.{token}"
+    try:
+        client.create_registered_model(ticket, description="yanjin: a lock waiter's clock; deleted when it stops waiting")
+    except MlflowException:
+        return None  # the registry is busy: try again at the next poll
+    return ticket
+
+
+def _registry_now(client, ticket: str) -> int:
+    return client.update_registered_model(ticket, description=f"clock {uuid.uuid4().hex}").last_updated_timestamp
+
+
+def _break_if_stale(client, name: str, ticket: str, ttl_s: float) -> None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        held = client.get_registered_model(name)
+        if _registry_now(client, ticket) - held.last_updated_timestamp <= ttl_s * 1000:
+            return
+    except MlflowException:
+        return  # released meanwhile, or the registry is busy: look again at the next poll
+    try:  # exactly one waiter wins this rename; the tombstone stays as the record of a crashed holder
+        client.rename_registered_model(name, f"{name}.broken.{held.tags.get(LOCK_OWNER, 'unknown')}")
+    except MlflowException:
+        pass
+
+
+def _delete(client, name: str) -> None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.delete_registered_model(name)
+    except MlflowException:
+        pass
+
+
+def history(client, model: str) -> list[AuditEntry]:
+    """Every recorded alias change of `model`, oldest first."""
+    tags = client.get_registered_model(model).tags
+    entries = [json.loads(v) | {"seq": int(k[len(AUDIT_PREFIX):])} for k, v in tags.items() if k.startswith(AUDIT_PREFIX)]
+    return sorted((AuditEntry(**e) for e in entries), key=lambda e: e.seq)
+
+
+def record(client, model: str, action: str, alias: str, from_version: str | None,
+           to_version: str | None, reason: str, forced: bool = False, who: str | None = None) -> AuditEntry:
+    """Append one audit entry; call it while holding the model lock (sequence numbers are read-then-written)."""
+    seq = max((e.seq for e in history(client, model)), default=0) + 1
+    entry = AuditEntry(seq, time.time(), who or current_user(), action, alias, from_version, to_version, reason, forced)
+    body = {k: v for k, v in asdict(entry).items() if k != "seq"}
+    client.set_registered_model_tag(model, audit_tag(seq), json.dumps(body))
+    return entry
+
+
+def rollout_running(mlflow_client, model: str) -> dict | None:
+    """The running rollout of `model` (its ROLLOUT_TAG state), if one is running."""
+    raw = mlflow_client.get_registered_model(model).tags.get(ROLLOUT_TAG)
+    state = json.loads(raw) if raw else None
+    return state if state and state.get("status") == ROLLOUT_RUNNING else None

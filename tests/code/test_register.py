@@ -50,6 +50,33 @@ def test_second_version_moves_only_challenger(bundle, tracking):
     v2 = register_bundle(bundle, "t-v1", run.info.run_id, VersionTags())
     aliases = mlflow.MlflowClient().get_registered_model("t-v1").aliases
     assert aliases == {CHAMPION: int(v1), CHALLENGER: int(v2)}
+    # every alias move is in the audit trail, made under the model's lock
+    from yanjin.registry import history
+
+    moves = [(e.action, e.alias, e.from_version, e.to_version) for e in history(mlflow.MlflowClient(), "t-v1")]
+    assert moves == [("register", CHALLENGER, None, v1), ("register", CHAMPION, None, v1),
+                     ("register", CHALLENGER, v1, v2)]
+
+
+def test_registering_during_a_rollout_leaves_the_challenger_alone(bundle, tracking, capsys):
+    """Before, a drift-triggered retraining during a rollout swapped an unassessed version in at the
+    rollout's traffic share."""
+    import json
+
+    from yanjin.registry import ROLLOUT_TAG, history
+
+    exp, _ = tracking
+    with mlflow.start_run(experiment_id=exp) as run:
+        pass
+    v1 = register_bundle(bundle, "t-v1", run.info.run_id, VersionTags())
+    v2 = register_bundle(bundle, "t-v1", run.info.run_id, VersionTags())
+    client = mlflow.MlflowClient()
+    client.set_registered_model_tag("t-v1", ROLLOUT_TAG, json.dumps({"status": "running", "challenger": v2}))
+    v3 = register_bundle(bundle, "t-v1", run.info.run_id, VersionTags())
+    assert client.get_registered_model("t-v1").aliases == {CHAMPION: int(v1), CHALLENGER: int(v2)}
+    assert f"@challenger stays at v{v2}: a rollout of it is running" in capsys.readouterr().out
+    assert client.get_model_version("t-v1", v3).tags["artifact_sha256"]  # registered all the same
+    assert history(client, "t-v1")[-1].to_version == v2
 
 
 def test_champion_downloads_as_a_runnable_bundle(bundle, tracking):

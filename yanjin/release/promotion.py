@@ -2,7 +2,8 @@
 
 MLflow aliases have no compare-and-set, so two promoters can silently overwrite each other. We
 serialise every alias change of a model through a lock that any MLflow backend makes atomic:
-creating a registered model whose name is taken fails. Under the lock the alias is compared with
+creating a registered model whose name is taken fails (the lock and the audit trail live in the
+registry module, which registration uses too). Under the lock the alias is compared with
 what the caller last saw, set, and read back; a change made meanwhile (by another promoter, or by
 hand in the MLflow UI, which takes no lock) is refused with a message that says who moved it.
 
@@ -11,161 +12,19 @@ action, alias, from, to, reason, forced), readable in the MLflow UI and by `yanj
 """
 from __future__ import annotations
 
-import getpass
-import json
-import os
-import socket
-import threading
-import time
-import uuid
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass
-from typing import Iterator
-
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from ..registry import (AUDIT_PREFIX, CHALLENGER, CHAMPION, GATE_PASSED, LOCK_ACQUIRED, LOCK_OWNER, ROLLED_BACK,
-                        ROLLOUT_OUTCOME, ROLLOUT_REASON, alias_version, audit_tag, lock_name, version_tags)
+from ..registry import (CHALLENGER, CHAMPION, GATE_PASSED, LOCK_TTL_S, ROLLED_BACK, ROLLOUT_OUTCOME,
+                        ROLLOUT_REASON, AliasConflict, AuditEntry, alias_version, current_user, history, lock_name,
+                        model_lock, record, version_tags)
 
-LOCK_TTL_S = 120.0          # a lock not renewed for this long (registry clock) was left by a crashed holder
 ROLLED_BACK_TAG = ROLLOUT_OUTCOME  # on a version an A/B rollout rejected: promoting it needs --force
-
-
-class PromotionConflict(RuntimeError):
-    """The alias moved between the caller's read and its write; nothing was changed."""
+PromotionConflict = AliasConflict  # the registry's: the alias (or its lock) moved; nothing was changed
 
 
 class PromotionRefused(RuntimeError):
     """The version may not take the alias (missing, failed its gates without --force, nothing to roll back to)."""
-
-
-@dataclass(frozen=True)
-class AuditEntry:
-    seq: int
-    at: float           # unix seconds
-    who: str
-    action: str         # promote | rollback | rollout-start | rollout-advance | rollout-rollback | rollout-promote
-    alias: str
-    from_version: str | None
-    to_version: str | None
-    reason: str
-    forced: bool = False
-
-    @property
-    def when(self) -> str:
-        return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(self.at)) + "Z"
-
-
-def current_user() -> str:
-    """Who acts: $YANJIN_USER (set by a CI job or a UI wrapper), else the OS user at this host."""
-    return os.environ.get("YANJIN_USER") or f"{getpass.getuser()}@{socket.gethostname()}"
-
-
-@contextmanager
-def model_lock(client: MlflowClient, model: str, wait_s: float = 30.0, ttl_s: float = LOCK_TTL_S) -> Iterator[None]:
-    """Hold the model's alias lock; waits up to wait_s for another holder, breaking only a stale lock.
-
-    The holder renews the lock every ttl_s / 4 (the registry stamps each renewal with its own clock);
-    a lock whose last renewal is older than ttl_s by the registry's clock was left by a crashed
-    holder. Breaking it renames it to a tombstone named after its owner: the registry lets exactly one
-    rename to that name succeed, so of two waiters that both find the lock stale only one breaks it.
-    """
-    name, token = lock_name(model), uuid.uuid4().hex
-    deadline = time.monotonic() + wait_s
-    clock = None  # the waiter's ticket: a registered model whose updates read the registry's clock
-    try:
-        while True:
-            try:
-                client.create_registered_model(name, tags={LOCK_OWNER: token, LOCK_ACQUIRED: str(time.time())},
-                                               description=f"yanjin: alias lock for {model}; deleted when released")
-                break
-            except MlflowException:
-                clock = clock or _ticket(client, name, token)
-                if clock:
-                    _break_if_stale(client, name, clock, ttl_s)
-                if time.monotonic() > deadline:
-                    raise PromotionConflict(f"{model}: another promotion holds the lock ({name}) for over "
-                                            f"{wait_s:.0f} s; try again, or delete that registered model if its "
-                                            f"holder crashed") from None
-                time.sleep(0.05 + 0.1 * (uuid.uuid4().int % 10) / 10)  # jitter: waiters do not retry in lockstep
-    finally:
-        if clock:
-            _delete(client, clock)
-    stop = threading.Event()
-    renewer = threading.Thread(target=_renew, args=(client, name, ttl_s / 4, stop), daemon=True,
-                               name=f"renew {name}")
-    renewer.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        renewer.join()
-        try:
-            if client.get_registered_model(name).tags.get(LOCK_OWNER) == token:
-                client.delete_registered_model(name)
-        except MlflowException:
-            pass
-
-
-def _renew(client: MlflowClient, name: str, every_s: float, stop: threading.Event) -> None:
-    beat = 0
-    while not stop.wait(every_s):
-        beat += 1
-        try:  # an update (not a tag) makes the registry stamp last_updated_timestamp with its clock
-            client.update_registered_model(name, description=f"yanjin: alias lock, held; renewal {beat}")
-        except MlflowException:
-            return  # broken or released: the holder's next compare-and-set notices
-
-
-def _ticket(client: MlflowClient, name: str, token: str) -> str | None:
-    ticket = f"{name}.waiter.{token}"
-    try:
-        client.create_registered_model(ticket, description="yanjin: a lock waiter's clock; deleted when it stops waiting")
-    except MlflowException:
-        return None  # the registry is busy: try again at the next poll
-    return ticket
-
-
-def _registry_now(client: MlflowClient, ticket: str) -> int:
-    return client.update_registered_model(ticket, description=f"clock {uuid.uuid4().hex}").last_updated_timestamp
-
-
-def _break_if_stale(client: MlflowClient, name: str, ticket: str, ttl_s: float) -> None:
-    try:
-        held = client.get_registered_model(name)
-        if _registry_now(client, ticket) - held.last_updated_timestamp <= ttl_s * 1000:
-            return
-    except MlflowException:
-        return  # released meanwhile, or the registry is busy: look again at the next poll
-    try:  # exactly one waiter wins this rename; the tombstone stays as the record of a crashed holder
-        client.rename_registered_model(name, f"{name}.broken.{held.tags.get(LOCK_OWNER, 'unknown')}")
-    except MlflowException:
-        pass
-
-
-def _delete(client: MlflowClient, name: str) -> None:
-    try:
-        client.delete_registered_model(name)
-    except MlflowException:
-        pass
-
-
-def history(client: MlflowClient, model: str) -> list[AuditEntry]:
-    """Every recorded alias change of `model`, oldest first."""
-    tags = client.get_registered_model(model).tags
-    entries = [json.loads(v) | {"seq": int(k[len(AUDIT_PREFIX):])} for k, v in tags.items() if k.startswith(AUDIT_PREFIX)]
-    return sorted((AuditEntry(**e) for e in entries), key=lambda e: e.seq)
-
-
-def record(client: MlflowClient, model: str, action: str, alias: str, from_version: str | None,
-           to_version: str | None, reason: str, forced: bool = False, who: str | None = None) -> AuditEntry:
-    """Append one audit entry; call it while holding the model lock (sequence numbers are read-then-written)."""
-    seq = max((e.seq for e in history(client, model)), default=0) + 1
-    entry = AuditEntry(seq, time.time(), who or current_user(), action, alias, from_version, to_version, reason, forced)
-    body = {k: v for k, v in asdict(entry).items() if k != "seq"}
-    client.set_registered_model_tag(model, audit_tag(seq), json.dumps(body))
-    return entry
 
 
 def gate_problem(client: MlflowClient, model: str, version: str) -> str | None:
@@ -248,5 +107,5 @@ def rollback(client: MlflowClient, model: str, reason: str = "rollback", alias: 
         return set_alias_checked(client, model, alias, target, current, "rollback", reason, who=who)
 
 
-__all__ = ["AuditEntry", "CHALLENGER", "CHAMPION", "PromotionConflict", "PromotionRefused", "alias_version",
-           "history", "model_lock", "promote", "record", "rollback", "set_alias_checked"]
+__all__ = ["AuditEntry", "CHALLENGER", "CHAMPION", "LOCK_TTL_S", "PromotionConflict", "PromotionRefused", "alias_version",
+           "current_user", "history", "lock_name", "model_lock", "promote", "record", "rollback", "set_alias_checked"]

@@ -20,8 +20,8 @@ from pathlib import Path
 
 from mlflow import MlflowClient
 
-from ..registry import (CHALLENGER, CHAMPION, ROLLED_BACK, ROLLOUT_OUTCOME, ROLLOUT_REASON, ROLLOUT_TAG, SHARE_TAG,
-                        alias_version, rollouts_experiment)
+from ..registry import (CHALLENGER, CHAMPION, ROLLED_BACK, ROLLOUT_OUTCOME, ROLLOUT_REASON, ROLLOUT_RUNNING, ROLLOUT_TAG,
+                        SHARE_TAG, alias_version, rollouts_experiment)
 from ..serving.predlog import PredictionLog
 from .policy import RolloutPolicy
 from .promotion import eligible, model_lock, record, set_alias_checked
@@ -29,7 +29,7 @@ from .sequential import Difference, confidence_sequence
 
 STATE_TAG = ROLLOUT_TAG
 MIN_FOR_VERDICT = 30   # labelled texts per arm before accuracy may condemn: the test is a normal approximation
-RUNNING, PROMOTED, ABORTED = "running", "promoted", "aborted"   # and ROLLED_BACK, the registry's tag value
+RUNNING, PROMOTED, ABORTED = ROLLOUT_RUNNING, "promoted", "aborted"   # and ROLLED_BACK, the registry's tag value
 
 
 class RolloutError(RuntimeError):
