@@ -174,7 +174,8 @@ def pipeline_in_containers(work: Path, server, host: str, data: Path) -> dict:
     family = run_family_local(load_config("tiny", FAMILY_OVERRIDES), str(inputs / "train.csv"), str(inputs / "test.csv"),
                               str(inputs / "categories.json"), state, server.url, "rehearsal",
                               adapt_corpus=[str(inputs / "train.csv")], runner=runner, image=IMAGE)
-    steps = sorted(p.name for p in root.glob("yanjin-family-*/*") if p.is_dir())  # one per task that ran
+    this_run = max(root.glob("yanjin-family-*"), key=lambda p: p.stat().st_mtime)  # --work may hold earlier runs
+    steps = sorted(p.name for p in this_run.iterdir() if p.is_dir())  # one per task that ran
     return {"members": {m: {"gate": o.gate, "version": o.version, "accuracy": o.evaluation.get("accuracy"),
                             "teacher": o.evaluation.get("teacher_model", "") + (
                                 f" v{o.evaluation['teacher_version']}" if o.evaluation.get("teacher_version") else "")}
