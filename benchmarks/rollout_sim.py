@@ -30,6 +30,7 @@ from yanjin.pipelines.run import LocalState  # noqa: E402
 from yanjin.registry import CHALLENGER, CHAMPION, alias_version  # noqa: E402
 from yanjin.release.promotion import promote  # noqa: E402
 from yanjin.release.rehearsal import rehearse  # noqa: E402
+from yanjin.serving.auth import add_key  # noqa: E402
 from yanjin.serving.predlog import PredictionLog  # noqa: E402
 
 
@@ -55,6 +56,7 @@ def main() -> None:
         state = LocalState(Path(tmp) / "state")
         state.root.mkdir(parents=True)
         texts, labels = build_two_versions(state, data_dir)
+        key = add_key(state.api_keys, "rehearsal", "reviewer", per_minute=100_000)  # the true labels come as reviews
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         proc = start_server(state, port)
@@ -62,12 +64,12 @@ def main() -> None:
             assert wait_ready(url, proc), "server never became ready"
             client, log = MlflowClient(state.tracking_uri), PredictionLog(state.root / "predictions.db")
             t = time.perf_counter()
-            worse = rehearse(client, log, url, MODEL, "2", policy, texts, labels, feedback_share=args.feedback_share,
+            worse = rehearse(client, log, url, MODEL, "2", policy, texts, labels, key, feedback_share=args.feedback_share,
                              poll_wait_s=0.6)
             worse_s = time.perf_counter() - t
             promote(client, MODEL, "2", "benchmark: a weak champion to beat", expected="1", force=True)
             t = time.perf_counter()
-            better = rehearse(client, log, url, MODEL, "1", policy, texts, labels, feedback_share=args.feedback_share,
+            better = rehearse(client, log, url, MODEL, "1", policy, texts, labels, key, feedback_share=args.feedback_share,
                               poll_wait_s=0.6, seed=1)
             better_s = time.perf_counter() - t
             result = {

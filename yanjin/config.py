@@ -154,6 +154,7 @@ class RolloutPolicy:
     max_latency_ratio: float = 1.5       # challenger p95 / champion p95 beyond which it rolls back
     alpha: float = 0.05                  # error rate of the always-valid test, over all looks together
     tau: float = 0.05                    # mSPRT mixture scale: the size of difference it is tuned to see
+    trust_client_feedback: bool = False  # count clients' /feedback labels in the verdict; off: reviewers' labels only
 
     def steps(self) -> list[float]:
         """The plan as shares in (0, 1], strictly rising, ending at 1."""
@@ -194,6 +195,7 @@ class MonitorParams:
     checks: int = 3                     # debounce: retrain when `needed` of the last `checks` drifted
     needed: int = 2
     cooldown_hours: float = 168.0       # at most one drift-triggered retraining per cooldown
+    trust_client_feedback: bool = False  # retrain on clients' /feedback labels too; off: reviewers' labels only
     seed: int = 0
 
 
@@ -249,6 +251,8 @@ class ServeSettings:
     prediction_log: str = field(default_factory=lambda: str(LocalState().prediction_log))  # SQLite file or SQLAlchemy URL
     threads: int = 0                    # ORT intra-op threads; 0 = all cores
     ort_spin: bool = True               # ORT's idle threads spin (its default) or sleep, leaving the cores to HTTP
+    api_keys: str = field(default_factory=lambda: str(LocalState().api_keys))  # keys file (hashed tokens): `yanjin keys add`
+    open_predict: bool = True           # /predict without a key (embedded, on localhost); off on a cluster
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))

@@ -17,6 +17,7 @@ This module imports no other yanjin module and imports MLflow only inside the fu
 """
 from __future__ import annotations
 
+import contextvars
 import getpass
 import hashlib
 import json
@@ -192,8 +193,9 @@ def lock_name(model: str) -> str:
     return f"{LOCK_PREFIX}{model}"
 
 
-def audit_tag(seq: int) -> str:
-    return f"{AUDIT_PREFIX}{seq:06d}"
+def audit_tag(seq: int, writer: str) -> str:
+    """yanjin.audit.000042.<writer>: the writer's own suffix, so two entries can never share a key."""
+    return f"{AUDIT_PREFIX}{seq:06d}.{writer}"
 
 
 def rollouts_experiment(model: str) -> str:
@@ -326,12 +328,12 @@ def register_bundle(bundle_dir: str | Path, model: str, run_id: str, tags: Versi
             print(f"registered {model} v{version}; @{CHALLENGER} stays at v{running['challenger']}: a rollout of it is "
                   f"running (start a rollout of v{version} once it ends)")
         else:
-            record(c, model, "register", CHALLENGER, alias_version(c, model, CHALLENGER), version,
-                   "gate passed", who=current_user())
-            c.set_registered_model_alias(model, CHALLENGER, version)
+            previous = alias_version(c, model, CHALLENGER)
+            set_alias(c, model, CHALLENGER, version)
+            record(c, model, "register", CHALLENGER, previous, version, "gate passed", who=current_user())
         if alias_version(c, model, CHAMPION) is None:
+            set_alias(c, model, CHAMPION, version)
             record(c, model, "register", CHAMPION, None, version, "the first version", who=current_user())
-            c.set_registered_model_alias(model, CHAMPION, version)
     log.info("registered %s version %s (sha256 %s)", model, version, digest)
     return version
 
@@ -345,6 +347,26 @@ ROLLOUT_RUNNING = "running"  # ROLLOUT_TAG's status while a rollout owns @challe
 
 class AliasConflict(RuntimeError):
     """The alias (or its lock) moved between the caller's read and its write; nothing was changed."""
+
+
+_HELD: contextvars.ContextVar[dict] = contextvars.ContextVar("yanjin_locks_held", default={})  # model -> owner token
+
+
+def confirm_lock(client, model: str) -> None:
+    """Before each write under the lock: is it still ours? A holder stalled past the TTL may have had it
+    broken by a waiter, who now writes too; the stalled holder must then stop writing."""
+    from mlflow.exceptions import MlflowException
+
+    token = _HELD.get().get(model)
+    if token is None:
+        raise AliasConflict(f"{model}: a write to its aliases or rollout state without holding its lock")
+    try:
+        owner = client.get_registered_model(lock_name(model)).tags.get(LOCK_OWNER)
+    except MlflowException:
+        owner = None
+    if owner != token:
+        raise AliasConflict(f"{model}: this process lost the alias lock (not renewed for {LOCK_TTL_S:.0f} s, so "
+                            f"another waiter broke it); it wrote nothing more; re-read and decide again")
 
 
 @dataclass(frozen=True)
@@ -405,9 +427,11 @@ def model_lock(client, model: str, wait_s: float = 30.0, ttl_s: float = LOCK_TTL
     renewer = threading.Thread(target=_renew, args=(client, name, ttl_s / 4, stop), daemon=True,
                                name=f"renew {name}")
     renewer.start()
+    held = _HELD.set(_HELD.get() | {model: token})
     try:
         yield
     finally:
+        _HELD.reset(held)
         stop.set()
         renewer.join()
         try:
@@ -471,18 +495,36 @@ def _delete(client, name: str) -> None:
 def history(client, model: str) -> list[AuditEntry]:
     """Every recorded alias change of `model`, oldest first."""
     tags = client.get_registered_model(model).tags
-    entries = [json.loads(v) | {"seq": int(k[len(AUDIT_PREFIX):])} for k, v in tags.items() if k.startswith(AUDIT_PREFIX)]
-    return sorted((AuditEntry(**e) for e in entries), key=lambda e: e.seq)
+    entries = [json.loads(v) | {"seq": int(k[len(AUDIT_PREFIX):].split(".")[0])}
+               for k, v in tags.items() if k.startswith(AUDIT_PREFIX)]
+    return sorted((AuditEntry(**e) for e in entries), key=lambda e: (e.seq, e.at))
 
 
 def record(client, model: str, action: str, alias: str, from_version: str | None,
            to_version: str | None, reason: str, forced: bool = False, who: str | None = None) -> AuditEntry:
-    """Append one audit entry; call it while holding the model lock (sequence numbers are read-then-written)."""
+    """Append one audit entry, under the model lock (checked). The key carries a suffix of this writer's
+    own, so even a writer that bypassed the lock could not overwrite another's entry."""
+    confirm_lock(client, model)
     seq = max((e.seq for e in history(client, model)), default=0) + 1
     entry = AuditEntry(seq, time.time(), who or current_user(), action, alias, from_version, to_version, reason, forced)
     body = {k: v for k, v in asdict(entry).items() if k != "seq"}
-    client.set_registered_model_tag(model, audit_tag(seq), json.dumps(body))
+    client.set_registered_model_tag(model, audit_tag(seq, uuid.uuid4().hex[:8]), json.dumps(body))
     return entry
+
+
+def set_alias(client, model: str, alias: str, version: str | None) -> None:
+    """Move (or, with None, remove) an alias; only while holding the model's lock (checked just before)."""
+    confirm_lock(client, model)
+    if version is None:
+        client.delete_registered_model_alias(model, alias)
+    else:
+        client.set_registered_model_alias(model, alias, version)
+
+
+def set_model_tag(client, model: str, key: str, value: str) -> None:
+    """Write release state (rollout, share) on the registered model; only while holding its lock (checked)."""
+    confirm_lock(client, model)
+    client.set_registered_model_tag(model, key, value)
 
 
 def rollout_running(mlflow_client, model: str) -> dict | None:

@@ -36,6 +36,10 @@ class LocalState:
         return self.root / "predictions.db"
 
     @property
+    def api_keys(self) -> Path:
+        return self.root / "api-keys.json"
+
+    @property
     def monitoring(self) -> Path:
         return self.root / "monitoring"
 

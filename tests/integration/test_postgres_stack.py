@@ -15,6 +15,7 @@ from tests.serving.test_server import wait_ready
 from yanjin.config import load_config
 from yanjin.pipelines.run import LocalState, run_local
 from yanjin.release.promotion import alias_version, history, promote
+from yanjin.serving.auth import add_key
 from yanjin.serving.predlog import PredictionLog
 
 MODEL = "banking77-v1"
@@ -57,6 +58,7 @@ def test_pipeline_registry_promotion_and_serving_on_postgres(postgres, mlflow_se
     predictions = f"{postgres}predictions"
     port = free_port()
     url = f"http://127.0.0.1:{port}"
+    token = add_key(state.api_keys, "crm-app", "client")
     proc = subprocess.Popen([sys.executable, "-m", "yanjin.cli", "serve", "--model", MODEL, "--tracking-uri",
                              mlflow_server, "--prediction-log", predictions, "--state-dir", str(state.root),
                              "--port", str(port), "--set", "review_threshold=0.99"],
@@ -68,15 +70,22 @@ def test_pipeline_registry_promotion_and_serving_on_postgres(postgres, mlflow_se
         assert r.status_code == 200, r.text
         result = r.json()[0]
         assert result["version"] == "1" and result["needs_review"]
-        assert httpx.post(f"{url}/feedback", json={"prediction_id": result["prediction_id"],
-                                                    "label": "activate_my_card"}, timeout=10).status_code == 200
+        feedback = {"prediction_id": result["prediction_id"], "label": "activate_my_card"}
+        assert httpx.post(f"{url}/feedback", json=feedback, timeout=10).status_code == 401   # no key: nothing kept
+        assert httpx.post(f"{url}/feedback", json=feedback, timeout=10,
+                          headers={"Authorization": f"Bearer {token}"}).status_code == 200
     finally:
         stop(proc)
     log = PredictionLog(predictions)                                      # same code, a PostgreSQL URL
     try:
         assert log.engine.dialect.name == "postgresql"
         assert [row["id"] for row in log.review_queue()] == [result["prediction_id"]]
-        log.review(result["prediction_id"], "activate_my_card")
-        assert log.labelled() == [{"text": "my card still has not arrived", "label": "activate_my_card", "source": "review"}]
+        assert log.labelled() == []                                        # a client's word is not trusted by default
+        assert log.labelled(trust_feedback=True) == [{"text": "my card still has not arrived", "label": "activate_my_card",
+                                                      "source": "feedback"}]
+        log.review(result["prediction_id"], "card_arrival", "anna")
+        assert log.labelled() == [{"text": "my card still has not arrived", "label": "card_arrival", "source": "review"}]
+        assert [(h["source"], h["given_by"]) for h in log.label_history(result["prediction_id"])] == [
+            ("feedback", "crm-app"), ("review", "anna")]
     finally:
         log.close()

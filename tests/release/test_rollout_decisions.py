@@ -36,7 +36,7 @@ def traffic(log: PredictionLog, arm: str, version: str, n: int, accuracy: float,
                        MODEL, version, "v1", arm, latency_ms, i < review * n) for i in range(n)]
     log.append(rows)
     for r in rows:
-        log.feedback(r.id, "right")
+        log.review(r.id, "right", "reviewer")
 
 
 def test_start_needs_a_gated_version_and_moves_only_the_challenger(setup):

@@ -13,6 +13,7 @@ from yanjin.pipelines.run import LocalState, run_local
 from yanjin.release.policy import RolloutPolicy
 from yanjin.release.promotion import CHAMPION, alias_version, history, promote
 from yanjin.release.rehearsal import rehearse
+from yanjin.serving.auth import add_key
 from yanjin.serving.predlog import PredictionLog
 
 POLICY = RolloutPolicy(plan="10,50,100", min_labelled=30, min_step_requests=30, accuracy_margin=0.05,
@@ -47,21 +48,22 @@ def registry(tmp_path_factory, data_dir):
 @pytest.fixture(scope="module")
 def served(registry):
     state, texts, labels = registry
+    key = add_key(state.api_keys, "rehearsal", "reviewer", per_minute=100_000)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     proc = start_server(state, port)
     try:
         assert wait_ready(url, proc), "server never became ready"
         log = PredictionLog(state.root / "predictions.db")
-        yield MlflowClient(state.tracking_uri), log, url, texts, labels
+        yield MlflowClient(state.tracking_uri), log, url, texts, labels, key
         log.close()
     finally:
         stop(proc)
 
 
 def test_worse_challenger_is_rolled_back_then_better_one_promoted(served):
-    client, log, url, texts, labels = served
-    worse = rehearse(client, log, url, MODEL, "2", POLICY, texts, labels, poll_wait_s=0.6)
+    client, log, url, texts, labels, key = served
+    worse = rehearse(client, log, url, MODEL, "2", POLICY, texts, labels, key, poll_wait_s=0.6)
     last = worse.checks[-1]
     print(f"\nworse challenger: {worse.status} after {worse.requests} requests ({worse.served_by}), "
           f"labelled champion {last['labelled_champion']} / challenger {last['labelled_challenger']}")
@@ -72,7 +74,7 @@ def test_worse_challenger_is_rolled_back_then_better_one_promoted(served):
     assert info.json()["ab"]["share_set"] in (0.0, 0.1)                     # 0 once the server has polled
 
     promote(client, MODEL, "2", "rehearsal: a weak champion to beat", expected="1", force=True)
-    better = rehearse(client, log, url, MODEL, "1", POLICY, texts, labels, poll_wait_s=0.6, seed=1)
+    better = rehearse(client, log, url, MODEL, "1", POLICY, texts, labels, key, poll_wait_s=0.6, seed=1)
     last = better.checks[-1]
     print(f"better challenger: {better.status} after {better.requests} requests ({better.served_by}), "
           f"labelled champion {last['labelled_champion']} / challenger {last['labelled_challenger']}")

@@ -37,14 +37,46 @@ def test_log_review_and_feedback(tmp_path):
     log.append([row(0, 0.95), row(1, 0.40), row(2, 0.55)])
     assert log.count() == 3
     assert [r["id"] for r in log.review_queue()] == ["id-1", "id-2"]
-    log.review("id-1", "card_linking")
-    log.feedback("id-0", "card_arrival")
+    log.review("id-1", "card_linking", "anna")
+    log.feedback("id-0", "card_arrival", "crm-app")
     assert [r["id"] for r in log.review_queue()] == ["id-2"]
-    assert sorted(log.labelled(), key=lambda r: r["text"]) == [
+    # reviewers are trusted; a client's feedback only where the profile says so
+    assert log.labelled() == [{"text": "text 1", "label": "card_linking", "source": "review"}]
+    assert sorted(log.labelled(trust_feedback=True), key=lambda r: r["text"]) == [
         {"text": "text 0", "label": "card_arrival", "source": "feedback"},
         {"text": "text 1", "label": "card_linking", "source": "review"}]
     with pytest.raises(UnknownPrediction):
-        log.review("nope", "x")
+        log.review("nope", "x", "anna")
+    with pytest.raises(UnknownPrediction):
+        log.feedback("nope", "x", "crm-app")
+    assert log.label_history("nope") == []
+    log.close()
+
+
+def test_feedback_never_overwrites_and_never_outranks_a_reviewer(tmp_path):
+    log = PredictionLog(tmp_path / "p.db")
+    log.append([row(0, 0.40)])
+    log.feedback("id-0", "card_arrival", "crm-app")
+    log.feedback("id-0", "lost_or_stolen_card", "mallory")      # a second client's word is kept beside the first
+    log.review("id-0", "card_linking", "anna")
+    log.feedback("id-0", "cash_withdrawal", "mallory")          # ... and cannot replace the reviewer's label
+    history = log.label_history("id-0")
+    assert [(h["label"], h["source"], h["given_by"]) for h in history] == [
+        ("card_arrival", "feedback", "crm-app"), ("lost_or_stolen_card", "feedback", "mallory"),
+        ("card_linking", "review", "anna"), ("cash_withdrawal", "feedback", "mallory")]
+    for trust in (False, True):
+        assert [r["true_label"] for r in log.outcomes("banking77-lite", 0, trust_feedback=trust)] == ["card_linking"]
+        assert [r["label"] for r in log.labelled(trust_feedback=trust)] == ["card_linking"]
+    log.close()
+
+
+def test_client_feedback_counts_in_outcomes_only_when_trusted(tmp_path):
+    log = PredictionLog(tmp_path / "p.db")
+    log.append([row(0), row(1)])
+    log.feedback("id-0", "card_arrival", "crm-app")
+    log.feedback("id-0", "card_linking", "crm-app")             # the latest feedback stands for the client
+    assert [r["true_label"] for r in log.outcomes("banking77-lite", 0)] == [None, None]
+    assert [r["true_label"] for r in log.outcomes("banking77-lite", 0, trust_feedback=True)] == ["card_linking", None]
     log.close()
 
 

@@ -10,7 +10,7 @@ import typer
 from .monitor import monitor_app, schedule_app
 from .pipeline import bench_app, data_app, pipeline_app
 from .release import history, promote, rollback, rollout_app, select
-from .serve import review_app, serve
+from .serve import keys_app, review_app, serve
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # progress bars garble CLI output
 
@@ -20,6 +20,7 @@ app.add_typer(pipeline_app, name="pipeline")
 app.add_typer(data_app, name="data")
 app.add_typer(bench_app, name="bench")
 app.command("serve")(serve)
+app.add_typer(keys_app, name="keys")
 app.add_typer(review_app, name="review")
 app.command("promote")(promote)
 app.command("rollback")(rollback)

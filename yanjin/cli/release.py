@@ -159,10 +159,12 @@ def rollout_rehearse(
     max_requests: int = typer.Option(20_000, min=1, help="Stop replaying after this many requests."),
     output: Optional[Path] = typer.Option(None, help="Write every check as JSON here."),
     force: bool = typer.Option(False, help="Roll out a version that did not pass its gates."),
+    api_key: str = typer.Option(..., envvar="YANJIN_API_KEY", help="A reviewer's API key: the true labels go to /review (yanjin keys add NAME --role reviewer)."),
     profile: str = PROFILE, set_: List[str] = SETS, prediction_log: Optional[str] = LOG,
     state_dir: Path = STATE, tracking_uri: Optional[str] = TRACKING,
 ) -> None:
-    """Replay labelled texts against the server with feedback until the rollout is promoted or rolled back."""
+    """Replay labelled texts against the server, their true labels reported as a reviewer's, until the rollout is
+    promoted or rolled back."""
     import pandas as pd
 
     from ..release.rehearsal import rehearse
@@ -174,7 +176,7 @@ def rollout_rehearse(
     log = _open_log(state_dir, prediction_log)
     try:
         out = rehearse(_client(state_dir, tracking_uri), log, url, model, challenger, policy, list(frame["text"]),
-                       list(frame["category"]), chunk, feedback_share, max_requests, force=force)
+                       list(frame["category"]), api_key, chunk, feedback_share, max_requests, force=force)
     finally:
         log.close()
     if output:

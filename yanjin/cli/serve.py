@@ -1,4 +1,5 @@
-"""`yanjin serve` and `yanjin review`: the BentoML server, and the human-review queue of its prediction log."""
+"""`yanjin serve`, `yanjin keys` and `yanjin review`: the BentoML server, its API keys, and the human-review
+queue of its prediction log."""
 from __future__ import annotations
 
 import os
@@ -11,6 +12,8 @@ from .options import LOG, STATE, TRACKING, state_of
 from .options import prediction_log as open_log
 
 review_app = typer.Typer(help="Work the human-review queue of the prediction log.", no_args_is_help=True)
+keys_app = typer.Typer(help="API keys of the server: stored hashed, the token shown once.", no_args_is_help=True)
+KEYS = typer.Option(None, help="Keys file (default: <state-dir>/api-keys.json; on a cluster, the Secret's content).")
 
 
 def serve_settings(state_dir: Path, tracking_uri: Optional[str], model: str, prediction_log: Optional[str],
@@ -19,7 +22,8 @@ def serve_settings(state_dir: Path, tracking_uri: Optional[str], model: str, pre
 
     state = state_of(state_dir)
     values: dict = {"tracking_uri": tracking_uri or state.tracking_uri, "model": model,
-                    "prediction_log": prediction_log or str(state.prediction_log.resolve())}
+                    "prediction_log": prediction_log or str(state.prediction_log.resolve()),
+                    "api_keys": str(state.api_keys.resolve())}
     for assignment in overrides:
         apply_override(values, assignment)
     try:
@@ -40,13 +44,51 @@ def serve(
 
     from ..serving.settings import ENV
 
+    from ..serving.auth import KeysError, read_keys
+
     settings = serve_settings(state_dir, tracking_uri, model, prediction_log, set_)
+    try:
+        keys = read_keys(settings.api_keys)
+    except KeysError as e:
+        raise typer.BadParameter(str(e), param_hint="--set api_keys") from None
+    if not settings.open_predict and not keys:
+        raise typer.BadParameter(f"open_predict=false but {settings.api_keys} holds no API key: nobody could "
+                                 f"predict; add one with `yanjin keys add NAME`", param_hint="--set")
+    typer.echo(f"{len(keys)} API key(s) from {settings.api_keys}; /feedback and /review need one"
+               + ("" if settings.open_predict else ", and so does /predict"))
     env = os.environ | {ENV: settings.to_json()}
     typer.echo(f"serving {settings.model} on http://{host}:{port} (OpenAPI spec at /docs.json)")
     os.execvpe(sys.executable, [sys.executable, "-m", "bentoml", "serve", "yanjin.serving.service:Classifier",
                                 "--host", host, "--port", str(port)], env)
 
 
+
+
+@keys_app.command("add")
+def keys_add(name: str = typer.Argument(..., help="Who holds the key, e.g. crm-app or reviewer-anna (unique)."),
+             role: str = typer.Option("client", help="client: predict and feedback; reviewer: also /review (trusted labels)."),
+             per_minute: int = typer.Option(600, min=1, help="Rate limit: requests a minute."),
+             keys_file: Optional[Path] = KEYS, state_dir: Path = STATE) -> None:
+    """Add (or replace) a key; prints its token once: only its sha256 is stored."""
+    from ..serving.auth import KeysError, add_key
+
+    path = keys_file or state_of(state_dir).api_keys
+    try:
+        token = add_key(path, name, role, per_minute)
+    except KeysError as e:
+        raise typer.BadParameter(str(e)) from None
+    typer.echo(f"added {name} ({role}, {per_minute}/min) to {path}; restart the server to load it. Token (shown once):")
+    typer.echo(token)
+
+
+@keys_app.command("list")
+def keys_list(keys_file: Optional[Path] = KEYS, state_dir: Path = STATE) -> None:
+    """The keys' names, roles and rate limits (never the tokens: they are not stored)."""
+    from ..serving.auth import read_keys
+
+    path = keys_file or state_of(state_dir).api_keys
+    for k in read_keys(path):
+        typer.echo(f"{k.name:<24} {k.role:<9} {k.per_minute}/min  sha256 {k.sha256[:12]}…")
 
 
 @review_app.command("list")
@@ -65,12 +107,13 @@ def review_list(limit: int = typer.Option(20, min=1, help="How many flagged pred
 def review_label(prediction_id: str = typer.Argument(..., help="Prediction id, as listed."),
                  label: str = typer.Argument(..., help="The correct label."),
                  state_dir: Path = STATE, prediction_log: Optional[str] = LOG) -> None:
-    """Record a reviewer's label for a prediction."""
+    """Record a reviewer's label for a prediction (as $YANJIN_USER, else the OS user at this host)."""
+    from ..registry import current_user
     from ..serving.predlog import UnknownPrediction
 
     log = open_log(state_dir, prediction_log)
     try:
-        log.review(prediction_id, label)
+        log.review(prediction_id, label, current_user())
     except UnknownPrediction:
         typer.secho(f"no prediction with id {prediction_id!r}", fg="red", err=True)
         raise typer.Exit(1)
@@ -81,12 +124,13 @@ def review_label(prediction_id: str = typer.Argument(..., help="Prediction id, a
 
 @review_app.command("export")
 def review_export(output: Path = typer.Argument(..., help="CSV to write (columns text, category, source)."),
+                  client_feedback: bool = typer.Option(False, help="Also clients' /feedback labels (untrusted); a reviewer's label still wins."),
                   state_dir: Path = STATE, prediction_log: Optional[str] = LOG) -> None:
-    """Reviewed and feedback labels as extra training data (same columns as banking77)."""
+    """Reviewers' labels (and with --client-feedback clients' too) as extra training data (banking77's columns)."""
     import pandas as pd
 
     log = open_log(state_dir, prediction_log)
-    rows = log.labelled()
+    rows = log.labelled(trust_feedback=client_feedback)
     log.close()
     pd.DataFrame(rows, columns=["text", "label", "source"]).rename(columns={"label": "category"}).to_csv(output, index=False)
     typer.echo(f"wrote {len(rows)} labelled texts to {output}")

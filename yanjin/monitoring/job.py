@@ -144,8 +144,10 @@ def local_retrainer(client, overrides: list[str], model: str, state: LocalState,
     from .retrain import retrain
 
     def run(reason: str):
-        outcome, added = retrain(champion_recipe(client, model, overrides), find_data_dir(data, state), state,
-                                 tracking_uri, log.labelled(), reason, git_commit())
+        config = champion_recipe(client, model, overrides)
+        labelled = log.labelled(trust_feedback=config.monitor.trust_client_feedback)  # reviewers' labels by default
+        outcome, added = retrain(config, find_data_dir(data, state), state, tracking_uri, labelled, reason,
+                                 git_commit())
         say(f"retraining ({reason}): {added.added} labelled rows added (dropped {added.dropped}); gate "
             f"{outcome.gate}" + (f"; registered {outcome.registered_model} v{outcome.version} as @{R.CHALLENGER}"
                                  if outcome.version else ""))

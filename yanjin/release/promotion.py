@@ -17,7 +17,7 @@ from mlflow.exceptions import MlflowException
 
 from ..registry import (CHALLENGER, CHAMPION, GATE_PASSED, LOCK_TTL_S, ROLLED_BACK, ROLLOUT_OUTCOME,
                         ROLLOUT_REASON, AliasConflict, AuditEntry, alias_version, current_user, history, lock_name,
-                        model_lock, record, version_tags)
+                        model_lock, record, set_alias, version_tags)
 
 ROLLED_BACK_TAG = ROLLOUT_OUTCOME  # on a version an A/B rollout rejected: promoting it needs --force
 PromotionConflict = AliasConflict  # the registry's: the alias (or its lock) moved; nothing was changed
@@ -60,10 +60,7 @@ def set_alias_checked(client: MlflowClient, model: str, alias: str, version: str
                          if e.alias == alias and e.to_version == current), " outside yanjin (e.g. the MLflow UI)")
         raise PromotionConflict(f"{model}@{alias} moved from v{expected} to v{current}{moved_by} after you read it; "
                                 f"nothing changed; re-read and decide again")
-    if version is None:
-        client.delete_registered_model_alias(model, alias)
-    else:
-        client.set_registered_model_alias(model, alias, version)
+    set_alias(client, model, alias, version)
     if alias_version(client, model, alias) != version:  # a writer that bypasses the lock got in between
         raise PromotionConflict(f"{model}@{alias} was changed by someone else while it was being set to v{version}")
     return record(client, model, action, alias, current, version, reason, forced, who)

@@ -1,7 +1,9 @@
-"""Rehearse a rollout: replay labelled texts against a running server, report the true labels as
-feedback, and let the rollout controller decide after every chunk, exactly as in production.
+"""Rehearse a rollout: replay labelled texts against a running server, report the true labels as a
+reviewer would (POST /review with a reviewer's API key), and let the rollout controller decide after
+every chunk, exactly as in production.
 
-    yanjin rollout rehearse banking77-lite --challenger 4 --url http://127.0.0.1:3000 --data test.csv
+    yanjin rollout rehearse banking77-lite --challenger 4 --url http://127.0.0.1:3000 --data test.csv \
+        --api-key "$(yanjin keys add rehearsal --role reviewer | tail -1)"
 
 Useful before a real rollout (does the plan reach a verdict with the traffic we have?), and it is
 how the benchmark and the end-to-end test drive the real server.
@@ -36,7 +38,8 @@ class Rehearsal:
 
 def send_chunk(http: httpx.Client, url: str, texts: list[str], labels: list[str], keys: list[str],
                feedback_share: float, rng: random.Random, batch: int = 32) -> tuple[int, int, dict]:
-    """Predict `texts` in requests of `batch`; report the true label for about feedback_share of them."""
+    """Predict `texts` in requests of `batch`; review about feedback_share of them with their true label
+    (`http` carries the reviewer's key)."""
     sent = given = 0
     arms = {CHAMPION: 0, CHALLENGER: 0}
     for i in range(0, len(texts), batch):
@@ -47,14 +50,14 @@ def send_chunk(http: httpx.Client, url: str, texts: list[str], labels: list[str]
             sent += 1
             arms[result["arm"]] += 1
             if rng.random() < feedback_share:
-                f = http.post(f"{url}/feedback", json={"prediction_id": result["prediction_id"], "label": label})
+                f = http.post(f"{url}/review", json={"prediction_id": result["prediction_id"], "label": label})
                 f.raise_for_status()
                 given += 1
     return sent, given, arms
 
 
 def rehearse(client: MlflowClient, log: PredictionLog, url: str, model: str, challenger: str,
-             policy: RolloutPolicy, texts: list[str], labels: list[str], chunk: int = 64,
+             policy: RolloutPolicy, texts: list[str], labels: list[str], api_key: str, chunk: int = 64,
              feedback_share: float = 1.0, max_requests: int = 20_000, poll_wait_s: float = 0.0,
              seed: int = 0, reason: str = "rehearsal", force: bool = False) -> Rehearsal:
     """Start a rollout of `challenger`, then replay traffic chunk by chunk until it is promoted or rolled back.
@@ -64,7 +67,7 @@ def rehearse(client: MlflowClient, log: PredictionLog, url: str, model: str, cha
     out = Rehearsal()
     order = list(range(len(texts)))
     user = 0
-    with httpx.Client(timeout=60) as http:
+    with httpx.Client(timeout=60, headers={"Authorization": f"Bearer {api_key}"}) as http:
         while out.requests < max_requests:
             time.sleep(poll_wait_s)  # let every replica see the share the last decision set
             picks = [order[(out.requests + j) % len(order)] for j in range(chunk)]

@@ -21,7 +21,7 @@ from pathlib import Path
 from mlflow import MlflowClient
 
 from ..registry import (CHALLENGER, CHAMPION, ROLLED_BACK, ROLLOUT_OUTCOME, ROLLOUT_REASON, ROLLOUT_RUNNING, ROLLOUT_TAG,
-                        SHARE_TAG, alias_version, rollouts_experiment)
+                        SHARE_TAG, alias_version, rollouts_experiment, set_model_tag)
 from ..serving.predlog import PredictionLog
 from .policy import RolloutPolicy
 from .promotion import eligible, model_lock, record, set_alias_checked
@@ -98,9 +98,9 @@ def read_state(client: MlflowClient, model: str) -> RolloutState | None:
 
 
 def _write_state(client: MlflowClient, model: str, state: RolloutState) -> None:
-    client.set_registered_model_tag(model, STATE_TAG, json.dumps(asdict(state)))
+    set_model_tag(client, model, STATE_TAG, json.dumps(asdict(state)))
     share = state.share if state.status == RUNNING else 0.0
-    client.set_registered_model_tag(model, SHARE_TAG, f"{share:g}")
+    set_model_tag(client, model, SHARE_TAG, f"{share:g}")
 
 
 def start(client: MlflowClient, model: str, challenger: str, policy: RolloutPolicy, reason: str,
@@ -146,7 +146,7 @@ def _arm(rows: list[dict], failed: int, version: str) -> ArmStats:
 
 def assess(log: PredictionLog, model: str, state: RolloutState, policy: RolloutPolicy) -> Assessment:
     """Compare the arms on everything logged since the rollout began; decide what to do next."""
-    rows = log.outcomes(model, state.started_at)
+    rows = log.outcomes(model, state.started_at, trust_feedback=policy.trust_client_feedback)
     failed = log.failed_items(model, state.started_at)
     mine = {arm: [r for r in rows if r["arm"] == arm and r["version"] == version]
             for arm, version in ((CHAMPION, state.champion), (CHALLENGER, state.challenger))}
@@ -272,7 +272,7 @@ def check(client: MlflowClient, log: PredictionLog, model: str, policy: RolloutP
             fresh = _unchanged(client, model, state)
             _log_check(client, fresh, a)
             state = replace(fresh, checks=fresh.checks + 1)
-            client.set_registered_model_tag(model, STATE_TAG, json.dumps(asdict(state)))
+            set_model_tag(client, model, STATE_TAG, json.dumps(asdict(state)))
     return state, a
 
 

@@ -5,6 +5,7 @@
 - anything but JSON on a POST: 415 (BentoML also accepts pickle between services: never from clients);
 - bodies that are not UTF-8 or not JSON, nested deeper than `max_depth`, or holding an integer
   longer than Python converts (4,300 digits): 400 naming the problem (each was a 500 before);
+- every error body is one JSON object {"error": "...", "detail"?: ...}, whoever wrote it;
 - more than `max_in_flight` requests at once: 503 with Retry-After, before any work is queued
   (BentoML's own concurrency cap answers 429 without Retry-After from outside this middleware, so
   it is only a backstop set higher); any other 429/503 passing through also gets Retry-After.
@@ -29,10 +30,24 @@ def depth(value, limit: int) -> int:
     return deepest
 
 
+def error_object(body: bytes) -> bytes:
+    """Every error body as one JSON object {"error": ...}: BentoML answers an exception raised in an API
+    as a one-element list, and its validation errors as an object."""
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        return json.dumps({"error": body.decode("utf-8", "replace").strip() or "error"}).encode()
+    if isinstance(parsed, dict) and "error" in parsed:
+        return body
+    if isinstance(parsed, list) and len(parsed) == 1 and isinstance(parsed[0], dict) and "error" in parsed[0]:
+        return json.dumps(parsed[0]).encode()
+    return json.dumps({"error": "request failed", "detail": parsed}).encode()
+
+
 UNGUARDED = ("/readyz", "/livez", "/healthz", "/metrics")  # probes and scrapes must answer under load
 
 
-def _reply(status: int, message: str, extra: list[tuple[bytes, bytes]] = ()):
+def reply(status: int, message: str, extra: list[tuple[bytes, bytes]] = ()):
     body = json.dumps({"error": message}).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *extra]
 
@@ -56,7 +71,7 @@ class RequestGuard:
         if scope["type"] != "http" or scope["path"] in UNGUARDED:
             return await self.app(scope, receive, send)
         if self.in_flight >= self.max_in_flight:
-            return await _reply(503, f"server busy: {self.in_flight} requests in flight (limit {self.max_in_flight}); "
+            return await reply(503, f"server busy: {self.in_flight} requests in flight (limit {self.max_in_flight}); "
                                      f"retry later", [(b"retry-after", self.retry_after)])(send)
         self.in_flight += 1
         try:
@@ -65,9 +80,23 @@ class RequestGuard:
             self.in_flight -= 1
 
     async def _guarded(self, scope, receive, send) -> None:
+        held: dict = {}  # an error response's start, held until its body is known
+
         async def send_with_retry_after(message) -> None:
-            if message["type"] == "http.response.start" and message["status"] in (429, 503):
-                message = message | {"headers": list(message.get("headers", [])) + [(b"retry-after", self.retry_after)]}
+            if message["type"] == "http.response.start":
+                if message["status"] in (429, 503) and not any(k == b"retry-after" for k, _ in message.get("headers", [])):
+                    message = message | {"headers": list(message.get("headers", [])) + [(b"retry-after", self.retry_after)]}
+                if message["status"] >= 400:
+                    held["start"] = message
+                    return
+            elif message["type"] == "http.response.body" and "start" in held:
+                held["body"] = held.get("body", b"") + message.get("body", b"")
+                if message.get("more_body"):
+                    return
+                start, body = held.pop("start"), error_object(held.pop("body"))
+                headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
+                await send(start | {"headers": headers + [(b"content-length", str(len(body)).encode())]})
+                message = {"type": "http.response.body", "body": body}
             await send(message)
 
         if scope["method"] not in ("POST", "PUT", "PATCH"):
@@ -76,10 +105,10 @@ class RequestGuard:
         content_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
         if content_type != b"application/json":
             shown = content_type.decode("latin-1") or "none"
-            return await _reply(415, f"content type {shown!r} is not accepted; send application/json")(send)
+            return await reply(415, f"content type {shown!r} is not accepted; send application/json")(send)
         declared = headers.get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_body_bytes):
-            return await _reply(413, f"request body of {declared.decode('latin-1')} bytes exceeds the "
+            return await reply(413, f"request body of {declared.decode('latin-1')} bytes exceeds the "
                                      f"{self.max_body_bytes}-byte limit")(send)
         chunks, size, more = [], 0, True
         while more:
@@ -89,22 +118,22 @@ class RequestGuard:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_body_bytes:
-                return await _reply(413, f"request body exceeds the {self.max_body_bytes}-byte limit")(send)
+                return await reply(413, f"request body exceeds the {self.max_body_bytes}-byte limit")(send)
             chunks.append(chunk)
             more = message.get("more_body", False)
         body = b"".join(chunks)
         try:
             parsed = json.loads(body.decode("utf-8"))
         except UnicodeDecodeError as e:
-            return await _reply(400, f"request body is not valid UTF-8 (byte 0x{body[e.start]:02x} at offset {e.start})")(send)
+            return await reply(400, f"request body is not valid UTF-8 (byte 0x{body[e.start]:02x} at offset {e.start})")(send)
         except json.JSONDecodeError as e:
-            return await _reply(400, f"request body is not valid JSON: {e.msg} at line {e.lineno} column {e.colno}")(send)
+            return await reply(400, f"request body is not valid JSON: {e.msg} at line {e.lineno} column {e.colno}")(send)
         except RecursionError:
-            return await _reply(400, f"request body is nested too deeply to parse; at most {self.max_depth} levels")(send)
+            return await reply(400, f"request body is nested too deeply to parse; at most {self.max_depth} levels")(send)
         except ValueError as e:  # int("9" * 5000): Python refuses integers of over 4,300 digits
-            return await _reply(400, f"request body holds a number with too many digits ({e})")(send)
+            return await reply(400, f"request body holds a number with too many digits ({e})")(send)
         if (levels := depth(parsed, self.max_depth)) > self.max_depth:
-            return await _reply(400, f"request body is nested {levels}+ levels deep; at most {self.max_depth}")(send)
+            return await reply(400, f"request body is nested {levels}+ levels deep; at most {self.max_depth}")(send)
 
         replayed = False
 

@@ -36,10 +36,19 @@ predictions = sa.Table(
     sa.Column("arm", sa.String(20), nullable=False),
     sa.Column("latency_ms", sa.Float, nullable=False),
     sa.Column("needs_review", sa.Boolean, nullable=False, index=True),
-    sa.Column("reviewed_label", sa.String(200)),      # set by a person working the review queue
-    sa.Column("feedback_label", sa.String(200)),      # the true label reported by the client
+    sa.Column("reviewed_label", sa.String(200)),      # the latest reviewer's label: takes it off the review queue
     sa.Column("labelled_at", sa.Float),
 )
+labels = sa.Table(  # every label anyone gave, never overwritten: who said what, and when
+    "labels", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("prediction_id", sa.String(36), nullable=False, index=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("label", sa.String(200), nullable=False),
+    sa.Column("source", sa.String(20), nullable=False),     # review (trusted) | feedback (a client's word)
+    sa.Column("given_by", sa.String(200), nullable=False),  # the API key's name, or the reviewer's user name
+)
+REVIEW, FEEDBACK = "review", "feedback"
 failures = sa.Table(  # model calls that raised: a rollout's error-rate guardrail counts them per arm
     "failures", metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
@@ -220,29 +229,62 @@ class PredictionLog:
         with self.engine.connect() as conn:
             return [dict(r) for r in conn.execute(q).mappings()]
 
-    def _set_label(self, prediction_id: str, column: str, label: str) -> None:
+    def _add_label(self, prediction_id: str, label: str, source: str, given_by: str) -> None:
         self.flush()
+        now = time.time()
         with self.engine.begin() as conn:
-            done = conn.execute(predictions.update().where(predictions.c.id == prediction_id)
-                                .values({column: label, "labelled_at": time.time()}))
-        if done.rowcount == 0:
-            raise UnknownPrediction(prediction_id)
+            if source == REVIEW:
+                found = conn.execute(predictions.update().where(predictions.c.id == prediction_id)
+                                     .values(reviewed_label=label, labelled_at=now)).rowcount
+            else:
+                found = conn.execute(sa.select(sa.func.count()).select_from(predictions)
+                                     .where(predictions.c.id == prediction_id)).scalar_one()
+            if not found:
+                raise UnknownPrediction(prediction_id)  # the transaction rolls back: nothing recorded
+            conn.execute(labels.insert().values(prediction_id=prediction_id, created_at=now, label=label,
+                                                source=source, given_by=given_by))
 
-    def review(self, prediction_id: str, label: str) -> None:
-        self._set_label(prediction_id, "reviewed_label", label)
+    def review(self, prediction_id: str, label: str, given_by: str) -> None:
+        """A reviewer's label (trusted): it takes the prediction off the review queue."""
+        self._add_label(prediction_id, label, REVIEW, given_by)
 
-    def feedback(self, prediction_id: str, label: str) -> None:
-        self._set_label(prediction_id, "feedback_label", label)
+    def feedback(self, prediction_id: str, label: str, given_by: str) -> None:
+        """A client's label: kept beside earlier ones, counted only where the profile trusts client feedback."""
+        self._add_label(prediction_id, label, FEEDBACK, given_by)
 
-    def labelled(self) -> list[dict]:
-        """(text, label, source) for every prediction a person or a client labelled: extra training data.
-        A reviewer's label wins over client feedback."""
-        self.flush()
-        q = sa.select(predictions.c.text, predictions.c.reviewed_label, predictions.c.feedback_label).where(
-            sa.or_(predictions.c.reviewed_label.is_not(None), predictions.c.feedback_label.is_not(None)))
+    def label_history(self, prediction_id: str) -> list[dict]:
+        """Every label given for a prediction, oldest first."""
+        q = sa.select(labels).where(labels.c.prediction_id == prediction_id).order_by(labels.c.id)
         with self.engine.connect() as conn:
-            return [{"text": r.text, "label": r.reviewed_label or r.feedback_label,
-                     "source": "review" if r.reviewed_label else "feedback"} for r in conn.execute(q)]
+            return [dict(r) for r in conn.execute(q).mappings()]
+
+    def _true_labels(self, trust_feedback: bool, since: float | None = None) -> dict[str, tuple[str, str]]:
+        """prediction id -> (label, source): the latest reviewer's label, else (when trusted) the latest
+        client feedback."""
+        latest = sa.select(sa.func.max(labels.c.id)).group_by(labels.c.prediction_id, labels.c.source)
+        if since is not None:
+            latest = latest.where(labels.c.prediction_id.in_(
+                sa.select(predictions.c.id).where(predictions.c.created_at >= since)))
+        q = sa.select(labels.c.prediction_id, labels.c.label, labels.c.source).where(labels.c.id.in_(latest))
+        if not trust_feedback:
+            q = q.where(labels.c.source == REVIEW)
+        found: dict[str, tuple[str, str]] = {}
+        with self.engine.connect() as conn:
+            for pid, label, source in conn.execute(q):
+                if source == REVIEW or pid not in found:
+                    found[pid] = (label, source)
+        return found
+
+    def labelled(self, trust_feedback: bool = False) -> list[dict]:
+        """(text, label, source) for every prediction with a trusted label: extra training data. Reviewers'
+        labels always; client feedback only with trust_feedback (a reviewer's label wins over it)."""
+        self.flush()
+        truth = self._true_labels(trust_feedback)
+        q = sa.select(predictions.c.id, predictions.c.text).where(predictions.c.id.in_(
+            sa.select(labels.c.prediction_id)))
+        with self.engine.connect() as conn:
+            return [{"text": r.text, "label": truth[r.id][0], "source": truth[r.id][1]}
+                    for r in conn.execute(q) if r.id in truth]
 
     def failure(self, model: str, version: str, arm: str, items: int, error: str) -> None:
         """Record a failed model call at once (rare, and the evidence a rollback may rest on)."""
@@ -253,16 +295,17 @@ class PredictionLog:
         except sa.exc.SQLAlchemyError:
             log.exception("prediction log: could not record a failure of %s v%s", model, version)
 
-    def outcomes(self, model: str, since: float) -> list[dict]:
+    def outcomes(self, model: str, since: float, trust_feedback: bool = False) -> list[dict]:
         """Per prediction of `model` since `since`: arm, version, confidence, review flag, latency and the
-        true label when someone gave one (reviewer first, then client feedback)."""
+        true label when a trusted source gave one (a reviewer; client feedback only with trust_feedback)."""
         self.flush()
         c = predictions.c
-        q = (sa.select(c.created_at, c.arm, c.version, c.label, c.confidence, c.needs_review, c.latency_ms,
-                       sa.func.coalesce(c.reviewed_label, c.feedback_label).label("true_label"))
+        q = (sa.select(c.id, c.created_at, c.arm, c.version, c.label, c.confidence, c.needs_review, c.latency_ms)
              .where(c.model == model, c.created_at >= since).order_by(c.created_at))
+        truth = self._true_labels(trust_feedback, since)
         with self.engine.connect() as conn:
-            return [dict(r) for r in conn.execute(q).mappings()]
+            return [{k: v for k, v in r.items() if k != "id"} | {"true_label": truth.get(r["id"], (None,))[0]}
+                    for r in conn.execute(q).mappings()]
 
     def recent_texts(self, model: str, version: str, limit: int, since: float | None = None) -> list[str]:
         """The newest `limit` texts a version answered (optionally only after `since`), oldest first."""

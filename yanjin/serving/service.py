@@ -3,8 +3,9 @@ test) behind ONNX Runtime, with adaptive batching, review flags, a prediction lo
 
     yanjin serve --model banking77-lite           # or: bentoml serve yanjin.serving.service:Classifier
 
-Endpoints: POST /predict, POST /feedback, POST /info, and BentoML's /readyz, /livez, /metrics,
-/docs.json (OpenAPI). Settings come from `YANJIN_SERVE_SETTINGS` (JSON, written by `yanjin serve`).
+Endpoints: POST /predict, POST /feedback (an API key), POST /review (a reviewer's key), POST /info,
+and BentoML's /readyz, /livez, /metrics, /docs.json (OpenAPI). Who may call what: serving/auth.py.
+Settings come from `YANJIN_SERVE_SETTINGS` (JSON, written by `yanjin serve`).
 """
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ import bentoml
 import numpy as np
 from pydantic import BaseModel, Field, field_validator
 
+from .auth import Authenticator, principal, read_keys
+from .batch import classify_each
 from .guard import RequestGuard
 from .predlog import Prediction, PredictionLog, UnknownPrediction
 from .registry import AliasWatcher, ServedModel, VersionCache
@@ -75,12 +78,16 @@ class Result(BaseModel):
     version: str
     variant: str
     arm: str
+    error: Optional[str] = Field(None, description="set when the model failed on this text alone (label empty); "
+                                                   "the other texts of the request are answered")
 
 
-class Feedback(BaseModel):
+class Labelled(BaseModel):
     ok: bool
     prediction_id: str
     label: str
+    source: str = Field(description="review (a reviewer's label, trusted) or feedback (a client's)")
+    given_by: str = Field(description="the name of the API key that gave it")
 
 
 @bentoml.service(
@@ -139,21 +146,29 @@ class Classifier:
             if not idx:
                 continue
             model: ServedModel = arms[arm]
-            start = time.perf_counter()
-            try:
-                probs = model.classifier.predict_proba([items[i].text for i in idx], batch_size=len(idx))
-            except Exception as e:  # counted per arm: the rollout's error guardrail reads these
-                self.predictions.failure(model.name, model.version, arm, len(idx), f"{type(e).__name__}: {e}")
-                if arm == CHAMPION:
-                    raise
-                log.exception("challenger %s v%s failed on %d texts; the champion answers them", model.name,
-                              model.version, len(idx))
-                chosen = [CHAMPION if a == CHALLENGER else a for a in chosen]
-                continue
-            latency_ms = (time.perf_counter() - start) * 1000
-            for i, result, row in self._results(idx, [items[i].text for i in idx], probs, model, arm, latency_ms):
-                results[i] = result
-                rows.append(row)
+            failed = []
+            for part in classify_each(lambda texts: model.classifier.predict_proba(texts, batch_size=len(texts)),
+                                      [items[i].text for i in idx]):
+                at = [idx[j] for j in part.positions]
+                if part.error is None:
+                    for i, result, row in self._results(at, [items[i].text for i in at], part.probs, model, arm,
+                                                        part.latency_ms):
+                        results[i] = result
+                        rows.append(row)
+                    continue
+                failed.append(part.error)
+                for i in at:
+                    if arm == CHALLENGER:  # the champion answers what the challenger failed on
+                        chosen[i] = CHAMPION
+                    else:
+                        results[i] = Result.model_construct(
+                            prediction_id="", label="", confidence=0.0, top_k=[], needs_review=False, model=model.name,
+                            version=model.version, variant=model.variant, arm=arm,
+                            error=f"the model failed on this text ({part.error.split(':')[0]})")
+            if failed:  # counted per arm: the rollout's error guardrail reads these
+                self.predictions.failure(model.name, model.version, arm, len(failed), failed[0])
+                log.error("%s v%s (%s) failed on %d of %d texts: %s", model.name, model.version, arm, len(failed),
+                          len(idx), failed[0])
         self.predictions.append(rows)
         return results
 
@@ -174,18 +189,33 @@ class Classifier:
             yield i, result, Prediction(pid, now, text, label, confidence, model.name, model.version, model.variant,
                                         arm, latency_ms, needs_review)
 
-    @bentoml.api
-    def feedback(self, prediction_id: str = Field(max_length=64), label: str = Field(max_length=200)) -> Feedback:
-        """Report the true label of an earlier prediction (extra training data, outcome metrics)."""
+    def _label(self, prediction_id: str, label: str, ctx: bentoml.Context, review: bool) -> Labelled:
+        who = principal(ctx.request.headers)
+        if who is None:  # the middleware lets no anonymous call through; never record one if it did
+            raise bentoml.exceptions.Unauthenticated("an API key is needed")
         champion = self.watcher.arms[CHAMPION]
         if champion is not None and label not in champion.classifier.labels:
             raise bentoml.exceptions.InvalidArgument(f"unknown label {label!r}; the model knows "
                                                      f"{len(champion.classifier.labels)} labels, e.g. {champion.classifier.labels[:3]}")
         try:
-            self.predictions.feedback(prediction_id, label)
+            (self.predictions.review if review else self.predictions.feedback)(prediction_id, label, who[0])
         except UnknownPrediction:
             raise bentoml.exceptions.NotFound(f"no prediction with id {prediction_id!r}") from None
-        return Feedback(ok=True, prediction_id=prediction_id, label=label)
+        return Labelled(ok=True, prediction_id=prediction_id, label=label, source="review" if review else "feedback",
+                        given_by=who[0])
+
+    @bentoml.api
+    def feedback(self, ctx: bentoml.Context, prediction_id: str = Field(max_length=64),
+                 label: str = Field(max_length=200)) -> Labelled:
+        """A client reports the true label of an earlier prediction (an API key). Kept beside earlier labels,
+        never overwriting them; rollouts and retraining count it only where the profile trusts client feedback."""
+        return self._label(prediction_id, label, ctx, review=False)
+
+    @bentoml.api
+    def review(self, ctx: bentoml.Context, prediction_id: str = Field(max_length=64),
+               label: str = Field(max_length=200)) -> Labelled:
+        """A reviewer labels a prediction (a reviewer's key): trusted by rollouts and retraining."""
+        return self._label(prediction_id, label, ctx, review=True)
 
     @bentoml.api(route="/info")
     def info(self) -> dict:
@@ -222,3 +252,4 @@ def fix_media_types(service) -> None:
 fix_media_types(Classifier)
 Classifier.add_asgi_middleware(RequestGuard, max_body_bytes=SETTINGS.max_body_bytes,
                                max_in_flight=SETTINGS.max_concurrency)
+Classifier.add_asgi_middleware(Authenticator, keys=read_keys(SETTINGS.api_keys), open_predict=SETTINGS.open_predict)

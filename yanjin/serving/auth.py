@@ -1,0 +1,183 @@
+"""Who may call the server, and how often: API keys stored hashed, roles per route, a rate limit per key.
+
+The keys file (JSON; on a cluster a mounted Secret, in embedded mode `<state>/api-keys.json`, written
+by `yanjin keys add`) holds only the sha256 of each token, never the token:
+
+    {"keys": [{"name": "crm-app", "role": "client", "sha256": "…", "per_minute": 600}]}
+
+Roles: a `client` may predict and report feedback (kept as feedback: untrusted unless the profile
+says otherwise); a `reviewer` may also label predictions through /review (trusted). /predict stays
+open without a key when `open_predict` is on (the embedded default, bound to localhost).
+
+The middleware answers 401 (no or unknown key), 403 (a key whose role may not call the route) and
+429 with Retry-After (the key's rate spent) before the request reaches the service, and hands the
+caller's name and role to the service in a header it sets itself (any copy sent by a client is
+removed first).
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from .guard import reply
+
+CLIENT, REVIEWER = "client", "reviewer"
+ROLES = (CLIENT, REVIEWER)
+PRINCIPAL_HEADER = b"x-yanjin-principal"   # "name:role", set by the middleware only
+TOKEN_PREFIX = "yj_"
+
+# who may call what; a route not named here needs no key (probes, metrics, /info, the API docs)
+ROUTE_ROLES = {"/feedback": ROLES, "/review": (REVIEWER,)}
+PREDICT = "/predict"
+
+
+class KeysError(ValueError):
+    """The keys file is unreadable or malformed."""
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    name: str
+    role: str
+    sha256: str
+    per_minute: int = 600   # requests per minute, every route together
+
+
+def token_sha256(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def new_token() -> str:
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)   # 256 bits: a plain sha256 is enough to store it
+
+
+def read_keys(path: str | Path) -> list[ApiKey]:
+    """The keys in `path`; none when the file does not exist (then only open routes answer)."""
+    p = Path(path)
+    if not p.is_file():
+        return []
+    try:
+        entries = json.loads(p.read_text())["keys"]
+        keys = [ApiKey(**e) for e in entries]
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise KeysError(f"{p}: not a keys file ({type(e).__name__}: {e}); expected "
+                        '{"keys": [{"name", "role", "sha256", "per_minute"}]}') from None
+    for k in keys:
+        if k.role not in ROLES:
+            raise KeysError(f"{p}: key {k.name!r} has role {k.role!r}; roles are {', '.join(ROLES)}")
+        if len(k.sha256) != 64:
+            raise KeysError(f"{p}: key {k.name!r}: sha256 must be 64 hex digits (the token itself is never stored)")
+    if len({k.name for k in keys}) != len(keys):
+        raise KeysError(f"{p}: key names must be unique")
+    return keys
+
+
+def add_key(path: str | Path, name: str, role: str, per_minute: int = 600) -> str:
+    """Add a key to the file (created 0600 if new); returns the token, which is shown once and never stored."""
+    if role not in ROLES:
+        raise KeysError(f"role {role!r}: roles are {', '.join(ROLES)}")
+    p = Path(path)
+    keys = [k for k in read_keys(p) if k.name != name]
+    token = new_token()
+    keys.append(ApiKey(name, role, token_sha256(token), per_minute))
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.touch(mode=0o600, exist_ok=True)
+    p.write_text(json.dumps({"keys": [asdict(k) for k in keys]}, indent=2) + "\n")
+    return token
+
+
+class Keyring:
+    """Token -> key, compared in constant time over the stored digests."""
+
+    def __init__(self, keys: list[ApiKey]) -> None:
+        self.keys = keys
+
+    def find(self, token: str) -> ApiKey | None:
+        digest = token_sha256(token)
+        found = None
+        for k in self.keys:  # no early exit: the time taken does not say which key nearly matched
+            if hmac.compare_digest(k.sha256, digest):
+                found = k
+        return found
+
+
+class RateLimit:
+    """A token bucket per key: `per_minute` requests a minute, bursts up to the same number."""
+
+    def __init__(self, clock=time.monotonic) -> None:
+        self.clock = clock
+        self.buckets: dict[str, tuple[float, float]] = {}   # key name -> (tokens left, when counted)
+
+    def take(self, key: ApiKey) -> float:
+        """0 when the request may pass, else the seconds until it would."""
+        now, rate = self.clock(), key.per_minute / 60.0
+        tokens, then = self.buckets.get(key.name, (float(key.per_minute), now))
+        tokens = min(float(key.per_minute), tokens + (now - then) * rate)
+        if tokens < 1.0:
+            self.buckets[key.name] = (tokens, now)
+            return (1.0 - tokens) / rate
+        self.buckets[key.name] = (tokens - 1.0, now)
+        return 0.0
+
+
+def principal(headers: dict) -> tuple[str, str] | None:
+    """(name, role) the middleware put on the request, or None for an anonymous caller."""
+    raw = headers.get(PRINCIPAL_HEADER.decode()) or headers.get(PRINCIPAL_HEADER)
+    if not raw:
+        return None
+    name, _, role = (raw.decode() if isinstance(raw, bytes) else raw).rpartition(":")
+    return name, role
+
+
+def bearer(headers: dict[bytes, bytes]) -> str | None:
+    """The token of `Authorization: Bearer <token>`, or of `X-API-Key: <token>`."""
+    auth = headers.get(b"authorization", b"")
+    if auth[:7].lower() == b"bearer ":
+        return auth[7:].strip().decode("latin-1")
+    key = headers.get(b"x-api-key")
+    return key.strip().decode("latin-1") if key else None
+
+
+class Authenticator:
+    """ASGI middleware: authenticate, authorise and rate-limit, or answer 401/403/429 and change nothing."""
+
+    def __init__(self, app, keys: list[ApiKey], open_predict: bool = True) -> None:
+        self.app = app
+        self.keyring = Keyring(keys)
+        self.open_predict = open_predict
+        self.limits = RateLimit()
+
+    def _allowed(self, path: str) -> tuple[str, ...] | None:
+        if path == PREDICT:
+            return None if self.open_predict else ROLES
+        return ROUTE_ROLES.get(path)
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        raw = [(k, v) for k, v in scope.get("headers", []) if k.lower() != PRINCIPAL_HEADER]
+        headers = {k.lower(): v for k, v in raw}
+        roles = self._allowed(scope["path"])
+        token = bearer(headers)
+        key = self.keyring.find(token) if token else None
+        if roles is not None:
+            if token is None:
+                return await reply(401, f"{scope['path']} needs an API key (Authorization: Bearer <token>)",
+                                        [(b"www-authenticate", b'Bearer realm="yanjin"')])(send)
+            if key is None:
+                return await reply(401, "unknown API key", [(b"www-authenticate", b'Bearer error="invalid_token"')])(send)
+            if key.role not in roles:
+                return await reply(403, f"key {key.name!r} ({key.role}) may not call {scope['path']}; "
+                                             f"that needs the role {' or '.join(roles)}")(send)
+        if key is not None:
+            wait = self.limits.take(key)
+            if wait > 0:
+                return await reply(429, f"key {key.name!r}: rate limit of {key.per_minute} requests a minute "
+                                             f"reached", [(b"retry-after", str(max(1, round(wait))).encode())])(send)
+            raw.append((PRINCIPAL_HEADER, f"{key.name}:{key.role}".encode()))
+        await self.app(scope | {"headers": raw}, receive, send)
