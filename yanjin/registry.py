@@ -129,6 +129,14 @@ class LineageError(RuntimeError):
     """A registered version lacks what a later step needs, or its stored bytes were altered."""
 
 
+class MissingArtifact(LineageError):
+    """The version's run logged no such artifact (registered before it existed): nothing to verify or load."""
+
+
+class TamperedArtifact(LineageError):
+    """Stored bytes that no longer hash to the digest recorded at registration: never loaded."""
+
+
 # -- digests --------------------------------------------------------------------------------------
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
@@ -165,7 +173,7 @@ def verify_bundle(found: Downloaded) -> Downloaded:
     """Re-check a downloaded bundle on disk (e.g. after it sat in a cache) against its registered digest."""
     actual = bundle_sha256(found.bundle_dir)
     if actual != found.tags.artifact_sha256:
-        raise LineageError(f"{found.model} version {found.version}: artifact sha256 {actual} does not match the "
+        raise TamperedArtifact(f"{found.model} version {found.version}: artifact sha256 {actual} does not match the "
                            f"registered {found.tags.artifact_sha256 or '(none)'}; the stored model was altered")
     return found
 
@@ -175,7 +183,7 @@ def _check(what: str, model: str, version: str, expected: str, actual: str, tag:
         log.warning("%s v%s: no %s tag (registered before it existed); its %s is not verified",
                     model, version, tag, what)
     elif expected != actual:
-        raise LineageError(f"{model} version {version}: {what} sha256 {actual} does not match the registered "
+        raise TamperedArtifact(f"{model} version {version}: {what} sha256 {actual} does not match the registered "
                            f"{expected}; the stored {what} was altered")
 
 
@@ -268,7 +276,7 @@ def download_checkpoint(found: Downloaded, download_to: str | Path, tracking_uri
     try:
         path = Path(client(tracking_uri).download_artifacts(found.run_id, CHECKPOINT_ARTIFACT, str(download_to)))
     except (MlflowException, OSError) as e:
-        raise LineageError(f"{found.model} version {found.version} (run {found.run_id}) has no "
+        raise MissingArtifact(f"{found.model} version {found.version} (run {found.run_id}) has no "
                            f"'{CHECKPOINT_ARTIFACT}' artifact to start from; re-run its pipeline: {e}") from e
     _check("checkpoint", found.model, found.version, found.tags.checkpoint_sha256, checkpoint_sha256(path),
            "checkpoint_sha256")

@@ -155,3 +155,36 @@ def test_a_stale_lock_is_broken_by_exactly_one_waiter_and_a_held_one_never(clien
     names = {m.name for m in client.search_registered_models()}
     assert f"{lock_name(MODEL)}.broken.crashed" in names and lock_name(MODEL) not in names
     assert not [n for n in names if ".waiter." in n]  # every waiter's clock ticket is gone
+
+
+def test_a_holder_that_lost_its_lock_writes_nothing_more(client):
+    """A holder stalled past the TTL has its lock broken by a waiter; its next write is refused, so two
+    controllers never both write. Before, nothing re-checked ownership before a write."""
+    from yanjin.registry import AliasConflict, model_lock, record, set_alias
+
+    with model_lock(client, MODEL):
+        set_alias(client, MODEL, "challenger", "2")                        # ours: allowed
+        client.rename_registered_model(lock_name(MODEL), lock_name(MODEL) + ".broken.me")  # a waiter broke it
+        client.create_registered_model(lock_name(MODEL), tags={"owner": "the-other-controller"})
+        with pytest.raises(AliasConflict, match="lost the alias lock"):
+            set_alias(client, MODEL, "challenger", "3")
+        with pytest.raises(AliasConflict, match="lost the alias lock"):
+            record(client, MODEL, "promote", CHAMPION, "1", "3", "stale holder")
+    assert alias_version(client, MODEL, "challenger") == "2"
+    with pytest.raises(AliasConflict, match="without holding its lock"):
+        set_alias(client, MODEL, "challenger", "4")                        # no lock at all
+
+
+def test_two_audit_entries_with_the_same_sequence_number_both_survive(client):
+    """Sequence numbers are read then written; a writer that bypassed the lock (or a broken one) could take
+    the same number. The key carries the writer's suffix, so neither entry overwrites the other."""
+    from unittest import mock
+
+    from yanjin.registry import model_lock, record
+
+    with model_lock(client, MODEL):
+        first = record(client, MODEL, "promote", CHAMPION, "1", "2", "first writer")
+        with mock.patch("yanjin.registry.history", return_value=[]):      # the second writer read before the first wrote
+            second = record(client, MODEL, "promote", CHAMPION, "1", "3", "second writer")
+    assert first.seq == second.seq == 1
+    assert [e.reason for e in history(client, MODEL)] == ["first writer", "second writer"]

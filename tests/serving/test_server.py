@@ -13,7 +13,10 @@ import pytest
 
 from tests.integration.stack import exited, free_port, stop, wait_http  # noqa: F401 - other tests take free_port, stop from here
 from tests.serving.malformed import malformed_requests
-from yanjin.registry import CHALLENGER, CHAMPION, VersionTags, register_bundle
+from tests.tampering import flip_byte, stored_bundle
+from yanjin.registry import CHALLENGER, CHAMPION, ONNX_FILE, VersionTags, register_bundle
+from yanjin.serving.auth import add_key
+from yanjin.serving.predlog import PredictionLog
 from yanjin.config import load_config
 from yanjin.pipelines.run import LocalState, run_local
 
@@ -39,9 +42,12 @@ def registry(tmp_path_factory, data_dir):
     client = mlflow.MlflowClient()
     assert reregister(client, "1") == "2"
     tampered = reregister(client, "1")
-    client.set_model_version_tag(MODEL, tampered, "artifact_sha256", "0" * 64)  # the stored files no longer match
+    flip_byte(stored_bundle(client, MODEL, tampered) / ONNX_FILE)  # the stored bytes, not the tag: it still says what was registered
     client.set_registered_model_alias(MODEL, CHALLENGER, "2")
-    yield state, client, tampered
+    keys = {name: add_key(state.api_keys, name, role, per_minute)
+            for name, role, per_minute in (("crm-app", "client", 6000), ("anna", "reviewer", 6000),
+                                           ("burst", "client", 3))}
+    yield state, client, tampered, keys
     mlflow.set_tracking_uri(None)
 
 
@@ -59,14 +65,14 @@ def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 120) -> bool:
 
 @pytest.fixture(scope="module")
 def server(registry):
-    state, client, tampered = registry
+    state, client, tampered, keys = registry
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     proc = start_server(state, port, "challenger_share=0.5", "review_threshold=0.99", "max_chars=500",
                         "max_items=16", "max_body_bytes=20000")
     try:
         assert wait_ready(url, proc), "server never became ready"
-        yield url, state, client, tampered
+        yield url, state, client, tampered, keys
     finally:
         stop(proc)
 
@@ -81,7 +87,8 @@ def test_prediction_carries_everything_a_caller_needs(server):
     assert r.status_code == 200, r.text
     first, second = r.json()
     assert set(first) == {"prediction_id", "label", "confidence", "top_k", "needs_review", "model", "version",
-                          "variant", "arm"}
+                          "variant", "arm", "error"}
+    assert first["error"] is None and second["error"] is None
     assert first["model"] == MODEL and first["variant"] == "v1" and first["arm"] in (CHAMPION, CHALLENGER)
     assert first["version"] == {"champion": "1", "challenger": "2"}[first["arm"]]
     assert len(first["top_k"]) == 3 and first["top_k"][0]["label"] == first["label"]
@@ -131,16 +138,55 @@ def test_low_confidence_goes_to_the_review_queue_and_labels_export(server, tmp_p
     assert rows[0] == "text,category,source" and any(r.endswith(",card_arrival,review") for r in rows[1:])
 
 
-def test_feedback_is_recorded_and_checked(server):
-    url, *_ = server
+def as_key(token: str) -> dict:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def label(url: str, route: str, pid: str, value: str, headers: dict | None = None) -> httpx.Response:
+    return httpx.post(f"{url}/{route}", json={"prediction_id": pid, "label": value}, headers=headers or {}, timeout=10)
+
+
+def test_feedback_and_review_need_a_key_of_the_right_role_and_change_nothing_without_one(server):
+    url, state, _, _, keys = server
     first = predict(url, [{"text": "I want to close my account"}]).json()[0]
     pid, known = first["prediction_id"], first["top_k"][1]["label"]  # a label the model knows
-    ok = httpx.post(f"{url}/feedback", json={"prediction_id": pid, "label": known}, timeout=10)
-    assert ok.status_code == 200 and ok.json()["ok"], ok.text
-    unknown = httpx.post(f"{url}/feedback", json={"prediction_id": "nope", "label": known}, timeout=10)
-    assert unknown.status_code == 404 and "no prediction with id 'nope'" in unknown.text
-    bad_label = httpx.post(f"{url}/feedback", json={"prediction_id": pid, "label": "crypto"}, timeout=10)
-    assert bad_label.status_code == 400 and "unknown label 'crypto'" in bad_label.text
+    refused = {
+        "no key": label(url, "feedback", pid, known),
+        "unknown key": label(url, "feedback", pid, known, as_key("yj_" + "x" * 43)),
+        "client key on /review": label(url, "review", pid, known, as_key(keys["crm-app"])),
+        "no key on /review": label(url, "review", pid, known),
+    }
+    assert {what: r.status_code for what, r in refused.items()} == {
+        "no key": 401, "unknown key": 401, "client key on /review": 403, "no key on /review": 401}
+    assert all(set(r.json()) == {"error"} for r in refused.values())
+    assert "needs an API key" in refused["no key"].json()["error"]
+    assert "needs the role reviewer" in refused["client key on /review"].json()["error"]
+    log = PredictionLog(state.root / "predictions.db")
+    try:
+        assert log.label_history(pid) == []                                       # nothing changed
+        spoofed = as_key(keys["crm-app"]) | {"x-yanjin-principal": "anna:reviewer"}  # a client posing as a reviewer
+        ok = label(url, "feedback", pid, known, spoofed)
+        assert ok.status_code == 200 and ok.json()["source"] == "feedback" and ok.json()["given_by"] == "crm-app", ok.text
+        assert label(url, "feedback", pid, first["label"], as_key(keys["crm-app"])).status_code == 200
+        reviewed = label(url, "review", pid, known, as_key(keys["anna"]))
+        assert reviewed.status_code == 200 and reviewed.json()["source"] == "review"
+        assert [(h["label"], h["source"], h["given_by"]) for h in log.label_history(pid)] == [
+            (known, "feedback", "crm-app"), (first["label"], "feedback", "crm-app"), (known, "review", "anna")]
+    finally:
+        log.close()
+    unknown = label(url, "feedback", "nope", known, as_key(keys["crm-app"]))
+    assert unknown.status_code == 404 and unknown.json() == {"error": "no prediction with id 'nope'"}
+    bad_label = label(url, "feedback", pid, "crypto", as_key(keys["crm-app"]))
+    assert bad_label.status_code == 400 and "unknown label 'crypto'" in bad_label.json()["error"]  # an object, not a list
+
+
+def test_a_key_past_its_rate_limit_gets_429_and_changes_nothing(server):
+    url, state, _, _, keys = server
+    pid = predict(url, [{"text": "top up failed"}]).json()[0]["prediction_id"]
+    answers = [label(url, "feedback", pid, "nonexistent-label", as_key(keys["burst"])) for _ in range(5)]
+    assert [r.status_code for r in answers] == [400, 400, 400, 429, 429]   # 3 a minute, then refused
+    assert int(answers[3].headers["retry-after"]) >= 1 and "rate limit" in answers[3].json()["error"]
+    assert label(url, "feedback", pid, "nonexistent-label", as_key(keys["crm-app"])).status_code == 400  # others unaffected
 
 
 MALFORMED = malformed_requests(max_chars=500, max_items=16, max_body_bytes=20000)  # the limits `server` sets
@@ -184,7 +230,7 @@ def test_metrics_endpoint_is_prometheus_text(server):
 
 
 def test_hot_swap_under_concurrent_requests_loses_nothing(server):
-    url, state, client, _ = server
+    url, state, client, *_ = server
     failures, served, stop_flag = [], [], threading.Event()
 
     def hammer(worker: int) -> None:
@@ -214,7 +260,7 @@ def test_hot_swap_under_concurrent_requests_loses_nothing(server):
 
 
 def test_a_version_whose_files_do_not_match_its_sha256_is_refused(server):
-    url, state, client, tampered = server
+    url, state, client, tampered, _ = server
     client.set_registered_model_alias(MODEL, CHAMPION, tampered)
     deadline = time.time() + 20
     info = {}
@@ -229,7 +275,7 @@ def test_a_version_whose_files_do_not_match_its_sha256_is_refused(server):
 
 
 def test_a_server_whose_champion_is_tampered_never_becomes_ready(server):
-    url, state, client, tampered = server   # the champion alias now points at the tampered version
+    url, state, client, tampered, _ = server   # the champion alias now points at the tampered version
     port = free_port()
     proc = start_server(state, port)
     try:

@@ -230,8 +230,8 @@ def compare_family(model_name: str, variants: list[str], train: pd.DataFrame, te
                 continue
             try:
                 ckpt = str(R.download_checkpoint(champ, Path(tmp) / v / "ckpt"))
-            except R.LineageError:
-                ckpt = None  # registered before checkpoints were logged: no eager figures
+            except R.MissingArtifact:
+                ckpt = None  # registered before checkpoints were logged: no eager figures (a tampered one stops here)
             rows[v] = {"registered_model": name, "version": champ.version,
                        **measure_isolated(str(champ.bundle_dir), ckpt, test, params)}
     if not rows:

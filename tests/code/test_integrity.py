@@ -1,0 +1,89 @@
+"""Every loader refuses stored bytes that no longer hash to what registration recorded: the serving
+bundle (tests/serving/test_server.py), Lite's teacher checkpoint, the gate's champions, the drift
+monitor's checkpoint and training split, and the family benchmark. The stored files are changed, not
+the tags."""
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from tests.tampering import copy_version, flip_byte, stored_bundle, stored_run_files
+from yanjin import registry as R
+from yanjin.components import stages
+from yanjin.config import MonitorParams, load_config, with_variant
+from yanjin.monitoring.monitor import ServedMonitor
+from yanjin.pipelines.run import LocalState, run_local
+
+MODEL = "banking77-v1"
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory, data_dir):
+    state = LocalState(tmp_path_factory.mktemp("integrity") / "state")
+    outcome = run_local(load_config("tiny"), str(data_dir / "train.csv"), str(data_dir / "test.csv"),
+                        str(data_dir / "categories.json"), state, None, "test-commit", adapt_corpus=[])
+    assert outcome.version == "1"
+    mlflow.set_tracking_uri(state.tracking_uri)
+    yield state, mlflow.MlflowClient(state.tracking_uri)
+    mlflow.set_tracking_uri(None)
+
+
+def checkpoint_weights(client, model, version) -> Path:
+    return stored_run_files(client, model, version) / R.CHECKPOINT_ARTIFACT / R.CHECKPOINT_WEIGHTS
+
+
+def training_split(client, model, version) -> Path:
+    return next((stored_run_files(client, model, version) / R.TRAINING_DATA_ARTIFACT).iterdir())
+
+
+def test_an_untouched_copy_loads(registry, tmp_path):
+    state, client = registry
+    version = copy_version(client, MODEL, "1", "banking77-copy")
+    found = R.download_version("banking77-copy", version, tmp_path / "b", state.tracking_uri)
+    assert R.download_checkpoint(found, tmp_path / "c", state.tracking_uri).is_dir()
+    assert R.download_training_split(client, "banking77-copy", version, tmp_path / "t") is not None
+
+
+def test_lite_refuses_a_teacher_whose_checkpoint_was_altered(registry, tmp_path):
+    state, client = registry
+    version = copy_version(client, MODEL, "1", "banking77-pro")      # Lite's teacher is the Pro member
+    flip_byte(checkpoint_weights(client, "banking77-pro", version))
+    lite = with_variant(load_config("tiny"), "lite")
+    with pytest.raises(R.TamperedArtifact, match="checkpoint sha256 .* does not match"):
+        stages._teacher(lite, state.tracking_uri, str(tmp_path), version)
+    client.set_registered_model_alias("banking77-pro", R.CHAMPION, version)
+    with pytest.raises(R.TamperedArtifact, match="checkpoint"):                   # the champion path too
+        stages._teacher(lite, state.tracking_uri, str(tmp_path / "champion"), "")
+
+
+def test_the_gate_refuses_to_score_a_champion_whose_bundle_was_altered(registry, tmp_path, small_slice):
+    state, client = registry
+    version = copy_version(client, MODEL, "1", "banking77-gated")
+    flip_byte(stored_bundle(client, "banking77-gated", version) / R.ONNX_FILE)
+    test_set = tmp_path / "test.parquet"
+    small_slice[1].to_parquet(test_set)
+    with pytest.raises(R.TamperedArtifact, match="banking77-gated version .* artifact sha256"):
+        stages.gate_member("unused", str(test_set), {"run_id": "unused"}, {}, load_config("tiny"),
+                           state.tracking_uri, "banking77-gated")
+
+
+@pytest.mark.parametrize("altered", ["checkpoint", "training split"])
+def test_the_drift_monitor_refuses_an_altered_checkpoint_or_training_split(registry, altered):
+    state, client = registry
+    name = f"banking77-monitored-{altered.replace(' ', '-')}"
+    version = copy_version(client, MODEL, "1", name)
+    flip_byte(checkpoint_weights(client, name, version) if altered == "checkpoint" else training_split(client, name, version))
+    with pytest.raises(R.TamperedArtifact, match=f"{altered} sha256 .* does not match"):
+        ServedMonitor.load(client, name, MonitorParams(reference_size=50), version)
+
+
+def test_the_family_benchmark_stops_at_an_altered_checkpoint(registry, tmp_path, banking):
+    from yanjin.components.compare import CompareParams, compare_family
+
+    state, client = registry
+    version = copy_version(client, MODEL, "1", "banking77-bench-v1")
+    client.set_registered_model_alias("banking77-bench-v1", R.CHAMPION, version)
+    flip_byte(checkpoint_weights(client, "banking77-bench-v1", version))
+    train, test, _ = banking
+    with pytest.raises(R.TamperedArtifact):   # before: taken for a version without a checkpoint, and skipped
+        compare_family("banking77-bench", ["v1"], train.head(200), test.head(50), CompareParams(), str(tmp_path))

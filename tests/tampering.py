@@ -1,0 +1,48 @@
+"""Changing the stored bytes of a registered version, as an attacker with write access to the artifact
+store would (the tags, and so the recorded digests, stay as they were). Embedded mode: file stores."""
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+
+import mlflow
+
+from yanjin import registry as R
+
+
+def local(uri: str) -> Path:
+    assert uri.startswith("file://"), f"not a local artifact store: {uri}"
+    return Path(uri[len("file://"):])
+
+
+def stored_bundle(client, model: str, version: str) -> Path:
+    """The folder the registry serves the version's ONNX bundle from."""
+    source = client.get_model_version(model, version).source          # models:/m-<id> (an MLflow 3 logged model)
+    return local(client.get_logged_model(source.split("/")[-1]).artifact_location)
+
+
+def stored_run_files(client, model: str, version: str) -> Path:
+    """The artifact folder of the run that made the version (checkpoint, training split)."""
+    return local(client.get_run(client.get_model_version(model, version).run_id).info.artifact_uri)
+
+
+def flip_byte(path: Path) -> None:
+    """Change one byte in the middle of the file: same size, another sha256."""
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def copy_version(client, source_model: str, version: str, model: str) -> str:
+    """`source_model` v`version` registered again as a version of `model`, from a new run holding copies of
+    its checkpoint and training split, with the same recorded digests: a version whose files can be altered
+    without touching the original."""
+    mv = client.get_model_version(source_model, version)
+    experiment = client.get_run(mv.run_id).info.experiment_id
+    run = client.create_run(experiment)
+    with tempfile.TemporaryDirectory() as tmp:
+        for artifact in (R.CHECKPOINT_ARTIFACT, R.TRAINING_DATA_ARTIFACT):
+            folder = client.download_artifacts(mv.run_id, artifact, tmp)
+            client.log_artifacts(run.info.run_id, folder, artifact)
+        bundle = mlflow.artifacts.download_artifacts(R.model_uri(source_model, version), dst_path=str(Path(tmp) / "b"))
+        tags = R.VersionTags(**asdict(R.VersionTags.from_tags(dict(mv.tags))) | {"artifact_sha256": ""})
+        return R.register_bundle(bundle, model, run.info.run_id, tags)
