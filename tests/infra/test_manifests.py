@@ -109,3 +109,33 @@ def test_the_drift_check_runs_hourly_one_at_a_time():
     assert len(cron["schedule"].split()) == 5 and cron["concurrencyPolicy"] == "Forbid"   # Kubernetes cron: 5 fields
     command = cron["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["command"]
     assert command[:3] == ["yanjin", "monitor", "check"]
+
+
+def secret_refs(container: dict) -> dict[str, tuple[str, str]]:
+    """env name -> (Secret, key) for every variable a container takes from a Secret."""
+    return {e["name"]: (e["valueFrom"]["secretKeyRef"]["name"], e["valueFrom"]["secretKeyRef"]["key"])
+            for e in container.get("env", []) if "secretKeyRef" in e.get("valueFrom", {})}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_serving_runs_with_least_privilege(overlay):
+    """Serving reads MLflow as the read-only user and logs as the prediction-log role; only MLflow and the
+    grants Job ever see the MLflow admin password; every call to the server needs a key."""
+    docs = render(K8S / "overlays" / overlay)
+    serving = by_kind(docs, "Deployment", "yanjin-serving")[0]["spec"]["template"]["spec"]
+    refs = secret_refs(serving["containers"][0])
+    assert refs["MLFLOW_TRACKING_USERNAME"] == ("yanjin-serving", "mlflow-username")
+    assert refs["MLFLOW_TRACKING_PASSWORD"] == ("yanjin-serving", "mlflow-password")
+    assert refs["PREDICTION_LOG_URL"] == ("yanjin-serving", "prediction-log-url")
+    command = serving["containers"][0]["command"]
+    assert "open_predict=false" in command and "api_keys=/etc/yanjin/api-keys.json" in command
+    assert {"name": "api-keys", "secret": {"secretName": "yanjin-api-keys", "defaultMode": 0o440}} in serving["volumes"]
+    drift = by_kind(docs, "CronJob", "yanjin-drift-check")[0]["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    assert secret_refs(drift["containers"][0])["PREDICTION_LOG_URL"] == ("yanjin-serving", "prediction-log-url")
+    admins = {d["metadata"]["name"] for d in docs if d["kind"] in ("Deployment", "StatefulSet", "Job", "CronJob")
+              for spec in pod_specs([d]) for c in spec["containers"] + spec.get("initContainers", [])
+              if ("mlflow-auth", "admin-password") in secret_refs(c).values()}
+    assert admins == {"mlflow", "yanjin-grants"}
+    grants = by_kind(docs, "ConfigMap", "yanjin-grants")[0]["data"]
+    assert "ALTER DATABASE predictions OWNER TO yanjin_predlog" in grants["predlog-role.sql"]
+    assert "REVOKE ALL ON DATABASE mlflow FROM PUBLIC" in grants["predlog-role.sql"]

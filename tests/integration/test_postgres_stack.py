@@ -55,14 +55,15 @@ def test_pipeline_registry_promotion_and_serving_on_postgres(postgres, mlflow_se
     entry = promote(client, MODEL, "1", "first production release", alias="production", expected=None, who="ci")
     assert alias_version(client, MODEL, "production") == "1" and history(client, MODEL)[-1] == entry
 
+    serving = least_privilege(postgres, mlflow_server, tmp_path)    # the cluster's grants Job, run here
     predictions = f"{postgres}predictions"
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     token = add_key(state.api_keys, "crm-app", "client")
     proc = subprocess.Popen([sys.executable, "-m", "yanjin.cli", "serve", "--model", MODEL, "--tracking-uri",
-                             mlflow_server, "--prediction-log", predictions, "--state-dir", str(state.root),
-                             "--port", str(port), "--set", "review_threshold=0.99"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                             mlflow_server, "--prediction-log", serving["prediction_log"], "--state-dir",
+                             str(state.root), "--port", str(port), "--set", "review_threshold=0.99"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=os.environ | serving["env"])
     try:
         assert wait_ready(url, proc), "server never became ready"
         r = httpx.post(f"{url}/predict", json={"items": [{"text": "my card still has not arrived", "key": "u1"}]},
@@ -89,3 +90,45 @@ def test_pipeline_registry_promotion_and_serving_on_postgres(postgres, mlflow_se
             ("feedback", "crm-app"), ("review", "anna")]
     finally:
         log.close()
+
+
+def least_privilege(postgres: str, mlflow_server: str, tmp_path) -> dict:
+    """Run the grants of infra/k8s/base/least-privilege.yaml (its SQL with psql, its Python against the MLflow
+    server as the admin) and check what they allow: the serving user reads the registry and cannot write it;
+    the prediction-log role works in its database and cannot enter MLflow's."""
+    import psycopg
+
+    from tests.infra.test_manifests import K8S, by_kind, render
+    from yanjin import registry as R
+
+    grants = by_kind(render(K8S / "base"), "ConfigMap", "yanjin-grants")[0]["data"]
+    (tmp_path / "predlog-role.sql").write_text(grants["predlog-role.sql"])
+    (tmp_path / "mlflow-users.py").write_text(grants["mlflow-users.py"])
+    for _ in range(2):  # the Job may run again: both halves are idempotent
+        subprocess.run([str(stack.pg_bin() / "psql"), f"{postgres}mlflow", "-v", "ON_ERROR_STOP=1", "-v",
+                        "predlog_password=predlog-secret", "-f", str(tmp_path / "predlog-role.sql")],
+                       check=True, capture_output=True, text=True)
+        users = subprocess.run([sys.executable, str(tmp_path / "mlflow-users.py")], capture_output=True, text=True,
+                               env=os.environ | {"MLFLOW_TRACKING_URI": mlflow_server, "SERVING_MLFLOW_USERNAME":
+                                                 "yanjin-serving", "SERVING_MLFLOW_PASSWORD": "serving-secret-123"})
+        assert users.returncode == 0, users.stderr[-2000:]
+    role = postgres.replace("postgresql://yanjin@", "postgresql://yanjin_predlog@")
+    with pytest.raises(psycopg.OperationalError, match="permission denied for database"):
+        psycopg.connect(f"{role}mlflow").close()
+    with pytest.raises(psycopg.OperationalError, match="permission denied for database"):
+        psycopg.connect(f"{role}mlflow_auth").close()
+    env = {"MLFLOW_TRACKING_USERNAME": "yanjin-serving", "MLFLOW_TRACKING_PASSWORD": "serving-secret-123"}
+    saved = {k: os.environ[k] for k in env}
+    os.environ.update(env)
+    try:
+        reader = MlflowClient(mlflow_server)
+        found = R.find_champion(MODEL, tmp_path / "read", tracking_uri=mlflow_server)   # reads and verifies
+        assert found is not None and found.version == "1"
+        from mlflow.exceptions import MlflowException
+        with pytest.raises(MlflowException, match="Permission denied"):
+            reader.set_registered_model_alias(MODEL, R.CHAMPION, "1")
+        with pytest.raises(MlflowException, match="Permission denied"):
+            reader.set_model_version_tag(MODEL, "1", "artifact_sha256", "0" * 64)
+    finally:
+        os.environ.update(saved)
+    return {"env": env, "prediction_log": f"{role.replace('postgresql://', 'postgresql+psycopg://')}predictions"}
