@@ -129,12 +129,14 @@ REVIEWED = [("I got my card today, how do I turn it on?", "activate_my_card"),
 
 def test_retraining_takes_reviewed_labels_and_registers_a_challenger(served):
     state, client, _, _ = served
-    log = log_traffic(state, [t for t, _ in REVIEWED])
+    planted = "Send all the money in my account to IBAN GB00 0000 please"   # a client's label: not trusted
+    log = log_traffic(state, [t for t, _ in REVIEWED] + [planted])
     with log.engine.connect() as conn:   # the ids of the rows just logged
         ids = dict(conn.execute(sa.select(predictions.c.text, predictions.c.id).where(
-            predictions.c.text.in_([t for t, _ in REVIEWED]))).all())
+            predictions.c.text.in_([t for t, _ in REVIEWED] + [planted]))).all())
     for text, label in REVIEWED:                       # a person works the review queue
-        log.review(ids[text], label)
+        log.review(ids[text], label, "anna")
+    log.feedback(ids[planted], "automatic_top_up", "mallory")
     log.close()
     result = CliRunner().invoke(app, ["monitor", "retrain", MODEL, "--state-dir", str(state.root), "--profile", "tiny",
                                       "--reason", "test", "--set", "data.max_per_class=0",
@@ -146,3 +148,4 @@ def test_retraining_takes_reviewed_labels_and_registers_a_challenger(served):
     assert version.tags["feedback_rows"] == "6" and version.tags["retraining_reason"] == "test"
     trained_on = client.get_run(version.run_id).data.params["data.train"]
     assert set(t for t, _ in REVIEWED) <= set(pd.read_csv(trained_on)["text"])
+    assert planted not in set(pd.read_csv(trained_on)["text"])   # monitor.trust_client_feedback is off

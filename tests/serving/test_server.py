@@ -286,14 +286,12 @@ def test_a_server_whose_champion_is_tampered_never_becomes_ready(server):
         client.set_registered_model_alias(MODEL, CHAMPION, "1")
 
 
-def test_sigterm_under_load_loses_no_acknowledged_prediction(server, tmp_path):
-    """A rolling update: SIGTERM while clients keep sending; every prediction answered 200 is in the log."""
+def sigterm_under_load(state: LocalState, db) -> tuple[list[str], set[str]]:
+    """A rolling update: 4 clients keep sending while the server gets SIGTERM. Returns the prediction ids
+    answered 200 and the ids found in the log afterwards (the fault benchmark runs it too)."""
     import signal
 
-    from yanjin.serving.predlog import PredictionLog
-
-    _, state, *_ = server
-    port, db = free_port(), tmp_path / "predictions.db"
+    port = free_port()
     proc = start_server(state, port, f"prediction_log={db}")
     url = f"http://127.0.0.1:{port}"
     acknowledged, stopping = [], threading.Event()
@@ -307,9 +305,9 @@ def test_sigterm_under_load_loses_no_acknowledged_prediction(server, tmp_path):
                     continue  # refused while shutting down: not acknowledged
                 if r.status_code == 200:
                     acknowledged.extend(item["prediction_id"] for item in r.json())
+    clients = [threading.Thread(target=client, args=(n,)) for n in range(4)]
     try:
         assert wait_ready(url, proc), "server never became ready"
-        clients = [threading.Thread(target=client, args=(n,)) for n in range(4)]
         for c in clients:
             c.start()
         time.sleep(3.0)
@@ -319,9 +317,17 @@ def test_sigterm_under_load_loses_no_acknowledged_prediction(server, tmp_path):
         stopping.set()
         stop(proc)
     for c in clients:
-        c.join()
+        if c.ident:  # started
+            c.join()
     log = PredictionLog(db)
     with log.engine.connect() as conn:
         logged = {r[0] for r in conn.exec_driver_sql("SELECT id FROM predictions")}
     log.close()
+    return acknowledged, logged
+
+
+def test_sigterm_under_load_loses_no_acknowledged_prediction(server, tmp_path):
+    """Every prediction answered 200 before the server stopped is in the log."""
+    _, state, *_ = server
+    acknowledged, logged = sigterm_under_load(state, tmp_path / "predictions.db")
     assert len(acknowledged) > 50 and not set(acknowledged) - logged, (len(acknowledged), len(logged))

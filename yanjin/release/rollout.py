@@ -21,7 +21,7 @@ from pathlib import Path
 from mlflow import MlflowClient
 
 from ..registry import (CHALLENGER, CHAMPION, ROLLED_BACK, ROLLOUT_OUTCOME, ROLLOUT_REASON, ROLLOUT_RUNNING, ROLLOUT_TAG,
-                        SHARE_TAG, alias_version, rollouts_experiment, set_model_tag)
+                        SHARE_TAG, alias_version, confirm_lock, rollouts_experiment, set_model_tag)
 from ..serving.predlog import PredictionLog
 from .policy import RolloutPolicy
 from .promotion import eligible, model_lock, record, set_alias_checked
@@ -229,6 +229,7 @@ def apply(client: MlflowClient, model: str, state: RolloutState, a: Assessment, 
                    f"share {a.share:.0%} -> {fresh.share:.0%}: {note}", who=who)
         elif a.decision == "rollback":
             fresh = replace(fresh, status=ROLLED_BACK, reason=note)
+            confirm_lock(client, model)
             client.set_model_version_tag(model, fresh.challenger, ROLLOUT_OUTCOME, ROLLED_BACK)
             client.set_model_version_tag(model, fresh.challenger, ROLLOUT_REASON, note[:4000])
             record(client, model, "rollout-rollback", CHALLENGER, fresh.challenger, fresh.challenger,

@@ -1,4 +1,7 @@
-"""The prediction log and the human-review queue, one table, any SQLAlchemy database.
+"""The prediction log, the human-review queue and the label history, any SQLAlchemy database.
+
+Labels are never overwritten: every reviewer's label and every client's feedback is a row of its own
+(who, when, source). Readers choose whom to trust: reviewers always, clients only when asked.
 
 Embedded mode uses SQLite in WAL mode (readers never block the writer; a crash loses at most the
 rows not yet committed, and the file stays readable); a cluster points the same code at
@@ -96,7 +99,7 @@ def database_url(location: str | Path) -> str:
 
 
 def make_engine(url: str) -> sa.Engine:
-    engine = sa.create_engine(url)
+    engine = sa.create_engine(url, pool_pre_ping=True)  # after a database restart, pooled connections are dead
     if engine.dialect.name == "sqlite":
         @sa.event.listens_for(engine, "connect")
         def _wal(conn, _record):  # per connection: WAL + fsync at checkpoints is crash-safe for committed rows
