@@ -54,7 +54,7 @@ def sigterm(state: LocalState, folder: Path, trials: int) -> dict:
 
 def outage() -> dict:
     def rows(n: int, start: int) -> list[Prediction]:
-        return [Prediction(f"id-{i}", time.time(), f"text {i}", "l", 0.9, "m", "1", "v1", "champion", 1.0, False)
+        return [Prediction(f"id-{i}", time.time(), f"text {i}", "l", 0.9, "m", "1", "v1", R.CHAMPION, 1.0, False)
                 for i in range(start, start + n)]
 
     with stack.postgres(("predictions",)) as pg:
@@ -152,8 +152,8 @@ def concurrent_rollouts(folder: Path, trials: int) -> dict:
             sub.mkdir(parents=True)
             client, log = fresh_rollout_registry(sub)
             state = start(client, "demo-v1", "2", POLICY, "faults")
-            traffic(log, "champion", "1", 100, 0.9)
-            traffic(log, "challenger", "2", 10 if scenario == "hold-vs-advance" else 100, 0.9)
+            traffic(log, R.CHAMPION, "1", 100, 0.9)
+            traffic(log, R.CHALLENGER, "2", 10 if scenario == "hold-vs-advance" else 100, 0.9)
 
             def controller() -> None:
                 try:
