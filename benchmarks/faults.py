@@ -185,16 +185,16 @@ def stale_locks(folder: Path, trials: int) -> dict:
         client = MlflowClient(f"sqlite:///{folder / f'lock-{t}.db'}")
         client.create_registered_model("demo-v1")
         client.create_registered_model(R.lock_name("demo-v1"), tags={R.LOCK_OWNER: "crashed"})
-        time.sleep(1.5)
+        time.sleep(2.5)
         inside, most, guard, barrier = [0], [0], threading.Lock(), threading.Barrier(6)
 
         def waiter() -> None:
             barrier.wait()
-            with R.model_lock(client, "demo-v1", wait_s=60, ttl_s=1.0):
+            with R.model_lock(client, "demo-v1", wait_s=120, ttl_s=2.0):
                 with guard:
                     inside[0] += 1
                     most[0] = max(most[0], inside[0])
-                time.sleep(1.5)
+                time.sleep(2.5)  # longer than the TTL: only renewals keep the others out
                 with guard:
                     inside[0] -= 1
         threads = [threading.Thread(target=waiter) for _ in range(6)]

@@ -483,6 +483,10 @@ def _break_if_stale(client, name: str, ticket: str, ttl_s: float) -> None:
         held = client.get_registered_model(name)
         if _registry_now(client, ticket) - held.last_updated_timestamp <= ttl_s * 1000:
             return
+        again = client.get_registered_model(name)  # a waiter that stalled since its read must not break a newer lock
+        if (again.tags.get(LOCK_OWNER), again.last_updated_timestamp) != (held.tags.get(LOCK_OWNER),
+                                                                         held.last_updated_timestamp):
+            return
     except MlflowException:
         return  # released meanwhile, or the registry is busy: look again at the next poll
     try:  # exactly one waiter wins this rename; the tombstone stays as the record of a crashed holder

@@ -123,6 +123,9 @@ def test_cli_promote_conflict_history_and_select(client, tmp_path):
     assert saved["ranking"] == ["v2", "pro"] and (tmp_path / "sel" / "select.png").stat().st_size > 0
 
 
+TTL_S = 2.0  # short, to keep the test short; renewals come every TTL_S / 4 even on a loaded 2-core machine
+
+
 def test_a_stale_lock_is_broken_by_exactly_one_waiter_and_a_held_one_never(client):
     """A holder that crashed left its lock; six waiters find it stale at once. Before, two of them could
     both delete it and both enter. The registry's clock dates it, renewals keep a live holder's lock."""
@@ -131,17 +134,17 @@ def test_a_stale_lock_is_broken_by_exactly_one_waiter_and_a_held_one_never(clien
     from yanjin.release.promotion import model_lock
 
     client.create_registered_model(lock_name(MODEL), tags={"owner": "crashed"})
-    time.sleep(1.5)
+    time.sleep(TTL_S + 0.5)
     inside, most, done, guard = [0], [0], [], threading.Lock()
     barrier = threading.Barrier(6)
 
     def waiter(i: int) -> None:
         barrier.wait()
-        with model_lock(client, MODEL, wait_s=60, ttl_s=1.0):
+        with model_lock(client, MODEL, wait_s=120, ttl_s=TTL_S):
             with guard:
                 inside[0] += 1
                 most[0] = max(most[0], inside[0])
-            time.sleep(1.5)  # longer than the ttl: only renewals keep the others out
+            time.sleep(TTL_S + 0.5)  # longer than the ttl: only renewals keep the others out
             with guard:
                 inside[0] -= 1
         done.append(i)
