@@ -185,30 +185,41 @@ def pipeline_in_containers(work: Path, server, host: str, data: Path) -> dict:
 
 
 def container(docker: list[str], image: str, args: list[str], env: dict[str, str], detach: bool = False,
-              entrypoint: str | None = None) -> subprocess.CompletedProcess:
-    """`docker run` as the manifests run pods: host network here, non-root, read-only root, /tmp a tmpfs."""
+              entrypoint: str | None = None, mounts: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    """`docker run` as the manifests run pods: host network here, non-root, read-only root, /tmp a tmpfs;
+    `mounts` are read-only bind mounts "host:container" (the manifests' Secret volumes)."""
     flags = ["--network", "host", "--read-only", "--tmpfs", "/tmp:rw,size=2g", "--cap-drop", "ALL",
              "--security-opt", "no-new-privileges"] + [a for k, v in env.items() for a in ("-e", f"{k}={v}")]
+    flags += [a for m in mounts for a in ("-v", f"{m}:ro")]
     flags += ["--entrypoint", entrypoint] if entrypoint else []
     return subprocess.run(docker + ["run", "--rm" if not detach else "-d", *flags, image, *args], capture_output=True,
                           text=True)
 
 
-def serving_in_container(docker: list[str], server, predictions_url: str, data: Path) -> dict:
-    """`yanjin serve` in the lean image: ready, predicting, and every malformed request a 4xx."""
+def serving_in_container(docker: list[str], server, predictions_url: str, data: Path, work: Path) -> dict:
+    """`yanjin serve` in the lean image as the manifests run it (a mounted keys file, a key for every call):
+    ready, refusing calls without a key, predicting, and every malformed request a 4xx."""
     import httpx
     import pandas as pd
 
     from tests.integration.stack import free_port, wait_http
     from tests.serving.malformed import malformed_requests
+    from yanjin.serving.auth import add_key
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    sets = [a for k, v in LIMITS.items() for a in ("--set", f"{k}={v}")]
+    keys_file = work / "api-keys.json"
+    keys_file.unlink(missing_ok=True)
+    token = add_key(keys_file, "rehearsal-client", "client", per_minute=100_000)
+    os.chmod(keys_file, 0o444)  # the container's non-root user reads it, as the Secret volume's mode lets it
+    auth = {"Authorization": f"Bearer {token}"}
+    sets = [a for k, v in (LIMITS | {"api_keys": "/etc/yanjin/api-keys.json", "open_predict": "false"}).items()
+            for a in ("--set", f"{k}={v}")]
     started = container(docker, SERVING_IMAGE, ["--model", MODEL, "--tracking-uri", server.url, "--prediction-log",
                                                 predictions_url, "--state-dir", "/tmp/yanjin", "--host", "127.0.0.1",
                                                 "--port", str(port), *sets],
-                        server.credentials | {"HOME": "/tmp"}, detach=True)
+                        server.credentials | {"HOME": "/tmp"}, detach=True,
+                        mounts=(f"{keys_file}:/etc/yanjin/api-keys.json",))
     if started.returncode != 0:
         raise RuntimeError(f"the serving container did not start: {started.stderr[-2000:]}")
     cid = started.stdout.strip()
@@ -220,14 +231,17 @@ def serving_in_container(docker: list[str], server, predictions_url: str, data: 
         if not wait_http(f"{url}/readyz", died):
             raise RuntimeError(f"the serving container never became ready: {logs(docker, cid)}")
         texts = pd.read_csv(data / "test.csv")["text"].tolist()[:160]
-        answers = [httpx.post(f"{url}/predict", json={"items": [{"text": t} for t in texts[i:i + 16]]}, timeout=60)
-                   for i in range(0, len(texts), 16)]  # traffic for the drift check, too
+        without_key = httpx.post(f"{url}/predict", json={"items": [{"text": texts[0]}]}, timeout=60).status_code
+        answers = [httpx.post(f"{url}/predict", json={"items": [{"text": t} for t in texts[i:i + 16]]}, headers=auth,
+                              timeout=60) for i in range(0, len(texts), 16)]  # traffic for the drift check, too
+        feedback = httpx.post(f"{url}/feedback", json={"prediction_id": answers[0].json()[0]["prediction_id"],
+                                                       "label": answers[0].json()[0]["label"]}, headers=auth, timeout=30)
         malformed = {}
         for what, body, content_type in malformed_requests(**LIMITS):
-            r = httpx.post(f"{url}/predict", content=body, headers={"content-type": content_type} if content_type else {},
-                           timeout=30)
+            r = httpx.post(f"{url}/predict", content=body, timeout=30,
+                           headers=auth | ({"content-type": content_type} if content_type else {}))
             malformed[what] = r.status_code
-        after = httpx.post(f"{url}/predict", json={"items": [{"text": "still there?"}]}, timeout=30)
+        after = httpx.post(f"{url}/predict", json={"items": [{"text": "still there?"}]}, headers=auth, timeout=30)
         torch_free = container(docker, SERVING_IMAGE, ["-c", "import importlib.util as u; print(u.find_spec('torch') is None)"],
                                {}, entrypoint="python3").stdout.strip() == "True"
     finally:
@@ -236,7 +250,8 @@ def serving_in_container(docker: list[str], server, predictions_url: str, data: 
     return {"predict_ok": all(a.status_code == 200 for a in answers) and answers[0].json()[0]["version"] == "1",
             "predicted": sum(len(a.json()) for a in answers if a.status_code == 200),
             "malformed": malformed, "malformed_4xx_share": four_xx / len(malformed),
-            "serving_after_malformed": after.status_code == 200, "image_has_no_torch": torch_free}
+            "serving_after_malformed": after.status_code == 200, "image_has_no_torch": torch_free,
+            "predict_without_key": without_key, "feedback_with_client_key": feedback.status_code}
 
 
 def logs(docker: list[str], cid: str) -> str:
@@ -309,11 +324,13 @@ def main() -> None:
                 if not result["family_pipeline_ok"]:
                     raise RuntimeError(f"the family pipeline ran but did not register every member: {members}")
             with stages.stage("serving"):
-                result["serving"] = serving_in_container(docker, server, f"{pg}predictions", args.data)
+                result["serving"] = serving_in_container(docker, server, f"{pg}predictions", args.data, args.work)
                 result["malformed_4xx_share"] = result["serving"]["malformed_4xx_share"]
                 result["serving_container_ok"] = (result["serving"]["predict_ok"] and result["malformed_4xx_share"] == 1.0
                                                   and result["serving"]["serving_after_malformed"]
-                                                  and result["serving"]["image_has_no_torch"])
+                                                  and result["serving"]["image_has_no_torch"]
+                                                  and result["serving"]["predict_without_key"] == 401
+                                                  and result["serving"]["feedback_with_client_key"] == 200)
                 if not result["serving_container_ok"]:
                     raise RuntimeError(f"serving in the lean image fell short: {result['serving']}")
             with stages.stage("cronjob"):
