@@ -10,7 +10,10 @@
 - /feedback and /review without a key, with a guessed key, with a client's key on /review, and a client
   claiming to be a reviewer: how many were accepted as something they are not.
 
-    python benchmarks/faults.py [--trials 5]  ->  benchmarks/results/faults.json
+    python benchmarks/faults.py [--trials 5] [--before CHECKOUT]  ->  benchmarks/results/faults.json
+
+--before names a checkout of an earlier commit (git worktree add /tmp/before 686adb5): the label
+attempts are then also sent to that commit's server on the same registry, side by side.
 """
 import argparse
 import json
@@ -35,6 +38,7 @@ from tests.tampering import copy_version, flip_byte, stored_bundle, stored_run_f
 from yanjin import registry as R  # noqa: E402
 from yanjin.config import MonitorParams, load_config, with_variant  # noqa: E402
 from yanjin.pipelines.run import LocalState, run_local  # noqa: E402
+from yanjin.state import git_commit  # noqa: E402
 from yanjin.release.policy import RolloutPolicy  # noqa: E402
 from yanjin.release.rollout import RolloutError, _write_state, check, read_state, start  # noqa: E402
 from yanjin.serving.auth import add_key  # noqa: E402
@@ -115,6 +119,33 @@ def malformed_and_auth(state: LocalState) -> dict:
             "unauthenticated_feedback_accepted": sum(200 <= c < 300 for c in accepted.values()),
             "client_posing_as_reviewer_trusted": sum(h["source"] == "review" for h in history),
             "labels_recorded": [(h["source"], h["given_by"]) for h in history], "spoof_status": spoof.status_code}
+
+
+def labels_before(state: LocalState, checkout: Path, folder: Path) -> dict:
+    """The same unauthenticated label attempts against an earlier commit's server (same registry)."""
+    import sqlite3
+    import subprocess
+
+    from tests.integration.stack import exited, wait_http
+
+    port, db = free_port(), folder / "before-predictions.db"
+    url = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen([sys.executable, "-m", "yanjin.cli", "serve", "--model", MODEL, "--state-dir",
+                             str(state.root), "--port", str(port), "--prediction-log", str(db)],
+                            env=os.environ | {"PYTHONPATH": str(checkout)}, cwd=checkout,  # bentoml imports from cwd
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        assert wait_http(f"{url}/readyz", exited(proc, proc.stderr.read), 120), "the earlier server never became ready"
+        result = httpx.post(f"{url}/predict", json={"items": [{"text": "my card has not arrived"}]}, timeout=30).json()[0]
+        labels = [s["label"] for s in result["top_k"]] * 2
+        codes = [httpx.post(f"{url}/feedback", json={"prediction_id": result["prediction_id"], "label": label},
+                            timeout=10).status_code for label in labels[:5]]
+    finally:
+        stop(proc)
+    with sqlite3.connect(db) as conn:
+        kept = conn.execute("SELECT feedback_label FROM predictions WHERE id = ?", (result["prediction_id"],)).fetchone()
+    return {"unauthenticated_attempts": len(codes), "unauthenticated_feedback_accepted": sum(200 <= c < 300 for c in codes),
+            "labels_kept_of_accepted": 1 if kept and kept[0] else 0, "label_left": kept and kept[0]}
 
 
 def fresh_rollout_registry(folder: Path):
@@ -240,6 +271,7 @@ def tampered(state: LocalState, folder: Path) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--trials", type=int, default=3)
+    ap.add_argument("--before", type=Path, help="a checkout of an earlier commit: its server gets the same label attempts")
     ap.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "results" / "faults.json")
     args = ap.parse_args()
     data = Path(os.environ.get("YANJIN_DATA", ROOT.parent / "shared" / "data" / "banking77"))
@@ -261,6 +293,9 @@ def main() -> None:
             figures = scenario()
             print(f"{name} ({time.perf_counter() - t:.0f} s): {json.dumps(figures)}", flush=True)
             result |= figures
+        if args.before:
+            result["before"] = {"commit": git_commit(args.before), **labels_before(state, args.before, folder)}
+            print(f"the same label attempts, earlier server: {json.dumps(result['before'])}", flush=True)
     result["seconds"] = round(time.perf_counter() - started, 1)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(result, indent=2) + "\n")
