@@ -211,6 +211,22 @@ def test_malformed_requests_get_a_clear_4xx_and_the_server_keeps_serving(server)
     assert predict(url, [{"text": "still there?"}]).status_code == 200
 
 
+def test_the_swagger_ui_is_at_docs_with_an_example_request_that_works(server):
+    url, _, _, _, keys = server
+    page = httpx.get(f"{url}/docs", follow_redirects=True, timeout=10)
+    assert page.status_code == 200 and "swagger-ui" in page.text
+    paths = httpx.get(f"{url}/docs.json", timeout=10).json()["paths"]
+    example = {route: {name: field["example"] for name, field in
+                       paths[route]["post"]["requestBody"]["content"]["application/json"]["schema"]["properties"].items()}
+               for route in ("/predict", "/feedback", "/review")}
+    answered = predict(url, example["/predict"]["items"])          # the documented example is a valid request
+    assert answered.status_code == 200 and len(answered.json()) == len(example["/predict"]["items"])
+    assert set(example["/feedback"]) == set(example["/review"]) == {"prediction_id", "label"}
+    unknown = label(url, "feedback", example["/feedback"]["prediction_id"], example["/feedback"]["label"],
+                    as_key(keys["crm-app"]))
+    assert unknown.status_code in (400, 404)                        # well-formed: refused only for its content
+
+
 def test_metrics_endpoint_is_prometheus_text(server):
     url, *_ = server
     text = httpx.get(f"{url}/metrics", timeout=10).text

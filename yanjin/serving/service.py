@@ -29,6 +29,9 @@ from .routing import CHALLENGER, CHAMPION, assign_arm
 from .settings import from_env
 
 log = logging.getLogger("yanjin.serving")
+EXAMPLE_INPUT = [  # shown in the Swagger UI (/docs) as each endpoint's example request (OpenAPI 3.0: `example`)
+    {"text": "my card has not arrived yet", "key": "user-42"}, {"text": "how do I top up by bank transfer?"}]
+EXAMPLE_LABEL = {"prediction_id": "3f2b8c1e-6a0d-4c7e-9f51-2d8e7b4a9c10", "label": "card_arrival"}
 SETTINGS = from_env()  # read once, at import: the worker's entry point
 SERVED = bentoml.metrics.Gauge(  # on /metrics: which version, variant and ORT provider each arm runs
     name="yanjin_served_model", documentation="1 for the model version serving each A/B arm",
@@ -132,7 +135,9 @@ class Classifier:
         return self.watcher.ready
 
     @bentoml.api(batchable=True, max_batch_size=SETTINGS.max_batch_size, max_latency_ms=SETTINGS.max_latency_ms)
-    def predict(self, items: Annotated[list[Item], Field(min_length=1, max_length=SETTINGS.max_items)]) -> list[Result]:
+    def predict(self, items: Annotated[list[Item], Field(
+            min_length=1, max_length=SETTINGS.max_items, examples=[EXAMPLE_INPUT],
+            json_schema_extra={"example": EXAMPLE_INPUT})]) -> list[Result]:
         """Classify texts. Concurrent requests are merged into one model call (adaptive batching)."""
         arms = self.watcher.arms  # one snapshot per batch: a hot swap never splits a batch
         if arms[CHAMPION] is None:
@@ -205,15 +210,21 @@ class Classifier:
                         given_by=who[0])
 
     @bentoml.api
-    def feedback(self, ctx: bentoml.Context, prediction_id: str = Field(max_length=64),
-                 label: str = Field(max_length=200)) -> Labelled:
+    def feedback(self, ctx: bentoml.Context,
+                 prediction_id: str = Field(max_length=64, examples=[EXAMPLE_LABEL["prediction_id"]],
+                                         json_schema_extra={"example": EXAMPLE_LABEL["prediction_id"]}),
+                 label: str = Field(max_length=200, examples=[EXAMPLE_LABEL["label"]],
+                                         json_schema_extra={"example": EXAMPLE_LABEL["label"]})) -> Labelled:
         """A client reports the true label of an earlier prediction (an API key). Kept beside earlier labels,
         never overwriting them; rollouts and retraining count it only where the profile trusts client feedback."""
         return self._label(prediction_id, label, ctx, review=False)
 
     @bentoml.api
-    def review(self, ctx: bentoml.Context, prediction_id: str = Field(max_length=64),
-               label: str = Field(max_length=200)) -> Labelled:
+    def review(self, ctx: bentoml.Context,
+               prediction_id: str = Field(max_length=64, examples=[EXAMPLE_LABEL["prediction_id"]],
+                                         json_schema_extra={"example": EXAMPLE_LABEL["prediction_id"]}),
+               label: str = Field(max_length=200, examples=[EXAMPLE_LABEL["label"]],
+                                         json_schema_extra={"example": EXAMPLE_LABEL["label"]})) -> Labelled:
         """A reviewer labels a prediction (a reviewer's key): trusted by rollouts and retraining."""
         return self._label(prediction_id, label, ctx, review=True)
 
@@ -249,7 +260,16 @@ def fix_media_types(service) -> None:
             api.output_spec.media_type = api.output_spec.mime_type()
 
 
+async def docs_page(scope, receive, send) -> None:
+    """/docs: BentoML serves its Swagger UI at /; people (and the guides) look for it here."""
+    from starlette.responses import RedirectResponse
+
+    if scope["type"] == "http":
+        await RedirectResponse("/")(scope, receive, send)
+
+
 fix_media_types(Classifier)
+Classifier.mount_asgi_app(docs_page, path="/docs", name="docs")
 Classifier.add_asgi_middleware(RequestGuard, max_body_bytes=SETTINGS.max_body_bytes,
                                max_in_flight=SETTINGS.max_concurrency)
 Classifier.add_asgi_middleware(Authenticator, keys=read_keys(SETTINGS.api_keys), open_predict=SETTINGS.open_predict)
