@@ -32,6 +32,8 @@ import httpx  # noqa: E402
 from mlflow import MlflowClient  # noqa: E402
 
 from tests.integration import stack  # noqa: E402
+from tests.release.test_promotion import most_holders_of_a_stale_lock  # noqa: E402
+from tests.release.test_rollout_decisions import traffic  # noqa: E402
 from tests.serving.malformed import malformed_requests  # noqa: E402
 from tests.serving.test_server import MODEL, free_port, sigterm_under_load, start_server, stop, wait_ready  # noqa: E402
 from tests.tampering import copy_version, flip_byte, stored_bundle, stored_run_files  # noqa: E402
@@ -157,17 +159,6 @@ def fresh_rollout_registry(folder: Path):
     return client, PredictionLog(folder / "predictions.db")
 
 
-def traffic(log: PredictionLog, arm: str, version: str, n: int, accuracy: float) -> None:
-    import uuid
-
-    now = time.time()
-    rows = [Prediction(str(uuid.uuid4()), now, f"t{i}", "right" if i < accuracy * n else "wrong", 0.9, "demo-v1",
-                       version, "v1", arm, 2.0, i < 0.2 * n) for i in range(n)]
-    log.append(rows)
-    for r in rows:
-        log.review(r.id, "right", "reviewer")
-
-
 def consistent(client, model: str) -> bool:
     state, tag = read_state(client, model), client.get_registered_model(model).tags.get(R.SHARE_TAG)
     advances = [e for e in R.history(client, model) if e.action == "rollout-advance"]
@@ -215,25 +206,8 @@ def stale_locks(folder: Path, trials: int) -> dict:
     for t in range(trials):
         client = MlflowClient(f"sqlite:///{folder / f'lock-{t}.db'}")
         client.create_registered_model("demo-v1")
-        client.create_registered_model(R.lock_name("demo-v1"), tags={R.LOCK_OWNER: "crashed"})
-        time.sleep(2.5)
-        inside, most, guard, barrier = [0], [0], threading.Lock(), threading.Barrier(6)
-
-        def waiter() -> None:
-            barrier.wait()
-            with R.model_lock(client, "demo-v1", wait_s=120, ttl_s=2.0):
-                with guard:
-                    inside[0] += 1
-                    most[0] = max(most[0], inside[0])
-                time.sleep(2.5)  # longer than the TTL: only renewals keep the others out
-                with guard:
-                    inside[0] -= 1
-        threads = [threading.Thread(target=waiter) for _ in range(6)]
-        for th in threads:
-            th.start()
-        for th in threads:
-            th.join()
-        double += most[0] > 1
+        most, _ = most_holders_of_a_stale_lock(client, "demo-v1", waiters=6, ttl_s=2.0)
+        double += most > 1
     return {"stale_lock_trials": trials, "stale_lock_waiters": 6, "stale_lock_double_holders": double}
 
 

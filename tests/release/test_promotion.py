@@ -126,35 +126,41 @@ def test_cli_promote_conflict_history_and_select(client, tmp_path):
 TTL_S = 2.0  # short, to keep the test short; renewals come every TTL_S / 4 even on a loaded 2-core machine
 
 
-def test_a_stale_lock_is_broken_by_exactly_one_waiter_and_a_held_one_never(client):
-    """A holder that crashed left its lock; six waiters find it stale at once. Before, two of them could
-    both delete it and both enter. The registry's clock dates it, renewals keep a live holder's lock."""
+def most_holders_of_a_stale_lock(client, model: str, waiters: int = 6, ttl_s: float = TTL_S) -> tuple[int, int]:
+    """A crashed holder's lock, `waiters` waiters released at once, each holding longer than the TTL:
+    (most holders inside at the same time, waiters that got in). The fault benchmark runs it too."""
     import time
 
     from yanjin.release.promotion import model_lock
 
-    client.create_registered_model(lock_name(MODEL), tags={"owner": "crashed"})
-    time.sleep(TTL_S + 0.5)
+    client.create_registered_model(lock_name(model), tags={"owner": "crashed"})
+    time.sleep(ttl_s + 0.5)
     inside, most, done, guard = [0], [0], [], threading.Lock()
-    barrier = threading.Barrier(6)
+    barrier = threading.Barrier(waiters)
 
     def waiter(i: int) -> None:
         barrier.wait()
-        with model_lock(client, MODEL, wait_s=120, ttl_s=TTL_S):
+        with model_lock(client, model, wait_s=120, ttl_s=ttl_s):
             with guard:
                 inside[0] += 1
                 most[0] = max(most[0], inside[0])
-            time.sleep(TTL_S + 0.5)  # longer than the ttl: only renewals keep the others out
+            time.sleep(ttl_s + 0.5)  # longer than the ttl: only renewals keep the others out
             with guard:
                 inside[0] -= 1
         done.append(i)
 
-    threads = [threading.Thread(target=waiter, args=(i,)) for i in range(6)]
+    threads = [threading.Thread(target=waiter, args=(i,)) for i in range(waiters)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert (most[0], len(done)) == (1, 6)
+    return most[0], len(done)
+
+
+def test_a_stale_lock_is_broken_by_exactly_one_waiter_and_a_held_one_never(client):
+    """A holder that crashed left its lock; six waiters find it stale at once. Before, two of them could
+    both delete it and both enter. The registry's clock dates it, renewals keep a live holder's lock."""
+    assert most_holders_of_a_stale_lock(client, MODEL) == (1, 6)
     names = {m.name for m in client.search_registered_models()}
     assert f"{lock_name(MODEL)}.broken.crashed" in names and lock_name(MODEL) not in names
     assert not [n for n in names if ".waiter." in n]  # every waiter's clock ticket is gone

@@ -42,9 +42,8 @@ def serve(
     """Start the BentoML server (ONNX Runtime, adaptive batching, A/B, review flags, hot swap)."""
     import sys
 
-    from ..serving.settings import ENV
-
     from ..serving.auth import KeysError, read_keys
+    from ..serving.settings import ENV
 
     settings = serve_settings(state_dir, tracking_uri, model, prediction_log, set_)
     try:

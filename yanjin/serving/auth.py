@@ -125,12 +125,12 @@ class RateLimit:
         return 0.0
 
 
-def principal(headers: dict) -> tuple[str, str] | None:
-    """(name, role) the middleware put on the request, or None for an anonymous caller."""
-    raw = headers.get(PRINCIPAL_HEADER.decode()) or headers.get(PRINCIPAL_HEADER)
+def principal(headers) -> tuple[str, str] | None:
+    """(name, role) the middleware put on the request (its headers as text), or None for an anonymous caller."""
+    raw = headers.get(PRINCIPAL_HEADER.decode())
     if not raw:
         return None
-    name, _, role = (raw.decode() if isinstance(raw, bytes) else raw).rpartition(":")
+    name, _, role = raw.rpartition(":")
     return name, role
 
 

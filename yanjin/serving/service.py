@@ -23,7 +23,7 @@ from pydantic import BaseModel, Field, field_validator
 from .auth import Authenticator, principal, read_keys
 from .batch import classify_each
 from .guard import RequestGuard
-from .predlog import Prediction, PredictionLog, UnknownPrediction
+from .predlog import FEEDBACK, REVIEW, Prediction, PredictionLog, UnknownPrediction
 from .registry import AliasWatcher, ServedModel, VersionCache
 from .routing import CHALLENGER, CHAMPION, assign_arm
 from .settings import from_env
@@ -32,6 +32,10 @@ log = logging.getLogger("yanjin.serving")
 EXAMPLE_INPUT = [  # shown in the Swagger UI (/docs) as each endpoint's example request (OpenAPI 3.0: `example`)
     {"text": "my card has not arrived yet", "key": "user-42"}, {"text": "how do I top up by bank transfer?"}]
 EXAMPLE_LABEL = {"prediction_id": "3f2b8c1e-6a0d-4c7e-9f51-2d8e7b4a9c10", "label": "card_arrival"}
+# the fields of /feedback and /review, one definition for both
+PREDICTION_ID = Field(max_length=64, examples=[EXAMPLE_LABEL["prediction_id"]],
+                      json_schema_extra={"example": EXAMPLE_LABEL["prediction_id"]})
+LABEL = Field(max_length=200, examples=[EXAMPLE_LABEL["label"]], json_schema_extra={"example": EXAMPLE_LABEL["label"]})
 SETTINGS = from_env()  # read once, at import: the worker's entry point
 SERVED = bentoml.metrics.Gauge(  # on /metrics: which version, variant and ORT provider each arm runs
     name="yanjin_served_model", documentation="1 for the model version serving each A/B arm",
@@ -206,25 +210,17 @@ class Classifier:
             (self.predictions.review if review else self.predictions.feedback)(prediction_id, label, who[0])
         except UnknownPrediction:
             raise bentoml.exceptions.NotFound(f"no prediction with id {prediction_id!r}") from None
-        return Labelled(ok=True, prediction_id=prediction_id, label=label, source="review" if review else "feedback",
+        return Labelled(ok=True, prediction_id=prediction_id, label=label, source=REVIEW if review else FEEDBACK,
                         given_by=who[0])
 
     @bentoml.api
-    def feedback(self, ctx: bentoml.Context,
-                 prediction_id: str = Field(max_length=64, examples=[EXAMPLE_LABEL["prediction_id"]],
-                                         json_schema_extra={"example": EXAMPLE_LABEL["prediction_id"]}),
-                 label: str = Field(max_length=200, examples=[EXAMPLE_LABEL["label"]],
-                                         json_schema_extra={"example": EXAMPLE_LABEL["label"]})) -> Labelled:
+    def feedback(self, ctx: bentoml.Context, prediction_id: str = PREDICTION_ID, label: str = LABEL) -> Labelled:
         """A client reports the true label of an earlier prediction (an API key). Kept beside earlier labels,
         never overwriting them; rollouts and retraining count it only where the profile trusts client feedback."""
         return self._label(prediction_id, label, ctx, review=False)
 
     @bentoml.api
-    def review(self, ctx: bentoml.Context,
-               prediction_id: str = Field(max_length=64, examples=[EXAMPLE_LABEL["prediction_id"]],
-                                         json_schema_extra={"example": EXAMPLE_LABEL["prediction_id"]}),
-               label: str = Field(max_length=200, examples=[EXAMPLE_LABEL["label"]],
-                                         json_schema_extra={"example": EXAMPLE_LABEL["label"]})) -> Labelled:
+    def review(self, ctx: bentoml.Context, prediction_id: str = PREDICTION_ID, label: str = LABEL) -> Labelled:
         """A reviewer labels a prediction (a reviewer's key): trusted by rollouts and retraining."""
         return self._label(prediction_id, label, ctx, review=True)
 
