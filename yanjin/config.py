@@ -30,6 +30,7 @@ class DataParams:
     max_classes: int = 0               # >0 keeps only the first N labels (tiny smoke profiles)
     max_per_class: int = 0             # >0 caps examples per label (tiny smoke profiles)
     seed: int = 13
+    licence: str = ""                  # the data's licence, for the model card (known public sets are recognised by sha256)
 
 
 @dataclass(frozen=True)
@@ -128,6 +129,7 @@ class EvalParams:
     latency_runs: int = 200      # batch-1 calls timed (after warmup)
     throughput_batches: int = 20  # batch-32 calls timed
     threads: int = 0             # ORT intra-op threads; 0 = all cores
+    review_threshold: float = 0.7  # serving's default (ServeSettings): the model card reports the share it sends to review
 
 
 @dataclass(frozen=True)

@@ -58,6 +58,8 @@ GATE_DECISION = "gate/decision.json"
 FAMILY_RESULT = "family/family.json"        # `yanjin bench family` logs its table here
 FAMILY_RUN_TABLE = "family/members.json"    # a family pipeline run: what it made of each member
 FAMILY_RUN_MARKDOWN = "family/members.md"
+REPRODUCTION = "reproduce/comparison.json"  # a `yanjin reproduce` run: recorded vs rebuilt figures
+CARD_MARKDOWN, CARD_HTML = "card/model_card.md", "card/model_card.html"   # the model card, logged at registration
 
 # -- tags of a training run -----------------------------------------------------------------------
 RUN_PIPELINE = "pipeline"                   # "yanjin" on every run the pipeline made
@@ -65,6 +67,9 @@ RUN_VALIDATION = "validation"               # passed | failed
 RUN_GATE = "gate"                           # register | reject
 RUN_FAMILY = "family_run_id"                # a member run of a family pipeline: the run that validated its data
 RUN_PARAM_TRAIN, RUN_PARAM_TEST = "data.train", "data.test"   # run params: the data files as given
+RUN_PARAM_CORPUS = "adapt.corpus"           # run param: the domain text a Pro adapted on / a Lite kept
+RUN_REPRODUCES = "reproduces"               # a `yanjin reproduce` run: the <model>/<version> it rebuilt
+RUN_VERDICT = "verdict"                     # a drift check's run: drift | no_drift | insufficient_data
 
 # -- tags of a registered model (state every replica and controller shares) ------------------------
 SHARE_TAG = "yanjin.challenger_share"       # the challenger's traffic share, written by a rollout

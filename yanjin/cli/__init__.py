@@ -7,6 +7,7 @@ import os
 
 import typer
 
+from .governance import card, reproduce, status
 from .monitor import monitor_app, schedule_app
 from .pipeline import bench_app, data_app, pipeline_app
 from .release import history, promote, rollback, rollout_app, select
@@ -29,5 +30,8 @@ app.command("select")(select)
 app.add_typer(rollout_app, name="rollout")
 app.add_typer(monitor_app, name="monitor")
 app.add_typer(schedule_app, name="schedule")
+app.command("status")(status)
+app.command("card")(card)
+app.command("reproduce")(reproduce)
 
 __all__ = ["app"]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import List, Optional
 
@@ -29,6 +30,8 @@ def pipeline_run(
     state_dir: Path = typer.Option(DEFAULT_STATE_DIR, help="Folder holding all embedded-mode state (MLflow DB, artifacts, kfp outputs)."),
     tracking_uri: Optional[str] = TRACKING,
     metrics_out: Optional[Path] = typer.Option(None, help="Also write the evaluation figures as JSON to this path."),
+    verbose: bool = typer.Option(False, "--verbose", help="Also show kfp.local's own output (every step's inputs and "
+                                                          "logs); it always goes to <state-dir>/logs/."),
 ) -> None:
     """Run validate -> train -> export -> evaluate -> gate -> register with kfp.local (--variant all: the
     family pipeline, every member in one run)."""
@@ -50,17 +53,34 @@ def pipeline_run(
     uri = tracking_uri or state.tracking_uri
     args = (str(train), str(test), str(labels or ""), state, tracking_uri, git_commit())
     corpus_args = [str(c) for c in corpus] or None
-    try:
-        if variant == "all":
-            family = run_family_local(config, *args, adapt_corpus=corpus_args)
-            outcomes = family.members
+    from ..pipelines.console import watched
+    from ..pipelines.pipeline import DEFAULT_IMAGE, build_family_pipeline, build_pipeline
+
+    family_run = variant == "all"
+    config = config if family_run or not variant else with_variant(config, variant)
+    graph = build_family_pipeline(DEFAULT_IMAGE, None) if family_run else build_pipeline(DEFAULT_IMAGE, None)
+    what = "the whole family" if family_run else config.model.variant
+    typer.echo(f"yanjin: {what}, profile {config.profile}, data {train}")
+    started = time.monotonic()
+    with watched(graph, state.root, f"{'family' if family_run else config.model.variant}/{config.profile}",
+                 prefix="" if family_run else f"{config.model.variant}: ", verbose=verbose) as watch:
+        try:
+            if family_run:
+                family = run_family_local(config, *args, adapt_corpus=corpus_args)
+                outcomes = family.members
+            else:
+                outcomes = {config.model.variant: run_local(config, *args, adapt_corpus=corpus_args)}
+        except (RuntimeError, ValueError) as e:
+            error = e
         else:
-            config = with_variant(config, variant) if variant else config
-            outcomes = {config.model.variant: run_local(config, *args, adapt_corpus=corpus_args)}
-    except (RuntimeError, ValueError) as e:
-        typer.secho(f"pipeline stopped: {e}\nSee the failing step's error above; nothing was registered by the "
-                    f"failing branch.", fg="red", err=True)
+            error = None
+    if error is not None:
+        if not verbose:
+            typer.echo("\n".join(watch.failure_lines()), err=True)
+        typer.secho(f"pipeline stopped: {error}\nThe failing step's error is above (all output: {watch.log}); "
+                    f"nothing was registered by the failing branch.", fg="red", err=True)
         raise typer.Exit(1)
+    typer.echo(f"done in {time.monotonic() - started:.0f} s")
     for name, outcome in outcomes.items():
         ev = outcome.evaluation
         if metrics_out:
@@ -76,9 +96,19 @@ def pipeline_run(
         else:
             typer.echo("gate rejected the candidate: nothing registered (reasons in the MLflow run, gate/decision.json)")
         typer.echo(f"MLflow run {ev['run_id']} in {uri}")
-    if variant == "all":
+    if family_run:
         typer.echo("\n" + family.markdown)
-    typer.echo(f"open the MLflow UI: mlflow ui --backend-store-uri {uri} --port 5000  (then http://127.0.0.1:5000)")
+    typer.echo("\nWhere to look next:\n"
+               f"  the MLflow UI (runs, versions, model cards): mlflow ui --backend-store-uri {uri} --port 5000, "
+               f"then http://127.0.0.1:5000\n"
+               f"  the family at a glance:  yanjin status{_state_flag(state_dir)}\n"
+               f"  a version's model card:  yanjin card <model> <version>{_state_flag(state_dir)}\n"
+               f"  serve it over HTTP:      yanjin serve --model {next(iter(outcomes.values())).registered_model}"
+               f"{_state_flag(state_dir)}  (Swagger UI at http://127.0.0.1:3000/docs)")
+
+
+def _state_flag(state_dir: Path) -> str:
+    return "" if state_dir == DEFAULT_STATE_DIR else f" --state-dir {state_dir}"
 
 
 @pipeline_app.command("compile")

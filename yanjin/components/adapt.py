@@ -20,13 +20,13 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from ..config import AdaptParams
 from ..models.encoder import Encoder, mean_pool
 from ..models.family import ModelSpec, base_tokenizer_file, encoder_config
 from ..models.pretrained import load_pretrained_encoder, save_encoder_weights
 from ..models.tokenizer import TextTokenizer
+from ..progress import bar as progress_bar
 from .data import DataError
 from .device import CPU, Placement
 from .train import on_device, seed_everything, warmup_linear_decay
@@ -120,7 +120,7 @@ def adapt_encoder(texts: list[str], exclude: list[str], spec: ModelSpec, params:
     encoder.train()  # dropout on: it is what makes the two views differ
     for epoch in range(params.epochs):
         order = torch.randperm(len(corpus), generator=generator)
-        bar = tqdm(range(steps_per_epoch), desc=f"adapt {epoch + 1}/{params.epochs}", disable=not progress)
+        bar = progress_bar(range(steps_per_epoch), f"adapt {epoch + 1}/{params.epochs}", disable=not progress)
         for i in bar:
             batch = [corpus[j] for j in order[i * params.batch_size : (i + 1) * params.batch_size]]
             ids, mask = tokenizer(batch)

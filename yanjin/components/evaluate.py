@@ -38,6 +38,34 @@ def score_predictions(y_true: list[str], y_pred: list[str], confidence: np.ndarr
     }
 
 
+LENGTH_BINS = ((1, 5), (6, 10), (11, 20), (21, None))  # words: short commands to long complaints
+
+
+def _slice(correct: np.ndarray, confidence: np.ndarray, sel: np.ndarray) -> dict:
+    n = int(sel.sum())
+    return {"n": n, "accuracy": float(correct[sel].mean()) if n else None,
+            "mean_confidence": float(confidence[sel].mean()) if n else None}
+
+
+def slice_metrics(texts: list[str], y_true: list[str], y_pred: list[str], confidence: np.ndarray, bins: int,
+                  review_threshold: float) -> dict:
+    """Where the model is good and where not: accuracy by text length and by confidence bin (the
+    reliability table behind the ECE), and what the serving review threshold would send to people."""
+    correct = np.array([t == p for t, p in zip(y_true, y_pred)], dtype=float)
+    words = np.array([len(t.split()) for t in texts])
+    by_length = {f"{lo}-{hi}" if hi else f"{lo}+": _slice(correct, confidence, (words >= lo) & (words <= (hi or words.max())))
+                 for lo, hi in LENGTH_BINS}
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1]), 0, bins - 1)
+    by_confidence = {f"{edges[b]:.2f}-{edges[b + 1]:.2f}": _slice(correct, confidence, which == b)
+                     for b in range(bins) if (which == b).any()}
+    low = confidence < review_threshold
+    review = {"threshold": review_threshold, "share": float(low.mean()),
+              "accuracy_reviewed": _slice(correct, confidence, low)["accuracy"],
+              "accuracy_automatic": _slice(correct, confidence, ~low)["accuracy"]}
+    return {"by_length_words": by_length, "by_confidence": by_confidence, "review": review}
+
+
 def measure_speed(model: OnnxClassifier, texts: list[str], params: EvalParams) -> dict:
     for t in texts[:10]:  # warm up allocations and thread pools
         model.predict_proba([t])
@@ -89,12 +117,15 @@ def evaluate_bundle(bundle_dir: str | Path, test_df: pd.DataFrame, params: EvalP
     metrics["onnx_bytes"] = model.onnx_path.stat().st_size
     metrics["n_test"] = len(texts)
     metrics["provider"] = model.providers[0]
+    metrics["review_share"] = float((probs.max(1) < params.review_threshold).mean())
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         report = classification_report(y_true, y_pred, labels=model.labels, output_dict=True, zero_division=0)
         (out / "per_class.json").write_text(json.dumps(report, indent=2))
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        slices = slice_metrics(texts, y_true, y_pred, probs.max(1), params.ece_bins, params.review_threshold)
+        (out / "slices.json").write_text(json.dumps(slices, indent=2))
         cm = confusion_matrix(y_true, y_pred, labels=model.labels)
         plot_confusion(cm, model.labels, out / "confusion_matrix.png")
         (out / "confusion_matrix.json").write_text(json.dumps({"labels": model.labels, "matrix": cm.tolist()}))

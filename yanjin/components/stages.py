@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from .. import progress
 from .. import registry as R
 from ..config import PipelineConfig
 from ..family import ADAPTED, TEACHER
@@ -155,13 +156,17 @@ def prepare_domain(test_set: str, sources: list[str], cfg: PipelineConfig, track
     if cfg.recipe.start == TEACHER:  # test text excluded: the vocabulary must not be fit to it
         corpus, n_excluded = clean_corpus(texts, exclude)
         Path(out_dir, "corpus.json").write_text(json.dumps(corpus))
+        with _logging_to(tracking_uri, run_id):  # recorded, so `yanjin reproduce` finds the same text
+            import mlflow
+
+            mlflow.log_param(R.RUN_PARAM_CORPUS, ",".join(sources))
         return Domain("corpus", {"texts": len(corpus), "excluded_test_texts": n_excluded})
     import mlflow
 
     encoder = os.path.join(out_dir, "encoder.safetensors")
     place = _placement(cfg, "adapt")
     with _logging_to(tracking_uri, run_id):
-        mlflow.log_params(_params("adapt", cfg.adapt) | {"adapt.corpus": ",".join(sources), "adapt.placement": str(place)})
+        mlflow.log_params(_params("adapt", cfg.adapt) | {R.RUN_PARAM_CORPUS: ",".join(sources), "adapt.placement": str(place)})
         result = adapt_encoder(texts, exclude, cfg.model, cfg.adapt, encoder,
                                on_step=lambda step, loss: mlflow.log_metric("adapt_loss", loss, step=step), place=place)
         mlflow.log_metrics({"adapt_texts": result.n_texts, "adapt_excluded_test_texts": result.n_excluded_test,
@@ -225,7 +230,9 @@ def train_member(train_set: str, val_set: str, labels: list[str], domain_dir: st
 
         def on_epoch(rec: dict) -> None:
             mlflow.log_metrics({k: v for k, v in rec.items() if k != "epoch"}, step=rec["epoch"])
-            print(f"epoch {rec['epoch']}: train loss {rec['train_loss']:.4f}, val accuracy {rec['val_accuracy']:.4f}")
+            line = f"epoch {rec['epoch']}: train loss {rec['train_loss']:.4f}, val accuracy {rec['val_accuracy']:.4f}"
+            print(line)
+            progress.note(line)
 
         if cfg.recipe.start == TEACHER:
             from .distill import distill_classifier
@@ -343,6 +350,20 @@ def register_member(bundle: str, evaluation: dict, lineage: dict, cfg: PipelineC
                          **{k: str(evaluation[k]) for k in R.METRIC_TAGS}, **lineage)
     mlflow.set_tracking_uri(tracking_uri)
     return R.register_bundle(bundle, registered_model, evaluation["run_id"], tags)
+
+
+def card_member(registered_model: str, version: str, tracking_uri: str) -> str:
+    """The registered version's model card, logged with it (card.write_card); returns the Markdown. The
+    version is registered already: a card that cannot be written is reported, and `yanjin card --write`
+    writes it later."""
+    from .card import write_card
+
+    try:
+        return write_card(R.client(tracking_uri), registered_model, version)
+    except Exception as e:  # noqa: BLE001 - the registration stands; say plainly what is missing
+        message = f"model card of {registered_model} v{version} not written: {type(e).__name__}: {e}"
+        print(message + f"; write it with: yanjin card {registered_model} {version} --write")
+        return f"# {registered_model} version {version}\n\n{message}\n"
 
 
 # -- the family run ---------------------------------------------------------------------------------------

@@ -14,12 +14,12 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from ..config import TrainParams
 from ..models.encoder import Classifier
 from ..models.family import ModelSpec, base_tokenizer_file, pretrained_classifier, save_checkpoint
 from ..models.tokenizer import TextTokenizer
+from ..progress import bar as progress_bar
 from .data import LABEL, TEXT
 from .device import CPU, Placement
 
@@ -104,11 +104,12 @@ def fit(model: Classifier, tokenizer: TextTokenizer, texts: list[str], loss_fn: 
         optimizer, warmup_linear_decay(total, int(total * params.warmup_ratio))
     )
     generator = torch.Generator().manual_seed(params.seed + len(state.history))
+    last = len(state.history) + epochs
     for _ in range(epochs):
         epoch = len(state.history) + 1
         model.train()
         order = torch.randperm(len(texts), generator=generator)
-        bar = tqdm(range(steps_per_epoch), desc=f"{phase}epoch {epoch}", disable=not progress)
+        bar = progress_bar(range(steps_per_epoch), f"{phase}epoch {epoch}/{last}", disable=not progress)
         running = 0.0
         for step in bar:
             idx = order[step * params.batch_size : (step + 1) * params.batch_size]

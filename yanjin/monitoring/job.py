@@ -44,7 +44,7 @@ def run_check(client, config: PipelineConfig, model: str, log, out_dir: Path, wo
         result.snapshot.save_html(str(out_dir / f"drift-{stamp}.html"))
     mlflow.set_tracking_uri(client.tracking_uri)
     with mlflow.start_run(experiment_id=R.ensure_experiment(R.monitoring_experiment(model)), run_name=f"drift {stamp}"):
-        mlflow.set_tags({"verdict": result.verdict, "model": model, "version": monitor.version,
+        mlflow.set_tags({R.RUN_VERDICT: result.verdict, "model": model, "version": monitor.version,
                          "calibrated": str(monitor.calibrated)})
         mlflow.log_metrics({"drift_share": result.drift_share, "window": result.window,
                             "low_confidence_share": result.low_confidence_share}

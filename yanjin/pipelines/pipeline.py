@@ -43,6 +43,8 @@ FORM = {
                    "the profile; the fields above still apply on top.",
     "artifact_root": "Artifact location for a new MLflow experiment; empty uses the server default.",
     "git_commit": "Commit of the code that built this run, recorded as a lineage tag.",
+    "teacher_version": "Lite: the exact teacher version to distil (e.g. 7); empty means the teacher's @champion.",
+    "register": "Register the version when the gate passes; off evaluates and gates only (yanjin reproduce).",
 }
 
 
@@ -100,32 +102,33 @@ class Data:
 
 
 def member_branch(op: Ops, label: str, config_json, registered_model, run_id, data: Data, tracking_uri,
-                  adapt_corpus, git_commit, teacher_version=None, after=None):
+                  adapt_corpus, git_commit, teacher_version=None, after=None, teacher_in_run=None, register=True):
     """domain -> train -> export -> evaluate -> gate -> [register | nothing] for one member; returns the
     evaluate, gate and train tasks and the version the gate's two branches made ("" when rejected).
     `teacher_version`: a family run's teacher (the channel of its version); `after`: the family table
-    so far, holding the rows of the peers the gate must wait for."""
+    so far, holding the rows of the peers the gate must wait for. A one-member run passes its form's
+    `teacher_version` ("" is the champion) with `teacher_in_run` False, and its `register` switch."""
     mlflow = dict(tracking_uri=tracking_uri, config_json=config_json)
     a = op("adapt_domain", f"{label}Domain text: adaptation (Pro), vocabulary corpus (Lite)", "adapt",
            test_set=data.test_set, adapt_corpus=adapt_corpus, run_id=run_id, **mlflow)
     t = op("train_model", f"{label}Fine-tune (Lite: distil + prune)", "train", train_set=data.train_set,
            val_set=data.val_set, validation_report=data.report, domain=a.outputs["domain"], run_id=run_id,
            teacher_version="" if teacher_version is None else teacher_version,
-           teacher_in_run=teacher_version is not None, **mlflow)
+           teacher_in_run=teacher_version is not None if teacher_in_run is None else teacher_in_run, **mlflow)
     e = op("export_model", f"{label}Export ONNX + parity (Lite: INT8)", "export", checkpoint=t.outputs["checkpoint"],
            config_json=config_json)
     ev = op("evaluate_model", f"{label}Evaluate", "evaluate", bundle=e.outputs["bundle"], test_set=data.test_set,
             run_id=run_id, **mlflow)
     g = op("gate_candidate", f"{label}Gate: floors and champions", "gate", bundle=e.outputs["bundle"],
            test_set=data.test_set, evaluation=ev.outputs["Output"], lineage=t.outputs["Output"],
-           registered_model=registered_model, after=after or "{}", **mlflow)
+           registered_model=registered_model, after=after or "{}", register=register, **mlflow)
     with dsl.If(g.outputs["Output"] == "register", name=f"{label}candidate-passes-gate".replace(": ", "-")):
         r = op("register_model", f"{label}Register in MLflow (alias challenger)", "register", bundle=e.outputs["bundle"],
                evaluation=ev.outputs["Output"], lineage=t.outputs["Output"], registered_model=registered_model,
                data_sha256=data.data_sha256, split_sha256=data.split_sha256, git_commit=git_commit, **mlflow)
     with dsl.Else(name=f"{label}candidate-rejected".replace(": ", "-")):
-        n = op("no_version", f"{label}Rejected: nothing registered")
-    return ev, g, t, dsl.OneOf(r.output, n.output)
+        n = op("no_version", f"{label}Nothing registered (gate rejected, or registration off)")
+    return ev, g, t, dsl.OneOf(r.outputs["Output"], n.output)
 
 
 def _validate(op: Ops, rc: dsl.PipelineTask, experiment, train_data, test_data, label_set, tracking_uri,
@@ -147,6 +150,7 @@ def build_pipeline(image: str = DEFAULT_IMAGE, resources: ResourceParams | None 
         epochs: int = 0, learning_rate: float = 0.0, seed: int = -1, min_improvement: float = -1.0,
         overrides: str = "", tracking_uri: str = "http://mlflow.yanjin:5000", registered_model: str = "",
         adapt_corpus: str = "", config_json: str = "", artifact_root: str = "", git_commit: str = "unknown",
+        teacher_version: str = "", register: bool = True,
     ) -> NamedTuple("PipelineOutputs", [("evaluation", str), ("gate", str), ("version", str)]):
         rc = op("resolve_config", "Resolve the run's config", "resolve", config_json=config_json, profile=profile,
                 member=member, epochs=epochs, learning_rate=learning_rate, seed=seed, min_improvement=min_improvement,
@@ -154,7 +158,8 @@ def build_pipeline(image: str = DEFAULT_IMAGE, resources: ResourceParams | None 
         name = rc.outputs["registered_model"]
         v, data = _validate(op, rc, name, train_data, test_data, label_set, tracking_uri, artifact_root, git_commit)
         ev, g, _, version = member_branch(op, "", rc.outputs["config_json"], name, v.outputs["run_id"], data,
-                                          tracking_uri, adapt_corpus, git_commit)
+                                          tracking_uri, adapt_corpus, git_commit, teacher_version=teacher_version,
+                                          teacher_in_run=False, register=register)
         Outputs = NamedTuple("PipelineOutputs", [("evaluation", str), ("gate", str), ("version", str)])
         return Outputs(evaluation=ev.outputs["Output"], gate=g.outputs["Output"], version=version)
 

@@ -60,16 +60,17 @@ def _corpus(config, train_data: str, adapt_corpus: list[str] | None, family: boo
 
 def run_local(config, train_data: str, test_data: str, label_set: str, state: LocalState,
               tracking_uri: str | None, git_commit: str, adapt_corpus: list[str] | None = None,
-              runner=None, image: str = DEFAULT_IMAGE) -> RunOutcome:
+              runner=None, image: str = DEFAULT_IMAGE, teacher_version: str = "", register: bool = True) -> RunOutcome:
     """Run the whole graph, by default in this interpreter's environment; returns what the gate decided
-    and the version the register step made. The domain text defaults to the recipe's (`adapt.domain_text`)."""
+    and the version the register step made. The domain text defaults to the recipe's (`adapt.domain_text`);
+    a student distils `teacher_version` ("": the teacher's champion); `register` off registers nothing."""
     _start_local(state, runner)
     name = registered_model_name(config.model_name, config.model.variant)
     run = build_pipeline(image, resources=None)(  # kfp.local ignores Kubernetes resources and deadlines
         train_data=str(train_data), test_data=str(test_data), label_set=str(label_set or ""),
         config_json=config.to_json(), tracking_uri=tracking_uri or state.tracking_uri, registered_model=name,
         artifact_root="" if tracking_uri else state.artifact_root, git_commit=git_commit,
-        adapt_corpus=_corpus(config, train_data, adapt_corpus),
+        adapt_corpus=_corpus(config, train_data, adapt_corpus), teacher_version=teacher_version, register=register,
     )
     return RunOutcome(name, run.outputs["gate"], json.loads(run.outputs["evaluation"]), run.outputs["version"] or None)
 

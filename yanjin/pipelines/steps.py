@@ -81,7 +81,8 @@ def train_model(
     checkpoint: Output[Model], metrics: Output[Metrics],
 ) -> str:
     """Fine-tune, or compress the teacher, as the recipe says; returns lineage tags as JSON. A family run
-    passes the teacher version it registered (`teacher_in_run`; "" when it rejected it: the champion)."""
+    passes the teacher version it registered (`teacher_in_run`; "" when it rejected it: the champion); a
+    one-member run the version its form names ("": the champion)."""
     import json
 
     from yanjin.components.stages import train_member
@@ -90,7 +91,7 @@ def train_model(
     cfg = PipelineConfig.from_json(config_json)
     labels = json.load(open(validation_report.path))["labels"]
     t = train_member(train_set.path, val_set.path, labels, domain.path, cfg, tracking_uri, run_id, checkpoint.path,
-                     teacher_version if teacher_in_run else None)
+                     teacher_version if teacher_in_run or teacher_version else None)
     checkpoint.metadata.update({"variant": cfg.model.variant, "best_epoch": t.best_epoch} | t.lineage)
     metrics.log_metric("best_val_accuracy", t.best_val_accuracy)
     metrics.log_metric("train_seconds", t.seconds)
@@ -132,10 +133,11 @@ def evaluate_model(
 
 def gate_candidate(
     bundle: Input[Model], test_set: Input[Dataset], evaluation: str, lineage: str, config_json: str,
-    tracking_uri: str, registered_model: str, after: str, decision: Output[Markdown],
+    tracking_uri: str, registered_model: str, after: str, register: bool, decision: Output[Markdown],
 ) -> str:
     """Floors and champions. A family run passes in `after` its table so far (summarise_member), holding
-    the members this one must also beat: the gate reads their champions once this run registered them."""
+    the members this one must also beat: the gate reads their champions once this run registered them.
+    With `register` off the decision is made and logged, and "not-registered" keeps the register step off."""
     import json
 
     from yanjin.components.report import gate_markdown
@@ -148,21 +150,25 @@ def gate_candidate(
     with open(decision.path, "w") as f:
         f.write(gate_markdown(made.to_dict(), figures, gate_floors(cfg.gate), registered_model,
                               {r["registered_model"]: r["version"] for r in json.loads(after or "{}").values()}))
-    return made.verdict
+    return made.verdict if register else "not-registered"
 
 
 def register_model(
     bundle: Input[Model], evaluation: str, lineage: str, config_json: str, tracking_uri: str,
-    registered_model: str, data_sha256: str, split_sha256: str, git_commit: str,
+    registered_model: str, data_sha256: str, split_sha256: str, git_commit: str, card: Output[Markdown],
 ) -> str:
+    """Register the bundle, then write its model card (MLflow, and this step's Markdown for the Kubeflow UI)."""
     import json
 
-    from yanjin.components.stages import register_member
+    from yanjin.components.stages import card_member, register_member
     from yanjin.config import PipelineConfig
 
-    return register_member(bundle.path, json.loads(evaluation), json.loads(lineage or "{}"),
-                           PipelineConfig.from_json(config_json), tracking_uri, registered_model, data_sha256,
-                           split_sha256, git_commit)
+    version = register_member(bundle.path, json.loads(evaluation), json.loads(lineage or "{}"),
+                              PipelineConfig.from_json(config_json), tracking_uri, registered_model, data_sha256,
+                              split_sha256, git_commit)
+    with open(card.path, "w") as f:
+        f.write(card_member(registered_model, version, tracking_uri))
+    return version
 
 
 def no_version() -> str:

@@ -328,6 +328,14 @@ class PredictionLog:
         with self.engine.connect() as conn:
             return {(arm, version): int(n) for arm, version, n in conn.execute(q)}
 
+    def review_backlog(self) -> int:
+        """How many flagged predictions wait for a person (the length of the review queue)."""
+        self.flush()
+        q = (sa.select(sa.func.count()).select_from(predictions)
+             .where(predictions.c.needs_review, predictions.c.reviewed_label.is_(None)))
+        with self.engine.connect() as conn:
+            return conn.execute(q).scalar_one()
+
     def count(self) -> int:
         self.flush()
         with self.engine.connect() as conn:
