@@ -21,6 +21,9 @@ ifeq ($(DATA_FOUND),)
 endif
 	$(BIN)/yanjin pipeline run --profile demo --variant all
 	$(BIN)/yanjin bench family --output-dir .yanjin/bench --latency-runs 100 --throughput-batches 10
+	@echo; $(BIN)/yanjin status
+	@echo "\nNext: the MLflow UI (mlflow ui --backend-store-uri sqlite:///$$PWD/.yanjin/mlflow.db), a model card" \
+	  "(yanjin card banking77-pro 1), the server (yanjin serve, Swagger UI at http://127.0.0.1:3000/docs)"
 
 # real non-banking text for the drift tests' out-of-domain traffic: Debian's fortune-cookie files
 OOD_TEXT := /usr/share/games/fortunes

@@ -114,16 +114,17 @@ def _version(v: VersionLine | None, now: float) -> str:
 def _rollout(state: dict | None, now: float) -> str:
     if not state:
         return "none"
+    version = state[R.CHALLENGER]  # the rollout state names its versions by their aliases
     if state["status"] != R.ROLLOUT_RUNNING:
-        return f"last: v{state['challenger']} {state['status']} {age(now - state['step_started_at'])} ago"
+        return f"last: v{version} {state['status']} {age(now - state['step_started_at'])} ago"
     plan = state["plan"]
-    return (f"v{state['challenger']} step {state['step'] + 1}/{len(plan)} at {plan[state['step']]:.0%} of traffic, "
+    return (f"v{version} step {state['step'] + 1}/{len(plan)} at {plan[state['step']]:.0%} of traffic, "
             f"{age(now - state['step_started_at'])} in step")
 
 
 def render(status: FamilyStatus) -> str:
     now = status.now
-    header = ("member", "champion", "challenger", "rollout", "last drift check", "last retraining")
+    header = ("member", R.CHAMPION, R.CHALLENGER, "rollout", "last drift check", "last retraining")
     rows = []
     for m in status.members:
         if not m.registered:

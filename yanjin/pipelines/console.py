@@ -29,6 +29,7 @@ STARTED = re.compile(r"Executing task '([^']+)'")
 FINISHED = re.compile(r"Task '([^']+)' finished with status (\w+)")
 HEAVY = ("train-model", "adapt-domain")   # the steps whose length varies with the data: they get bars
 BAR_WIDTH = 24
+REDRAW_S = 1.0
 
 
 def display_names(pipeline) -> dict[str, str]:
@@ -100,6 +101,7 @@ class Console:
         self.bar: dict | None = None
         self.lock = threading.Lock()
         self.status_shown = False
+        self.drawn_at = 0.0
         self.failed: list[str] = []
 
     def name(self, task: str) -> str:
@@ -120,7 +122,7 @@ class Console:
             self.running, self.started, self.bar = task, time.monotonic(), None
             if not self.tty and component_of(task) in HEAVY:
                 self._line(f"  … {self.name(task)}")
-            self._draw()
+            self._draw(force=True)
 
     def task_finished(self, task: str, status: str) -> None:
         with self.lock:
@@ -139,7 +141,7 @@ class Console:
                 self._line(f"      {e['text']}")
             elif e["kind"] == "bar":
                 self.bar = e
-            self._draw()
+            self._draw(force=e["kind"] == "note")
 
     def tick(self) -> None:
         with self.lock:
@@ -163,9 +165,11 @@ class Console:
         current, of = int(match.group(1)), int(match.group(2))
         return ((current - 1) + within) / max(1, of) if "distil" not in b["desc"] and "recover" not in b["desc"] else None
 
-    def _draw(self) -> None:
-        if not self.tty or not self.running:
+    def _draw(self, force: bool = False) -> None:
+        """Redraw the status line: at most once a second (a terminal's byte stream stays small) unless forced."""
+        if not self.tty or not self.running or (not force and time.monotonic() - self.drawn_at < REDRAW_S):
             return
+        self.drawn_at = time.monotonic()
         text = f"  ▸ {self.name(self.running)}  {duration(time.monotonic() - self.started)}"
         if self.bar:
             b = self.bar
