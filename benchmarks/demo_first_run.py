@@ -3,7 +3,7 @@ screen read back as a person sees it.
 
     python benchmarks/demo_first_run.py  ->  benchmarks/results/demo.json and demo_screen.txt
 
-The clone goes beside the checkout (so ../shared/data is found as a user's copy would be); `make install`
+The clone goes beside the checkout (so ../shared/data is found as in a user's checkout); `make install`
 is timed apart from `make demo`. `script` records every byte the terminal received
 (`demo_terminal_bytes`, in-place redraws of the progress line included); `demo_output_bytes` is what
 stays on the screen and in its scrollback once those redraws are applied: the text a person reads.
@@ -41,15 +41,16 @@ def main() -> None:
             raise SystemExit(f"{tool} is needed (Debian: apt-get install {tool})")
     out_dir = ROOT / "benchmarks" / "results"
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    with tempfile.TemporaryDirectory(dir=ROOT.parent, prefix="demo-clone-") as tmp:
-        clone = Path(tmp) / "yanjin"
+    # beside the checkout, as a user's clone sits beside ../shared/data; removed afterwards
+    clone = Path(tempfile.mkdtemp(dir=ROOT.parent, prefix="demo-clone-"))
+    with tempfile.TemporaryDirectory() as tmp:
         subprocess.run(["git", "clone", "--quiet", str(ROOT), str(clone)], check=True)
         start = time.perf_counter()
         subprocess.run(["make", "install"], cwd=clone, check=True, capture_output=True)
         install_seconds = time.perf_counter() - start
         typescript, done = Path(tmp) / "typescript", Path(tmp) / "exit"
         subprocess.run(["tmux", "kill-session", "-t", SESSION], capture_output=True)
-        command = f"cd {clone} && script -qfc 'make demo' {typescript}; echo $? > {done}; sleep 3600"
+        command = f"cd {clone} && script -qefc 'make demo' {typescript}; echo $? > {done}; sleep 3600"
         tmux("new-session", "-d", "-s", SESSION, "-x", "150", "-y", "50", command)
         start, screens = time.perf_counter(), []
         while not done.is_file():
@@ -62,6 +63,7 @@ def main() -> None:
         tmux("kill-session", "-t", SESSION)
         raw = typescript.read_bytes().decode("utf-8", "replace")
         exit_code = int(done.read_text().strip() or -1)
+    shutil.rmtree(clone, ignore_errors=True)
     text = rendered(raw)
     figures = {"commit": commit, "exit_code": exit_code, "demo_seconds": round(demo_seconds),
                "install_seconds": round(install_seconds), "demo_output_bytes": len(text.encode()),
