@@ -24,11 +24,14 @@ def test_the_estimate_waits_for_a_basis_then_uses_this_run_and_earlier_ones():
     tasks = ["validate-data", "train-model", "export-model", "train-model-2", "export-model-2"]
     fresh = Estimate(tasks)
     assert fresh.left(None, 0.0, None) is None                      # nothing measured yet: no guess
-    fresh.done |= {"validate-data": 10.0, "train-model": 100.0}
-    # running export-model for 2 s; unmeasured light steps take the mean light step (10 s), heavy the heavy (100 s)
-    assert fresh.left("export-model", 2.0, None) == pytest.approx(8.0 + 100.0 + 10.0)
-    # a loop half done after 30 s has 30 s to go; both exports are still to run
-    assert fresh.left("train-model-2", 30.0, 0.5) == pytest.approx(30.0 + 10.0 + 10.0)
+    fresh.done |= {"validate-data": 10.0}
+    # a first training loop half done after 30 s: 30 s to go, and the second one as long as it; no export yet
+    assert fresh.left("train-model", 30.0, 0.5) is None
+    fresh.done |= {"train-model": 60.0, "export-model": 4.0}
+    # running the second loop a quarter done after 20 s: 60 s to go, then one export like the first
+    assert fresh.left("train-model-2", 20.0, 0.25) == pytest.approx(60.0 + 4.0)
+    # no bar yet: the mean of its kind, less what already ran
+    assert fresh.left("train-model-2", 20.0, None) == pytest.approx(40.0 + 4.0)
     remembered = Estimate(tasks, history={t: 5.0 for t in tasks})
     assert remembered.left(None, 0.0, None) == pytest.approx(25.0)
 

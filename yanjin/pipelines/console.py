@@ -53,39 +53,36 @@ def duration(seconds: float) -> str:
 @dataclass
 class Estimate:
     """Time left: the steps still to run at their length in an earlier run on this machine (`history`),
-    else at the mean of this run's finished steps of their kind; None until there is a basis for it."""
+    else at the mean of this run's steps of their kind (a running loop counts at its projected length);
+    None until every kind still to run has a basis. A first run's estimate is rough: a Pro adapts for
+    minutes where V1's domain step takes seconds."""
     tasks: list[str]                                 # every task of the graph that will run (branches aside)
     history: dict[str, float] = field(default_factory=dict)
     done: dict[str, float] = field(default_factory=dict)
 
     def left(self, running: str | None, running_for: float, bar_fraction: float | None) -> float | None:
-        kinds: dict[bool, list[float]] = {True: [], False: []}
-        for task, seconds in self.done.items():
-            kinds[component_of(task) in HEAVY].append(seconds)
+        projected = None  # the running loop's whole length, projected from how far its bar is
+        if running and bar_fraction and bar_fraction > 0.02:
+            projected = running_for / bar_fraction
+        samples: dict[str, list[float]] = {}
+        for task, seconds in list(self.done.items()) + ([(running, projected)] if projected else []):
+            samples.setdefault(component_of(task), []).append(seconds)
 
         def expect(task: str) -> float | None:
+            """An earlier run's length of this very task, else this run's mean of its kind (train, export, ...)."""
             if task in self.history:
                 return self.history[task]
-            same = kinds[component_of(task) in HEAVY]
+            same = samples.get(component_of(task))
             return sum(same) / len(same) if same else None
 
         total = 0.0
         for task in self.tasks:
             if task in self.done:
                 continue
-            if task == running:
-                if bar_fraction and bar_fraction > 0.02:
-                    total += running_for * (1 - bar_fraction) / bar_fraction
-                else:
-                    guess = expect(task)
-                    if guess is None:
-                        return None
-                    total += max(0.0, guess - running_for)
-                continue
-            guess = expect(task)
+            guess = projected if task == running and projected else expect(task)
             if guess is None:
                 return None
-            total += guess
+            total += max(0.0, guess - running_for) if task == running else guess
         return total
 
 
