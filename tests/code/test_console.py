@@ -25,8 +25,10 @@ def test_the_estimate_waits_for_a_basis_then_uses_this_run_and_earlier_ones():
     fresh = Estimate(tasks)
     assert fresh.left(None, 0.0, None) is None                      # nothing measured yet: no guess
     fresh.done |= {"validate-data": 10.0}
-    # a first training loop half done after 30 s: 30 s to go, and the second one as long as it; no export yet
-    assert fresh.left("train-model", 30.0, 0.5) is None
+    # a first training loop half done after 30 s: 30 s to go, the second one as long as it, and the exports
+    # (not seen yet) as long as the light steps seen so far
+    assert fresh.left("train-model", 30.0, 0.5) == pytest.approx(30.0 + 10.0 + 60.0 + 10.0)
+    assert fresh.left("train-model", 30.0, None) is None              # no bar yet: no basis for a training step
     fresh.done |= {"train-model": 60.0, "export-model": 4.0}
     # running the second loop a quarter done after 20 s: 60 s to go, then one export like the first
     assert fresh.left("train-model-2", 20.0, 0.25) == pytest.approx(60.0 + 4.0)

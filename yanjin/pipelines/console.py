@@ -68,11 +68,14 @@ class Estimate:
         for task, seconds in list(self.done.items()) + ([(running, projected)] if projected else []):
             samples.setdefault(component_of(task), []).append(seconds)
 
+        light = [sec for task, sec in self.done.items() if component_of(task) not in HEAVY]
+
         def expect(task: str) -> float | None:
-            """An earlier run's length of this very task, else this run's mean of its kind (train, export, ...)."""
+            """An earlier run's length of this very task, else this run's mean of its kind (train, export, ...);
+            a light step of a kind not seen yet, the mean light step."""
             if task in self.history:
                 return self.history[task]
-            same = samples.get(component_of(task))
+            same = samples.get(component_of(task)) or (light if component_of(task) not in HEAVY else None)
             return sum(same) / len(same) if same else None
 
         total = 0.0
