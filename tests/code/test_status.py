@@ -18,9 +18,9 @@ def test_one_screen_holds_every_member_and_the_family_wide_lines():
                           datetime(2027, 1, 1, tzinfo=timezone.utc))
     text = render(status)
     row = next(line for line in text.splitlines() if line.startswith("lite"))
-    assert "v3 0.9149 (10d old)" in row and "v4 0.9201 (1h old)" in row
-    assert "v4 step 2/3 at 50% of traffic, 2h in step" in row
-    assert "drift (10m ago)" in row and "v4 1h ago: drift in 2 of the last 3 checks" in row
+    assert "#3 0.9149 (10d old)" in row and "#4 0.9201 (1h old)" in row
+    assert "#4 step 2/3 at 50% of traffic, 2h in step" in row
+    assert "drift (10m ago)" in row and "#4 1h ago: drift in 2 of the last 3 checks" in row
     assert next(line for line in text.splitlines() if line.startswith("v1")).split()[1:3] == ["not", "registered"]
     assert "17 prediction(s) waiting" in text and "2027-01-01 00:00 UTC" in text
 

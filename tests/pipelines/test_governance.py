@@ -124,7 +124,7 @@ def test_status_shows_the_family_on_one_screen(built):
     assert out.returncode == 0, out.stderr[-2000:]
     lines = out.stdout.splitlines()
     v1 = next(line for line in lines if line.startswith("v1 "))
-    assert v1.count("v1 0.") == 2 and "never checked" in v1     # champion and challenger, with accuracy and age
+    assert v1.count("#1 0.") == 2 and "never checked" in v1     # champion and challenger, with accuracy and age
     assert any(line.startswith("lite") and "not registered" in line for line in lines)
     assert "review queue: no prediction log yet" in out.stdout and "next quarterly retraining:" in out.stdout
     assert not state.prediction_log.exists()                       # looking created nothing

@@ -108,7 +108,7 @@ def _version(v: VersionLine | None, now: float) -> str:
     if v is None:
         return "–"
     accuracy = f" {float(v.accuracy):.4f}" if v.accuracy else ""
-    return f"v{v.version}{accuracy} ({age(now - v.created)} old)"
+    return f"#{v.version}{accuracy} ({age(now - v.created)} old)"  # '#': members are called v1, v2 already
 
 
 def _rollout(state: dict | None, now: float) -> str:
@@ -116,9 +116,9 @@ def _rollout(state: dict | None, now: float) -> str:
         return "none"
     version = state[R.CHALLENGER]  # the rollout state names its versions by their aliases
     if state["status"] != R.ROLLOUT_RUNNING:
-        return f"last: v{version} {state['status']} {age(now - state['step_started_at'])} ago"
+        return f"last: #{version} {state['status']} {age(now - state['step_started_at'])} ago"
     plan = state["plan"]
-    return (f"v{version} step {state['step'] + 1}/{len(plan)} at {plan[state['step']]:.0%} of traffic, "
+    return (f"#{version} step {state['step'] + 1}/{len(plan)} at {plan[state['step']]:.0%} of traffic, "
             f"{age(now - state['step_started_at'])} in step")
 
 
@@ -131,7 +131,7 @@ def render(status: FamilyStatus) -> str:
             rows.append((m.member, "not registered", "–", "–", "–", "–"))
             continue
         drift = (f"{m.drift['verdict']} ({age(now - m.drift['at'])} ago)" if m.drift else "never checked")
-        retrained = (f"v{m.retraining['version']} {age(now - m.retraining['at'])} ago: {m.retraining['reason']}"
+        retrained = (f"#{m.retraining['version']} {age(now - m.retraining['at'])} ago: {m.retraining['reason']}"
                      if m.retraining else "none")
         rows.append((m.member, _version(m.champion, now), _version(m.challenger, now), _rollout(m.rollout, now),
                      drift, retrained))
