@@ -143,6 +143,7 @@ def test_retraining_takes_reviewed_labels_and_registers_a_challenger(served):
                                       "--set", "gate.min_improvement=-1"], env=ENV)
     assert result.exit_code == 0, result.output
     assert "6 labelled rows added" in result.output and "as @challenger" in result.output
+    assert "KFP Executor" not in result.output and "Register in MLflow" in result.output   # a line a step, no chatter
     version = client.get_model_version_by_alias(MODEL, "challenger")
     assert version.version != 1 and client.get_model_version_by_alias(MODEL, "champion").version == 1
     assert version.tags["feedback_rows"] == "6" and version.tags["retraining_reason"] == "test"

@@ -3,6 +3,7 @@ card logged at registration, `reproduce` rebuilding the version from its record,
 quiet console the run was watched through."""
 import io
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +21,14 @@ from yanjin.pipelines.run import LocalState, run_local
 
 MODEL = "banking77-v1"
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+def yanjin(*args: str) -> subprocess.CompletedProcess:
+    """The installed command, as a user runs it: without the MLFLOW_TRACKING_URI earlier tests of this
+    session left in the environment (mlflow.set_tracking_uri exports it), which would point it elsewhere."""
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    return subprocess.run([str(Path(sys.executable).with_name("yanjin")), *args], capture_output=True, text=True,
+                          env=env)
 
 
 @pytest.fixture(scope="module")
@@ -66,12 +75,10 @@ def test_the_card_states_the_record(built, data_dir):
 
 def test_yanjin_card_prints_it_and_writes_html(built, tmp_path):
     state, *_ = built
-    out = subprocess.run([str(Path(sys.executable).with_name("yanjin")), "card", MODEL, "1", "--state-dir",
-                          str(state.root), "--html", str(tmp_path / "card.html")], capture_output=True, text=True)
+    out = yanjin("card", MODEL, "1", "--state-dir", str(state.root), "--html", str(tmp_path / "card.html"))
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.startswith(f"# Model card: {MODEL} version 1") and (tmp_path / "card.html").is_file()
-    missing = subprocess.run([str(Path(sys.executable).with_name("yanjin")), "card", MODEL, "7", "--state-dir",
-                              str(state.root)], capture_output=True, text=True)
+    missing = yanjin("card", MODEL, "7", "--state-dir", str(state.root))
     assert missing.returncode == 1 and "banking77-v1 v7" in missing.stderr
 
 
@@ -119,8 +126,7 @@ def test_other_data_or_another_commit_is_refused_before_anything_runs(built, tmp
 # -- status -----------------------------------------------------------------------------------------------
 def test_status_shows_the_family_on_one_screen(built):
     state, *_ = built
-    out = subprocess.run([str(Path(sys.executable).with_name("yanjin")), "status", "--state-dir", str(state.root)],
-                         capture_output=True, text=True)
+    out = yanjin("status", "--state-dir", str(state.root))
     assert out.returncode == 0, out.stderr[-2000:]
     lines = out.stdout.splitlines()
     v1 = next(line for line in lines if line.startswith("v1 "))
@@ -149,9 +155,8 @@ def test_the_console_shows_a_line_per_step_and_keeps_the_chatter_in_the_log(buil
 def test_a_failing_step_shows_its_error_without_the_chatter(tmp_path, data_dir):
     train = pd.read_csv(data_dir / "train.csv").rename(columns={"text": "utterance"})
     train.to_csv(tmp_path / "train.csv", index=False)
-    out = subprocess.run([str(Path(sys.executable).with_name("yanjin")), "pipeline", "run", "--profile", "tiny",
-                          "--variant", "v1", "--train", str(tmp_path / "train.csv"), "--test", str(data_dir / "test.csv"),
-                          "--state-dir", str(tmp_path / "state")], capture_output=True, text=True)
+    out = yanjin("pipeline", "run", "--profile", "tiny", "--variant", "v1", "--train", str(tmp_path / "train.csv"),
+                 "--test", str(data_dir / "test.csv"), "--state-dir", str(tmp_path / "state"))
     assert out.returncode == 1
     assert "✗ v1: Validate data (Great Expectations)" in out.stdout
     assert "missing column(s) ['text']" in out.stderr and "pipeline stopped" in out.stderr

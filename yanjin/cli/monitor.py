@@ -9,7 +9,7 @@ from typing import List, Optional
 import typer
 
 from ..monitoring.job import cluster_retrainer, local_retrainer, record_and_maybe_retrain, run_check
-from .options import LOG, PROFILE, SETS, STATE, TRACKING
+from .options import LOG, PROFILE, SETS, STATE, TRACKING, fail
 from .options import client as _client
 from .options import prediction_log as _log
 from .options import profile as _profile
@@ -105,14 +105,28 @@ def monitor_retrain(
     reason: str = typer.Option("manual", help="Why: tagged on the new version."),
     data: Optional[Path] = DATA, profile: str = PROFILE, set_: List[str] = SETS, prediction_log: Optional[str] = LOG,
     state_dir: Path = STATE, tracking_uri: Optional[str] = TRACKING,
+    verbose: bool = typer.Option(False, "--verbose", help="Also show kfp.local's own output."),
 ) -> None:
     """Retrain on the training data plus reviewed/feedback labels; a passing candidate becomes @challenger."""
+    from ..pipelines.console import watched
+    from ..pipelines.pipeline import DEFAULT_IMAGE, build_pipeline
+
     client, config = _setup(state_dir, tracking_uri, profile, set_)
-    log = _log(state_dir, prediction_log)
+    log, state = _log(state_dir, prediction_log), state_of(state_dir)
     try:
-        outcome = local_retrainer(client, set_, model, state_of(state_dir), tracking_uri, log, data, typer.echo)(reason)
+        with watched(build_pipeline(DEFAULT_IMAGE, None), state.root, f"retrain/{model}", prefix=f"{model}: ",
+                     verbose=verbose) as watch:
+            try:
+                outcome = local_retrainer(client, set_, model, state, tracking_uri, log, data, watch.console.say)(reason)
+            except (RuntimeError, ValueError) as e:
+                error = e
+            else:
+                error = None
     finally:
         log.close()
+    if error is not None:
+        typer.echo("\n".join(watch.failure_lines()), err=True)
+        fail(f"retraining stopped: {error} (all output: {watch.log})")
     if outcome.version is None:
         raise typer.Exit(1)
 

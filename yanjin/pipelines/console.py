@@ -117,6 +117,11 @@ class Console:
         self.out.write(text + "\n")
         self.out.flush()
 
+    def say(self, text: str) -> None:
+        """A line of the caller's own, shown while the run's output is going to the log."""
+        with self.lock:
+            self._line(text)
+
     def task_started(self, task: str) -> None:
         with self.lock:
             self.running, self.started, self.bar = task, time.monotonic(), None
