@@ -50,3 +50,10 @@ def test_the_mlflow_description_fits_its_column():
     summary = card_summary(record(per_class=per_class))
     assert summary.startswith("# Model card: banking77-lite version 4") and len(summary) <= 5000
     assert "yanjin card banking77-lite 4" in summary
+
+
+def test_the_network_is_the_one_trained_not_the_config_before_pruning():
+    pruned = {"variant": "lite", "builder": "v1", "n_layers": 2, "max_length": 64, "n_heads": 6, "d_ff": 768,
+              "vocab_size": 3208}
+    assert "2 layers, 6 heads, FFN 768, vocabulary 3,208" in card_markdown(record(network=pruned))
+    assert "12 heads, FFN 1536, vocabulary 30,522" in card_markdown(record())   # no checkpoint spec: the config's

@@ -12,7 +12,7 @@ import hashlib
 import json
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .. import registry as R
@@ -40,6 +40,7 @@ class VersionRecord:
     confusion: dict = field(default_factory=dict)     # labels, matrix
     gate: dict = field(default_factory=dict)          # GateDecision.to_dict
     validation: dict = field(default_factory=dict)    # the Great Expectations verdict
+    network: dict = field(default_factory=dict)       # the checkpoint's own spec: Lite's after pruning
     history: list[R.AuditEntry] = field(default_factory=list)   # alias changes that named this version
 
     @property
@@ -68,7 +69,7 @@ def read_record(client, model: str, version: str) -> VersionRecord:
             model, str(mv.version), mv.creation_timestamp / 1000, sorted(getattr(mv, "aliases", []) or []),
             R.VersionTags.from_tags(dict(mv.tags)), mv.run_id, dict(run.data.params), dict(run.data.tags),
             art(f"{ev}/per_class.json"), art(f"{ev}/slices.json"), art(f"{ev}/confusion_matrix.json"),
-            art(R.GATE_DECISION), art(R.VALIDATION_REPORT))
+            art(R.GATE_DECISION), art(R.VALIDATION_REPORT), art(f"{R.CHECKPOINT_ARTIFACT}/{R.CHECKPOINT_SPEC}"))
     record.history = [e for e in R.history(client, model) if record.version in (e.to_version, e.from_version)]
     return record
 
@@ -105,10 +106,11 @@ def _details(r: VersionRecord, cfg: PipelineConfig | None) -> list[str]:
     t, member = r.tags, r.tags.variant
     recipe = FAMILY.get(member)
     lines = ["## Model details", f"- **Family member:** {member}" + (f" — {recipe.summary}" if recipe else "")]
-    if cfg:
-        m = cfg.model
-        lines.append(f"- **Network:** {m.network} encoder, {m.n_layers} layers, {m.n_heads} heads, FFN {m.d_ff}, "
-                     f"vocabulary {m.vocab_size:,}, up to {m.max_length} tokens per text")
+    m = r.network or (asdict(cfg.model) if cfg else {})  # as trained; the config holds Lite's before pruning
+    if m:
+        lines.append(f"- **Network:** {m.get('builder') or m['variant']} encoder, {m['n_layers']} layers, "
+                     f"{m['n_heads']} heads, FFN {m['d_ff']}, vocabulary {m['vocab_size']:,}, up to "
+                     f"{m['max_length']} tokens per text")
     start = recipe.start if recipe else ""
     if start == TEACHER or t.teacher_model:
         lines.append(f"- **Base:** distilled from {t.teacher_model} version {t.teacher_version} "
