@@ -60,14 +60,12 @@ def reproduce(
     if data:
         folder = data_dir(data, state_dir)
         train, test = train or folder / "train.csv", test or folder / "test.csv"
-    state, error = state_of(state_dir), None
+    state = state_of(state_dir)
     with watched(build_pipeline(DEFAULT_IMAGE, None), state.root, f"reproduce/{model}", prefix=f"{model}: ",
                  verbose=verbose) as watch:
-        try:
-            result = rebuild(model, version, state, tracking_uri, git_commit(), train, test, labels, tolerance,
-                             same_commit)
-        except (MlflowException, RuntimeError, ValueError) as e:  # ReproduceError is a RuntimeError
-            error = e
+        result, error = watch.attempt(lambda: rebuild(model, version, state, tracking_uri, git_commit(), train, test,
+                                                      labels, tolerance, same_commit),
+                                      (MlflowException, RuntimeError, ValueError))  # ReproduceError is a RuntimeError
     if isinstance(error, ReproduceError):
         fail(f"not reproduced: {error}")
     if isinstance(error, MlflowException):

@@ -116,12 +116,8 @@ def monitor_retrain(
     try:
         with watched(build_pipeline(DEFAULT_IMAGE, None), state.root, f"retrain/{model}", prefix=f"{model}: ",
                      verbose=verbose) as watch:
-            try:
-                outcome = local_retrainer(client, set_, model, state, tracking_uri, log, data, watch.console.say)(reason)
-            except (RuntimeError, ValueError) as e:
-                error = e
-            else:
-                error = None
+            outcome, error = watch.attempt(
+                lambda: local_retrainer(client, set_, model, state, tracking_uri, log, data, watch.console.say)(reason))
     finally:
         log.close()
     if error is not None:

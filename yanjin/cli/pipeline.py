@@ -64,16 +64,8 @@ def pipeline_run(
     started = time.monotonic()
     with watched(graph, state.root, f"{'family' if family_run else config.model.variant}/{config.profile}",
                  prefix="" if family_run else f"{config.model.variant}: ", verbose=verbose) as watch:
-        try:
-            if family_run:
-                family = run_family_local(config, *args, adapt_corpus=corpus_args)
-                outcomes = family.members
-            else:
-                outcomes = {config.model.variant: run_local(config, *args, adapt_corpus=corpus_args)}
-        except (RuntimeError, ValueError) as e:
-            error = e
-        else:
-            error = None
+        made, error = watch.attempt(lambda: (run_family_local if family_run else run_local)(
+            config, *args, adapt_corpus=corpus_args))
     if error is not None:
         if not verbose:
             typer.echo("\n".join(watch.failure_lines()), err=True)
@@ -81,6 +73,7 @@ def pipeline_run(
                     f"nothing was registered by the failing branch.", fg="red", err=True)
         raise typer.Exit(1)
     typer.echo(f"done in {time.monotonic() - started:.0f} s")
+    outcomes = made.members if family_run else {config.model.variant: made}
     for name, outcome in outcomes.items():
         ev = outcome.evaluation
         if metrics_out:
@@ -97,7 +90,7 @@ def pipeline_run(
             typer.echo("gate rejected the candidate: nothing registered (reasons in the MLflow run, gate/decision.json)")
         typer.echo(f"MLflow run {ev['run_id']} in {uri}")
     if family_run:
-        typer.echo("\n" + family.markdown)
+        typer.echo("\n" + made.markdown)
     typer.echo("\nWhere to look next:\n"
                f"  the MLflow UI (runs, versions, model cards): mlflow ui --backend-store-uri {uri} --port 5000, "
                f"then http://127.0.0.1:5000\n"

@@ -8,7 +8,6 @@ MLflow UI) and `yanjin card` prints it again, with the release history as it sta
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import tempfile
 import time
@@ -18,6 +17,7 @@ from pathlib import Path
 from .. import registry as R
 from ..config import PipelineConfig
 from ..family import ADAPTED, FAMILY, TEACHER
+from .data import combine_digests
 from .fetch import DATASETS
 
 BASE_ENCODER = "all-MiniLM-L6-v2 (MiniLM-L6-H384, 22M parameters, Apache-2.0), verified by sha256 before training"
@@ -93,7 +93,7 @@ def known_dataset(data_sha256: str) -> tuple[str, str] | None:
     for name, source in DATASETS.items():
         digests = [source.files.get(f, "") for f in ("train.csv", "test.csv", "categories.json")]
         for used in (digests, digests[:2]):
-            if all(used) and hashlib.sha256("".join(used).encode()).hexdigest() == data_sha256:
+            if all(used) and combine_digests(used) == data_sha256:
                 return name, source.licence
     return None
 

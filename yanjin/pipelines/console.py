@@ -164,11 +164,10 @@ class Console:
         """How far the running step is: its epochs (desc "… epoch 2/3") and the bar within the epoch."""
         b = self.bar
         match = re.search(r"(\d+)/(\d+)\s*$", b["desc"])
-        within = b["n"] / max(1, b["total"])
-        if not match:
+        if not match or "distil" in b["desc"] or "recover" in b["desc"]:  # Lite's two phases: no whole-step fraction
             return None
         current, of = int(match.group(1)), int(match.group(2))
-        return ((current - 1) + within) / max(1, of) if "distil" not in b["desc"] and "recover" not in b["desc"] else None
+        return ((current - 1) + b["n"] / max(1, b["total"])) / max(1, of)
 
     def _draw(self, force: bool = False) -> None:
         """Redraw the status line: at most once a second (a terminal's byte stream stays small) unless forced."""
@@ -251,6 +250,14 @@ class Watched:
     log: Path
     console: Console
     stream: StepStream
+
+    def attempt(self, fn, errors: tuple = (RuntimeError, ValueError)):
+        """fn() while watched: (its result, None), or (None, the error) when it raises one of `errors` (a failed
+        step surfaces as one), so the caller reports it once the screen is its own again."""
+        try:
+            return fn(), None
+        except errors as e:
+            return None, e
 
     def failure_lines(self, n: int = 40) -> list[str]:
         """The end of the failed steps' own output: the error a person needs without opening the log."""
