@@ -113,6 +113,43 @@ class ComputeParams:
 
 
 @dataclass(frozen=True)
+class DistributedParams:
+    """Data-parallel training with torchrun (components/distributed.py) for adapt, train and distil."""
+    ranks: int = 1               # processes per machine or pod (torchrun --nproc-per-node); 1 = one process, as before
+    launcher: str = "local"      # local: torchrun beside the step | trainjob: a Kubeflow Trainer TrainJob (components/trainjob.py)
+    workers: int = 1             # trainjob: nodes, each running `ranks` processes (one per GPU when gpus_per_worker > 0)
+    gpus_per_worker: int = 0     # trainjob: GPUs per node (nvidia.com/gpu); 0 = CPU nodes with gloo
+    backend: str = "auto"        # auto (nccl on GPUs, gloo on the CPU) | gloo | nccl
+    checkpoint_every: int = 0    # optimizer steps between resume checkpoints (model, optimizer, schedule, RNG, position); 0 = none
+    max_restarts: int = 2        # torchrun's elastic restarts after a lost rank; they resume from the last checkpoint
+    row_group_rows: int = 1024   # rows per Parquet row group of the splits: the unit a rank reads (at least one per rank)
+    runtime: str = "torch-distributed"  # trainjob: the ClusterTrainingRuntime the job references
+    namespace: str = ""          # trainjob: where the job is created; empty = the step's own namespace
+    image: str = ""              # trainjob: the trainer image; empty = the image the pipeline step runs
+    timeout_minutes: int = 480   # trainjob: the job's deadline; the step fails naming it
+
+    @property
+    def world_size(self) -> int:
+        return self.ranks * (self.workers if self.launcher == "trainjob" else 1)
+
+    def check(self, batch_sizes: dict[str, int]) -> None:
+        """Settings that cannot work, named before anything runs; every batch must split evenly over the
+        ranks (the same global batch as one process, so the same recipe)."""
+        if self.ranks < 1 or self.workers < 1 or self.gpus_per_worker < 0:
+            raise ValueError("distributed.ranks and distributed.workers must be >= 1, gpus_per_worker >= 0")
+        if self.launcher not in ("local", "trainjob"):
+            raise ValueError(f"distributed.launcher {self.launcher!r}: expected local or trainjob")
+        if self.backend not in ("auto", "gloo", "nccl"):
+            raise ValueError(f"distributed.backend {self.backend!r}: expected auto, gloo or nccl")
+        if self.checkpoint_every < 0 or self.max_restarts < 0 or self.row_group_rows < 1:
+            raise ValueError("distributed.checkpoint_every and max_restarts must be >= 0, row_group_rows >= 1")
+        for name, size in batch_sizes.items():
+            if size % self.world_size:
+                raise ValueError(f"{name} {size} does not split over {self.world_size} ranks; make it a multiple "
+                                 f"of {self.world_size} (each rank takes an equal share of the global batch)")
+
+
+@dataclass(frozen=True)
 class TrainParams:
     epochs: int = 4              # full passes over the training split
     batch_size: int = 32
@@ -276,6 +313,7 @@ class PipelineConfig:
     compress: CompressParams = CompressParams()
     train: TrainParams = TrainParams()
     compute: ComputeParams = ComputeParams()   # device and precision of adapt, train and distil
+    distributed: DistributedParams = DistributedParams()  # ranks, launcher and resume checkpoints of adapt, train, distil
     evaluate: EvalParams = EvalParams()
     gate: GateParams = GateParams()
     rollout: RolloutPolicy = RolloutPolicy()   # A/B rollout guardrails (yanjin rollout)
@@ -340,6 +378,11 @@ def from_dict(values: dict) -> PipelineConfig:
         config.recipe.check(config.model.variant)
     except ValueError as e:
         raise ConfigError(f"config.recipe: {e}") from None
+    try:
+        config.distributed.check({"train.batch_size": config.train.batch_size, "adapt.batch_size": config.adapt.batch_size,
+                                  "compress.batch_size": config.compress.batch_size})
+    except ValueError as e:
+        raise ConfigError(f"config: {e}") from None
     return config
 
 

@@ -30,6 +30,8 @@ from ..models.tokenizer import TextTokenizer
 from ..registry import CHECKPOINT_SPEC, CHECKPOINT_WEIGHTS, LABELS_FILE, TOKENIZER_FILE
 from .data import LABEL, TEXT
 from .device import CPU, Placement
+from .distributed import SINGLE, World
+from .resume import Resume
 from .train import Fit, TrainParams, fit, seed_everything, val_accuracy
 
 
@@ -74,11 +76,13 @@ def distill_classifier(
     train_df: pd.DataFrame, val_df: pd.DataFrame, labels: list[str], teacher_checkpoint: str | Path,
     teacher_bundle: str | Path, corpus: list[str], params: CompressParams, train: TrainParams,
     out_dir: str | Path, on_epoch: Callable[[dict], None] | None = None, progress: bool = True,
-    student: ModelSpec = ModelSpec(variant="lite"), place: Placement = CPU,
+    student: ModelSpec = ModelSpec(variant="lite"), place: Placement = CPU, world: World = SINGLE,
+    resume: Resume | None = None,
 ) -> DistillResult:
     """Compress the teacher into `student.variant` (built by `student.builder`) on `place`; the best
     validation epoch after pruning is saved to `out_dir`. The student's sizes come from the teacher and
-    the pruning."""
+    the pruning. Under torchrun the frames are this rank's shards: the kept vocabulary and the importance
+    scores are pooled over all ranks, so every rank prunes the same network."""
     seed_everything(train.seed)
     start = time.perf_counter()
     ckpt = Path(teacher_checkpoint)
@@ -101,7 +105,7 @@ def distill_classifier(
     out.mkdir(parents=True, exist_ok=True)
     tokenizer_file = out / TOKENIZER_FILE
     if params.prune_vocab:
-        keep_ids = domain_vocabulary(ckpt / TOKENIZER_FILE, corpus + texts)
+        keep_ids = world.union(domain_vocabulary(ckpt / TOKENIZER_FILE, corpus + texts))
         state, spec = prune_vocab(state, spec, keep_ids)
         prune_tokenizer(ckpt / TOKENIZER_FILE, keep_ids, tokenizer_file)
     else:
@@ -117,9 +121,11 @@ def distill_classifier(
     # phase 1: the layer-dropped student learns from the teacher (kept only as a starting point)
     model = rebuild(state, spec, len(labels))
     first = fit(model, tokenizer, texts, kd, params.epochs, recipe, val_texts, val_y, save=lambda: None,
-                on_epoch=on_epoch, progress=progress, phase="distil ", place=place)
+                on_epoch=on_epoch, progress=progress, phase="distil ", place=place, world=world, resume=resume,
+                key="distil")
     # phase 2: slice out the least important heads and neurons, then recover
     heads, neurons = structure_importance(model, _importance_batches(tokenizer, texts, params), kd)
+    heads, neurons = world.sum_tensor(heads), world.sum_tensor(neurons)
     state = {k: v.detach() for k, v in model.state_dict().items()}
     state, spec = prune_heads(state, spec, top_k(heads, max(1, round(spec.n_heads * params.head_keep))),
                               head_dim=model.encoder.cfg.head_dim)
@@ -129,10 +135,12 @@ def distill_classifier(
     pruned = Fit(history=first.history)  # epochs keep counting; "best" restarts for the new architecture
     if params.recovery_epochs == 0:
         pruned.best_epoch = len(first.history)
-        pruned.best_val_accuracy = val_accuracy(model, tokenizer, val_texts, val_y, train.eval_batch_size, place)
-        save()
+        pruned.best_val_accuracy = val_accuracy(model, tokenizer, val_texts, val_y, train.eval_batch_size, place, world)
+        if world.lead:
+            save()
     fit(model, tokenizer, texts, kd, params.recovery_epochs, recipe, val_texts, val_y, save=save,
-        state=pruned, on_epoch=on_epoch, progress=progress, phase="recover ", place=place)
+        state=pruned, on_epoch=on_epoch, progress=progress, phase="recover ", place=place, world=world,
+        resume=resume, key="recover")
     return DistillResult(pruned.best_epoch, pruned.best_val_accuracy, time.perf_counter() - start,
                          teacher_size, n_params(model.state_dict()), spec.vocab_size, pruned.history)
 

@@ -7,6 +7,7 @@ member's name. Every MLflow name comes from the registry module.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -20,6 +21,7 @@ from .. import registry as R
 from ..config import PipelineConfig
 from ..family import ADAPTED, TEACHER
 from . import data as D
+from .distributed import World, write_split
 
 
 def _logging_to(tracking_uri: str, run_id: str):
@@ -73,7 +75,7 @@ def validate_and_split(train_data: str, test_data: str, label_set: str, cfg: Pip
         test = test[test[D.LABEL].isin(labels)] if p.max_classes > 0 else test
         tr, va = D.split_train_val(train, p)
         for frame, path in ((tr, train_out), (va, val_out), (test, test_out)):
-            frame.to_parquet(path, index=False)
+            write_split(frame, path, cfg.distributed.row_group_rows)  # row groups: what one rank reads
         _log_validated(verdict, train_out, val_out, test_out, labels)
     return Validated(run.info.run_id, data_sha, R.sha256_file(train_out), verdict | {"labels": labels})
 
@@ -178,13 +180,20 @@ def prepare_domain(test_set: str, sources: list[str], cfg: PipelineConfig, track
 
 
 # -- train --------------------------------------------------------------------------------------------
-def _placement(cfg: PipelineConfig, step: str):
+def _placement(cfg: PipelineConfig, step: str, world: World | None = None):
     """The device and precision `compute` asks for, as this step's pod sees them (printed: the log says
-    where a version trained)."""
-    from .device import choose
+    where a version trained); under torchrun every rank of a GPU node takes its own GPU."""
+    from dataclasses import replace
 
+    from .device import choose
+    from .distributed import SINGLE, join, rank_device
+
+    world = world or SINGLE
     place = choose(cfg.compute)
-    print(f"{step}: {place}")
+    place = replace(place, device=rank_device(place.device, world))
+    join(world, place.device, cfg.distributed.backend)
+    if world.lead:
+        print(f"{step}: {place}" + (f", {world.size} ranks" if world.parallel else ""))
     return place
 
 
@@ -196,40 +205,59 @@ class Trained:
     seconds: float
 
 
-def _teacher(cfg: PipelineConfig, tracking_uri: str, tmp: str, version: str | None) -> tuple[R.Downloaded, Path]:
+def _teacher(cfg: PipelineConfig, tracking_uri: str, tmp: str, version: str | None,
+             world: World | None = None) -> tuple[R.Downloaded, Path]:
     """The teacher's given version (the one this family run registered), else its champion; bundle and
     checkpoint both verified. `version` "" means this run rejected its teacher: the champion teaches."""
     name = R.registered_model_name(cfg.model_name, cfg.recipe.teacher)
     if version:
         found = R.download_version(name, version, os.path.join(tmp, "bundle"), tracking_uri)
-        print(f"teacher: {name} v{version}, registered by this run")
+        if world is None or world.lead:
+            print(f"teacher: {name} v{version}, registered by this run")
     else:
         found = R.find_champion(name, os.path.join(tmp, "bundle"), tracking_uri=tracking_uri)
         if found is None:
             raise RuntimeError(f"{cfg.model.variant.capitalize()} distils {name}@{R.CHAMPION}, which does not exist "
                                f"in {tracking_uri}; build it first: yanjin pipeline run --variant {cfg.recipe.teacher}")
-        print(f"teacher: {name}@{R.CHAMPION} (v{found.version})"
-              + (f"; this run's {cfg.recipe.teacher} was rejected by its gate" if version == "" else ""))
+        if world is None or world.lead:
+            print(f"teacher: {name}@{R.CHAMPION} (v{found.version})"
+                  + (f"; this run's {cfg.recipe.teacher} was rejected by its gate" if version == "" else ""))
     return found, R.download_checkpoint(found, os.path.join(tmp, "ckpt"), tracking_uri)
 
 
 def train_member(train_set: str, val_set: str, labels: list[str], domain_dir: str, cfg: PipelineConfig,
-                 tracking_uri: str, run_id: str, out_dir: str, teacher_version: str | None = None) -> Trained:
+                 tracking_uri: str, run_id: str, out_dir: str, teacher_version: str | None = None,
+                 world: World | None = None, resume_dir: str = "") -> Trained:
     """Fine-tune from the pretrained or adapted encoder, or compress the teacher, as the recipe says:
     the teacher version a family run registered (`teacher_version`), else the teacher's champion. The
-    checkpoint is logged to the run (a later member may start from it)."""
-    import mlflow
+    checkpoint is logged to the run (a later member may start from it).
 
+    When `distributed` asks for ranks or resume checkpoints, this call hands the work to torchrun
+    (or a Kubeflow Trainer job), whose every rank calls it again with its `world`: each reads its shard
+    of the splits, and rank 0 alone logs to the one MLflow run."""
+    from .distributed import SINGLE, read_shard
+    from .resume import Resume
     from .train import train_classifier
 
-    train, val = pd.read_parquet(train_set), pd.read_parquet(val_set)
-    lineage: dict = {}
-    place = _placement(cfg, "train")
-    with _logging_to(tracking_uri, run_id):
-        mlflow.log_params(_params("model", cfg.model) | _params("train", cfg.train) | {"train.placement": str(place)})
+    if world is None and needs_ranks(cfg):
+        from .launch import on_ranks
 
-        def on_epoch(rec: dict) -> None:
-            mlflow.log_metrics({k: v for k, v in rec.items() if k != "epoch"}, step=rec["epoch"])
+        return Trained(**on_ranks("train_member", {
+            "train_set": train_set, "val_set": val_set, "labels": labels, "domain_dir": domain_dir,
+            "tracking_uri": tracking_uri, "run_id": run_id, "out_dir": out_dir, "teacher_version": teacher_version,
+        }, cfg))
+    world = world or SINGLE
+    train, val = read_shard(train_set, world), read_shard(val_set, world)
+    lineage: dict = {}
+    place = _placement(cfg, "train", world)
+    resume = Resume(Path(resume_dir), cfg.distributed.checkpoint_every) if resume_dir else None
+    with _logging_to(tracking_uri, run_id) if world.lead else contextlib.nullcontext():
+        log = _lead_log(world)
+        log.log_params(_params("model", cfg.model) | _params("train", cfg.train) | {"train.placement": str(place)}
+                       | ({"train.ranks": world.size} if world.parallel else {}))
+
+        def on_epoch(rec: dict) -> None:  # rank 0 only (fit)
+            log.log_metrics({k: v for k, v in rec.items() if k != "epoch"}, step=rec["epoch"])
             line = f"epoch {rec['epoch']}: train loss {rec['train_loss']:.4f}, val accuracy {rec['val_accuracy']:.4f}"
             print(line)
             progress.note(line)
@@ -237,27 +265,54 @@ def train_member(train_set: str, val_set: str, labels: list[str], domain_dir: st
         if cfg.recipe.start == TEACHER:
             from .distill import distill_classifier
 
-            mlflow.log_params(_params("compress", cfg.compress))
+            log.log_params(_params("compress", cfg.compress))
             with tempfile.TemporaryDirectory() as tmp:
-                teacher, teacher_ckpt = _teacher(cfg, tracking_uri, tmp, teacher_version)
+                teacher, teacher_ckpt = _teacher(cfg, tracking_uri, tmp, teacher_version, world)
                 corpus = json.loads(Path(domain_dir, "corpus.json").read_text())
                 result = distill_classifier(train, val, labels, teacher_ckpt, teacher.bundle_dir, corpus, cfg.compress,
-                                            cfg.train, out_dir, on_epoch=on_epoch, student=cfg.model, place=place)
+                                            cfg.train, out_dir, on_epoch=on_epoch, student=cfg.model, place=place,
+                                            world=world, resume=resume)
             lineage = {"teacher_model": teacher.model, "teacher_version": teacher.version,
                        "teacher_run_id": teacher.run_id}
-            mlflow.set_tags(lineage)
-            mlflow.log_metrics({"teacher_params": result.teacher_params, "student_params": result.student_params,
-                                "student_vocab_size": result.vocab_size})
-            print(f"distilled {teacher.model} v{teacher.version}: {result.teacher_params:,} -> "
-                  f"{result.student_params:,} parameters, vocabulary {result.vocab_size:,}")
+            log.set_tags(lineage)
+            log.log_metrics({"teacher_params": result.teacher_params, "student_params": result.student_params,
+                             "student_vocab_size": result.vocab_size})
+            if world.lead:
+                print(f"distilled {teacher.model} v{teacher.version}: {result.teacher_params:,} -> "
+                      f"{result.student_params:,} parameters, vocabulary {result.vocab_size:,}")
         else:
             adapted = os.path.join(domain_dir, "encoder.safetensors") if cfg.recipe.start == ADAPTED else None
             result = train_classifier(train, val, labels, cfg.model, cfg.train, out_dir, on_epoch=on_epoch,
-                                      encoder_weights=adapted, place=place)
-        mlflow.log_metrics({"best_val_accuracy": result.best_val_accuracy, "train_seconds": result.seconds})
-        mlflow.log_artifacts(out_dir, R.CHECKPOINT_ARTIFACT)
+                                      encoder_weights=adapted, place=place, world=world, resume=resume)
+        log.log_metrics({"best_val_accuracy": result.best_val_accuracy, "train_seconds": result.seconds})
+        log.log_artifacts(out_dir, R.CHECKPOINT_ARTIFACT)
+    if not world.lead:  # the checkpoint and its record are rank 0's
+        return Trained({}, result.best_epoch, result.best_val_accuracy, result.seconds)
     lineage["checkpoint_sha256"] = R.checkpoint_sha256(out_dir)
     return Trained(lineage, result.best_epoch, result.best_val_accuracy, result.seconds)
+
+
+def needs_ranks(cfg: PipelineConfig) -> bool:
+    """torchrun is asked for: several ranks, a Trainer job, or resume checkpoints (its restarts use them)."""
+    d = cfg.distributed
+    return d.world_size > 1 or d.launcher == "trainjob" or d.checkpoint_every > 0
+
+
+class _Quiet:
+    """The MLflow calls of ranks other than 0: they train, rank 0 keeps the record."""
+
+    def log_params(self, *_a, **_k) -> None: ...
+    def log_metrics(self, *_a, **_k) -> None: ...
+    def log_metric(self, *_a, **_k) -> None: ...
+    def set_tags(self, *_a, **_k) -> None: ...
+    def log_artifacts(self, *_a, **_k) -> None: ...
+    def log_artifact(self, *_a, **_k) -> None: ...
+
+
+def _lead_log(world: World):
+    import mlflow
+
+    return mlflow if world.lead else _Quiet()
 
 
 # -- export ---------------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 import torch
+from torch.nn.parallel import DistributedDataParallel
 
 from ..config import TrainParams
 from ..models.encoder import Classifier
@@ -22,6 +23,8 @@ from ..models.tokenizer import TextTokenizer
 from ..progress import bar as progress_bar
 from .data import LABEL, TEXT
 from .device import CPU, Placement
+from .distributed import SINGLE, World
+from .resume import Resume, restore_rng
 
 
 @dataclass
@@ -71,8 +74,11 @@ def predict_logits(model: Classifier, tokenizer: TextTokenizer, texts: list[str]
 
 
 def val_accuracy(model: Classifier, tokenizer: TextTokenizer, texts: list[str], y: np.ndarray, batch_size: int,
-                 place: Placement = CPU) -> float:
-    return float((predict_logits(model, tokenizer, texts, batch_size, place).argmax(1) == y).mean())
+                 place: Placement = CPU, world: World = SINGLE) -> float:
+    """Accuracy on the validation rows; under torchrun on every rank's shard together."""
+    correct, n = world.sum(float((predict_logits(model, tokenizer, texts, batch_size, place).argmax(1) == y).sum()),
+                           float(len(y)))
+    return correct / max(n, 1.0)
 
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (logits, batch indices) -> loss
@@ -90,32 +96,69 @@ class Fit:
 def fit(model: Classifier, tokenizer: TextTokenizer, texts: list[str], loss_fn: LossFn, epochs: int,
         params: TrainParams, val_texts: list[str], val_y: np.ndarray, save: Callable[[], None],
         state: Fit | None = None, on_epoch: Callable[[dict], None] | None = None, progress: bool = True,
-        phase: str = "", place: Placement = CPU) -> Fit:
+        phase: str = "", place: Placement = CPU, world: World = SINGLE, resume: Resume | None = None,
+        key: str = "fit") -> Fit:
     """AdamW with linear warmup and decay for `epochs` on `place` (the model is moved there; `loss_fn`'s
     targets must live there too); after each epoch, `save()` if validation accuracy beat every earlier
-    epoch (of this and previous `state`)."""
+    epoch (of this and previous `state`).
+
+    Under torchrun (`world`), `texts` and `val_texts` are this rank's shard: each rank takes
+    batch_size / ranks of every global batch, wrapping around a shard shorter than the longest, and
+    validation counts are summed over ranks, so every rank agrees on the best epoch; only rank 0
+    saves and reports. With `resume`, the loop continues from the checkpoint `key` when there is one.
+    """
     state = state or Fit()
     model.to(place.torch_device)
+    net = DistributedDataParallel(model) if world.parallel else model  # averages gradients over ranks
     scaler = place.scaler()
-    steps_per_epoch = (len(texts) + params.batch_size - 1) // params.batch_size
+    local_batch = params.batch_size // world.size
+    epoch_rows = world.max(len(texts))  # the longest shard sets the steps every rank takes
+    steps_per_epoch = (epoch_rows + local_batch - 1) // local_batch
     total = max(1, steps_per_epoch * epochs)
     optimizer = torch.optim.AdamW(param_groups(model, params.weight_decay), lr=params.learning_rate)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, warmup_linear_decay(total, int(total * params.warmup_ratio))
     )
     generator = torch.Generator().manual_seed(params.seed + len(state.history))
-    last = len(state.history) + epochs
-    for _ in range(epochs):
+    first, skip, running = 0, 0, 0.0
+    saved = resume.load(key) if resume else None
+    if saved is not None:  # continue after the last completed step
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        schedule.load_state_dict(saved["schedule"])
+        scaler.load_state_dict(saved["scaler"])
+        state.history, state.best_epoch = list(saved["history"]), saved["best_epoch"]
+        state.best_val_accuracy = saved["best_val_accuracy"]
+        first, skip, running = saved["epoch_index"], saved["step"], saved["running"]
+        generator.set_state(saved["generator"])
+        restore_rng(saved["rng"], world)
+        if world.lead:
+            print(f"{phase}resumed from {resume.path(key)}: epoch {first + 1}, step {skip}")
+    last = len(state.history) - first + epochs
+
+    def checkpoint(epoch_index: int, step: int, epoch_start, running: float) -> None:
+        resume.save(key, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                          "schedule": schedule.state_dict(), "scaler": scaler.state_dict(),
+                          "history": state.history, "best_epoch": state.best_epoch,
+                          "best_val_accuracy": state.best_val_accuracy, "epoch_index": epoch_index, "step": step,
+                          "running": running, "generator": epoch_start}, world)
+
+    for epoch_index in range(first, epochs):
         epoch = len(state.history) + 1
-        model.train()
+        net.train()
+        epoch_start = generator.get_state()  # a resumed epoch draws the same order again
         order = torch.randperm(len(texts), generator=generator)
-        bar = progress_bar(range(steps_per_epoch), f"{phase}epoch {epoch}/{last}", disable=not progress)
-        running = 0.0
+        positions = torch.arange(epoch_rows) % len(texts)  # a shorter shard wraps around
+        bar = progress_bar(range(steps_per_epoch), f"{phase}epoch {epoch}/{last}", disable=not progress or not world.lead)
+        if skip:
+            bar.update(skip)
         for step in bar:
-            idx = order[step * params.batch_size : (step + 1) * params.batch_size]
+            if step < skip:
+                continue
+            idx = order[positions[step * local_batch : (step + 1) * local_batch]]
             ids, mask = on_device(place, *tokenizer([texts[i] for i in idx]))
             with place.autocast():
-                loss = loss_fn(model(ids, mask), idx)  # logits (B, num_labels)
+                loss = loss_fn(net(ids, mask), idx)  # logits (B, num_labels)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.unscale_(optimizer)  # clip the true gradients
@@ -125,15 +168,24 @@ def fit(model: Classifier, tokenizer: TextTokenizer, texts: list[str], loss_fn: 
             schedule.step()
             running += loss.item()
             bar.set_postfix(loss=f"{running / (step + 1):.4f}")
-        acc = val_accuracy(model, tokenizer, val_texts, val_y, params.eval_batch_size, place)
-        record = {"epoch": epoch, "train_loss": running / max(1, steps_per_epoch), "val_accuracy": acc,
+            if resume and resume.due(epoch_index * steps_per_epoch + step + 1) and step + 1 < steps_per_epoch:
+                checkpoint(epoch_index, step + 1, epoch_start, running)
+        skip = 0
+        acc = val_accuracy(model, tokenizer, val_texts, val_y, params.eval_batch_size, place, world)
+        loss_sum, = world.sum(running)
+        record = {"epoch": epoch, "train_loss": loss_sum / world.size / max(1, steps_per_epoch), "val_accuracy": acc,
                   "lr": schedule.get_last_lr()[0]}
         state.history.append(record)
-        if on_epoch:
+        if on_epoch and world.lead:
             on_epoch(record)
         if acc > state.best_val_accuracy:
             state.best_epoch, state.best_val_accuracy = epoch, acc
-            save()
+            if world.lead:
+                save()
+        running = 0.0
+        if resume:
+            checkpoint(epoch_index + 1, 0, generator.get_state(), 0.0)
+    world.barrier()  # the best checkpoint is whole before any rank reads or returns
     return state
 
 
@@ -148,8 +200,11 @@ def train_classifier(
     progress: bool = True,
     encoder_weights: str | Path | None = None,
     place: Placement = CPU,
+    world: World = SINGLE,
+    resume: Resume | None = None,
 ) -> TrainResult:
     """Fine-tune the `spec.variant` preset on `place`; the best validation epoch is saved to `out_dir`.
+    Under torchrun the frames are this rank's shards (`fit`).
 
     `encoder_weights` starts from an adapted encoder (Pro) instead of the pretrained MiniLM.
     """
@@ -164,9 +219,11 @@ def train_classifier(
     save = lambda: save_checkpoint(model, spec, labels, out_dir)  # noqa: E731
     start = time.perf_counter()
     if params.epochs == 0:  # no training asked: the untrained head is the candidate
-        acc = val_accuracy(model, tokenizer, val_texts, val_y, params.eval_batch_size)
-        save()
+        acc = val_accuracy(model, tokenizer, val_texts, val_y, params.eval_batch_size, world=world)
+        if world.lead:
+            save()
         return TrainResult(0, acc, time.perf_counter() - start)
     result = fit(model, tokenizer, texts, lambda logits, idx: torch.nn.functional.cross_entropy(logits, y[idx]),
-                 params.epochs, params, val_texts, val_y, save, on_epoch=on_epoch, progress=progress, place=place)
+                 params.epochs, params, val_texts, val_y, save, on_epoch=on_epoch, progress=progress, place=place,
+                 world=world, resume=resume, key="train")
     return TrainResult(result.best_epoch, result.best_val_accuracy, time.perf_counter() - start, result.history)

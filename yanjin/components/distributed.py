@@ -1,0 +1,136 @@
+"""Data-parallel training with torchrun: who this process is, which rows it reads, and what it agrees
+with the others.
+
+One process (no torchrun) is the world of one: nothing is initialised, no collective runs, and
+training behaves exactly as it did before ranks existed. Under torchrun every rank reads its own
+contiguous row groups of the Parquet splits (never the whole table), takes an equal share of each
+global batch, and DistributedDataParallel averages the gradients, so N ranks follow the recipe of
+one process with the same global batch. Only rank 0 writes: checkpoints, metrics, MLflow.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+import torch
+import torch.distributed as dist
+
+from .data import DataError
+
+
+@dataclass(frozen=True)
+class World:
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+
+    @property
+    def lead(self) -> bool:
+        """Rank 0: the one process that writes checkpoints, metrics and the MLflow record."""
+        return self.rank == 0
+
+    @property
+    def parallel(self) -> bool:
+        return self.size > 1
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> "World":
+        """The rank torchrun gave this process (RANK, WORLD_SIZE, LOCAL_RANK), or the world of one."""
+        env = os.environ if env is None else env
+        return cls(int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1)), int(env.get("LOCAL_RANK", 0)))
+
+    # -- collectives: identities in the world of one ---------------------------------------------------
+    def sum(self, *values: float) -> list[float]:
+        if not self.parallel:
+            return list(values)
+        t = torch.tensor(values, dtype=torch.float64)
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        return t.tolist()
+
+    def max(self, value: int) -> int:
+        if not self.parallel:
+            return value
+        t = torch.tensor([value], dtype=torch.int64)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return int(t.item())
+
+    def sum_tensor(self, t: torch.Tensor) -> torch.Tensor:
+        """Element-wise sum over ranks (on the CPU, so gloo and NCCL worlds alike)."""
+        if not self.parallel:
+            return t
+        out = t.detach().to("cpu", torch.float64).clone()
+        dist.all_reduce(out, op=dist.ReduceOp.SUM)
+        return out.to(t.dtype)
+
+    def union(self, items: list[int]) -> list[int]:
+        """The sorted union of every rank's integers."""
+        if not self.parallel:
+            return sorted(set(items))
+        gathered: list[list[int]] = [[] for _ in range(self.size)]
+        dist.all_gather_object(gathered, list(items))
+        return sorted({i for part in gathered for i in part})
+
+    def barrier(self) -> None:
+        if self.parallel:
+            dist.barrier()
+
+
+SINGLE = World()
+
+
+def backend_for(device: str, asked: str = "auto") -> str:
+    """NCCL between GPUs, gloo on the CPU (NCCL cannot reduce CPU tensors)."""
+    if asked != "auto":
+        return asked
+    return "nccl" if device.startswith("cuda") else "gloo"
+
+
+def join(world: World, device: str, backend: str = "auto") -> None:
+    """Join torchrun's process group (its rendezvous is in the environment); a world of one joins nothing."""
+    if world.parallel and not dist.is_initialized():
+        if device.startswith("cuda"):
+            torch.cuda.set_device(world.local_rank)
+        dist.init_process_group(backend_for(device, backend))
+
+
+def leave(world: World) -> None:
+    if world.parallel and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def rank_device(device: str, world: World) -> str:
+    """On GPUs every rank of a node takes its own (cuda:LOCAL_RANK); on the CPU all share it."""
+    return f"cuda:{world.local_rank}" if device.startswith("cuda") and world.parallel else device
+
+
+# -- shards ---------------------------------------------------------------------------------------------
+def row_group_shard(sizes: list[int], world: World) -> list[int]:
+    """The row groups rank `world.rank` reads: contiguous, and balanced by rows (each group goes to the
+    rank whose equal share of the rows its first row falls in)."""
+    total, start, mine = sum(sizes), 0, []
+    for group, n in enumerate(sizes):
+        if start * world.size // max(1, total) == world.rank:
+            mine.append(group)
+        start += n
+    return mine
+
+
+def read_shard(path: str | Path, world: World = SINGLE, columns: list[str] | None = None) -> pd.DataFrame:
+    """This rank's rows of a Parquet split, read by row group; the whole table in the world of one."""
+    if not world.parallel:
+        return pd.read_parquet(path, columns=columns)
+    f = pq.ParquetFile(path)
+    sizes = [f.metadata.row_group(g).num_rows for g in range(f.num_row_groups)]
+    groups = row_group_shard(sizes, world)
+    if not groups:
+        raise DataError(f"{path}: {len(sizes)} row group(s) of {sum(sizes)} rows cannot feed {world.size} ranks; "
+                        f"lower distributed.row_group_rows (now at most {max(sizes)} rows a group) or use fewer ranks")
+    return f.read_row_groups(groups, columns=columns).to_pandas()
+
+
+def write_split(frame: pd.DataFrame, path: str | Path, row_group_rows: int) -> None:
+    """A split as Parquet in row groups of `row_group_rows`: the unit one rank reads."""
+    frame.to_parquet(path, index=False, row_group_size=row_group_rows)

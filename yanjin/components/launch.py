@@ -1,0 +1,84 @@
+"""Handing a training stage to torchrun, and the entrypoint every rank runs.
+
+The pipeline step writes a job file (the stage, its arguments, the resolved config), starts
+`torchrun` with `distributed.ranks` processes and elastic restarts (`distributed.max_restarts`), and
+reads back rank 0's result. Each rank runs `python -m yanjin.components.launch JOB`: it calls the
+same stage function with its World, so one process and N ranks share every line of training code.
+A lost rank makes torchrun stop the others and start the world again; the stage then continues from
+the last resume checkpoint in the job's folder. On a cluster the same entrypoint runs in the pods of
+a Kubeflow Trainer job (trainjob.py).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from ..config import PipelineConfig
+
+STAGES = ("train_member", "prepare_domain")
+JOB_FILE, RESULT_FILE, RESUME_DIR = "job.json", "result.json", "resume"
+
+
+class RanksFailed(RuntimeError):
+    """torchrun gave up: a rank failed more often than `distributed.max_restarts` allows."""
+
+
+def write_job(folder: Path, stage: str, kwargs: dict, cfg: PipelineConfig) -> Path:
+    if stage not in STAGES:
+        raise ValueError(f"unknown stage {stage!r}; known: {STAGES}")
+    job = {"stage": stage, "kwargs": kwargs, "config": cfg.to_json(),
+           "resume_dir": str(folder / RESUME_DIR), "result": str(folder / RESULT_FILE)}
+    path = folder / JOB_FILE
+    path.write_text(json.dumps(job))
+    return path
+
+
+def torchrun_command(job: Path, ranks: int, max_restarts: int, nodes: str = "") -> list[str]:
+    """One node (`--standalone`: a private rendezvous on a free port), or the nodes a Trainer job
+    describes (`nodes` empty: torchrun reads PET_NNODES, PET_MASTER_ADDR... from the pod)."""
+    where = ["--standalone"] if not nodes else []
+    return [sys.executable, "-m", "torch.distributed.run", *where, f"--nproc-per-node={ranks}",
+            f"--max-restarts={max_restarts}", "-m", "yanjin.components.launch", str(job)]
+
+
+def on_ranks(stage: str, kwargs: dict, cfg: PipelineConfig) -> dict:
+    """Run `stage(**kwargs, world=...)` on the ranks `cfg.distributed` asks for; returns rank 0's result."""
+    d = cfg.distributed
+    if d.launcher == "trainjob":
+        from .trainjob import run_trainjob
+
+        return run_trainjob(stage, kwargs, cfg)
+    with tempfile.TemporaryDirectory(prefix="yanjin-ranks-") as tmp:
+        job = write_job(Path(tmp), stage, kwargs, cfg)
+        print(f"{stage}: torchrun, {d.ranks} rank(s), up to {d.max_restarts} restart(s)"
+              + (f", resume checkpoints every {d.checkpoint_every} steps" if d.checkpoint_every else ""), flush=True)
+        done = subprocess.run(torchrun_command(job, d.ranks, d.max_restarts))
+        result = Path(tmp, RESULT_FILE)
+        if done.returncode != 0 or not result.is_file():
+            raise RanksFailed(f"{stage} on {d.ranks} rank(s) failed (torchrun exit {done.returncode}) after up to "
+                              f"{d.max_restarts} restart(s); the ranks' errors are above")
+        return json.loads(result.read_text())
+
+
+def run_rank(job_path: str) -> None:
+    """What one rank does: join the world, run the stage on its shard; rank 0 writes the result."""
+    from . import stages
+    from .distributed import World, leave
+
+    job = json.loads(Path(job_path).read_text())
+    world = World.from_env()
+    cfg = PipelineConfig.from_json(job["config"])
+    try:
+        result = getattr(stages, job["stage"])(**job["kwargs"], cfg=cfg, world=world, resume_dir=job["resume_dir"])
+        if world.lead:
+            Path(job["result"]).write_text(json.dumps(dataclasses.asdict(result)))
+    finally:
+        leave(world)
+
+
+if __name__ == "__main__":
+    run_rank(sys.argv[1])
