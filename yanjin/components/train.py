@@ -129,7 +129,8 @@ def fit(model: Classifier, tokenizer: TextTokenizer, texts: list[str], loss_fn: 
         scaler.load_state_dict(saved["scaler"])
         state.history, state.best_epoch = list(saved["history"]), saved["best_epoch"]
         state.best_val_accuracy = saved["best_val_accuracy"]
-        first, skip, running = saved["epoch_index"], saved["step"], saved["running"]
+        first, skip = saved["epoch_index"], saved["step"]
+        running = saved["running"] if world.lead else 0.0  # the ranks' sum so far, carried by rank 0
         generator.set_state(saved["generator"])
         restore_rng(saved["rng"], world)
         if world.lead:
@@ -141,7 +142,7 @@ def fit(model: Classifier, tokenizer: TextTokenizer, texts: list[str], loss_fn: 
                           "schedule": schedule.state_dict(), "scaler": scaler.state_dict(),
                           "history": state.history, "best_epoch": state.best_epoch,
                           "best_val_accuracy": state.best_val_accuracy, "epoch_index": epoch_index, "step": step,
-                          "running": running, "generator": epoch_start}, world)
+                          "running": world.sum(running)[0], "generator": epoch_start}, world)
 
     for epoch_index in range(first, epochs):
         epoch = len(state.history) + 1
@@ -150,10 +151,8 @@ def fit(model: Classifier, tokenizer: TextTokenizer, texts: list[str], loss_fn: 
         order = torch.randperm(len(texts), generator=generator)
         positions = torch.arange(epoch_rows) % len(texts)  # a shorter shard wraps around
         bar = progress_bar(range(steps_per_epoch), f"{phase}epoch {epoch}/{last}", disable=not progress or not world.lead)
-        if skip:
-            bar.update(skip)
         for step in bar:
-            if step < skip:
+            if step < skip:  # done before the restart
                 continue
             idx = order[positions[step * local_batch : (step + 1) * local_batch]]
             ids, mask = on_device(place, *tokenizer([texts[i] for i in idx]))
