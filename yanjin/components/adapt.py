@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
 
 from ..config import AdaptParams
 from ..models.encoder import Encoder, mean_pool
@@ -29,6 +30,7 @@ from ..models.tokenizer import TextTokenizer
 from ..progress import bar as progress_bar
 from .data import DataError
 from .device import CPU, Placement
+from .distributed import SINGLE, World
 from .train import on_device, seed_everything, warmup_linear_decay
 from .validate import normalise
 
@@ -98,19 +100,27 @@ def contrastive_loss(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> 
 
 def adapt_encoder(texts: list[str], exclude: list[str], spec: ModelSpec, params: AdaptParams,
                   out_path: str | Path, on_step: Callable[[int, float], None] | None = None,
-                  progress: bool = True, place: Placement = CPU) -> AdaptResult:
+                  progress: bool = True, place: Placement = CPU, world: World = SINGLE) -> AdaptResult:
     """Continue pretraining MiniLM on `texts` (minus `exclude`) on `place`; saves encoder weights as
-    safetensors."""
+    safetensors.
+
+    Under torchrun every rank takes every size-th text of the cleaned corpus and batch_size / ranks of
+    each global batch; its in-batch negatives are its own rows (the contrastive task of a batch of that
+    size), the gradients are averaged, and rank 0 saves."""
     seed_everything(params.seed)
     corpus, n_excluded = clean_corpus(texts, exclude)
     if params.max_texts > 0:
         corpus = corpus[: params.max_texts]
     if len(corpus) < 2 * params.batch_size:
         raise DataError(f"adaptation corpus has {len(corpus)} texts after cleaning; need at least {2 * params.batch_size}")
+    n_texts, corpus = len(corpus), corpus[world.rank :: world.size]
+    batch_size = params.batch_size // world.size
     encoder = load_pretrained_encoder(Encoder(encoder_config(spec))).to(place.torch_device)
+    net = DistributedDataParallel(encoder) if world.parallel else encoder
     scaler = place.scaler()
     tokenizer = TextTokenizer(base_tokenizer_file(), params.max_length)
-    steps_per_epoch = len(corpus) // params.batch_size  # drop the ragged last batch: it weakens the negatives
+    # drop the ragged last batch: it weakens the negatives; every rank takes the steps of the shortest shard
+    steps_per_epoch = -world.max(-(len(corpus) // batch_size))
     total = steps_per_epoch * params.epochs
     optimizer = torch.optim.AdamW(encoder.parameters(), lr=params.learning_rate, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_linear_decay(total, int(total * params.warmup_ratio)))
@@ -120,15 +130,19 @@ def adapt_encoder(texts: list[str], exclude: list[str], spec: ModelSpec, params:
     encoder.train()  # dropout on: it is what makes the two views differ
     for epoch in range(params.epochs):
         order = torch.randperm(len(corpus), generator=generator)
-        bar = progress_bar(range(steps_per_epoch), f"adapt {epoch + 1}/{params.epochs}", disable=not progress)
+        bar = progress_bar(range(steps_per_epoch), f"adapt {epoch + 1}/{params.epochs}",
+                           disable=not progress or not world.lead)
         for i in bar:
-            batch = [corpus[j] for j in order[i * params.batch_size : (i + 1) * params.batch_size]]
+            batch = [corpus[j] for j in order[i * batch_size : (i + 1) * batch_size]]
             ids, mask = tokenizer(batch)
             ids2, mask2 = delete_tokens(ids, mask, params.token_deletion, rng)
             ids, mask, ids2, mask2 = on_device(place, ids, mask, ids2, mask2)
             with place.autocast():
-                z1 = mean_pool(encoder(ids, mask), mask)                  # (B, C)
-                z2 = mean_pool(encoder(ids2, mask2), mask2)               # (B, C), fewer words, other dropout
+                if world.parallel:  # DDP allows one forward per backward: both views in one pass
+                    z1, z2 = both_views(net, ids, mask, ids2, mask2)
+                else:
+                    z1 = mean_pool(encoder(ids, mask), mask)              # (B, C)
+                    z2 = mean_pool(encoder(ids2, mask2), mask2)           # (B, C), fewer words, other dropout
             # outside autocast: at temperature 0.05 the similarities need fp32's mantissa
             loss = contrastive_loss(z1.float(), z2.float(), params.temperature)
             optimizer.zero_grad(set_to_none=True)
@@ -140,7 +154,20 @@ def adapt_encoder(texts: list[str], exclude: list[str], spec: ModelSpec, params:
             schedule.step()
             loss_value, step = loss.item(), step + 1
             bar.set_postfix(loss=f"{loss_value:.4f}")
-            if on_step and step % 20 == 0:
+            if on_step and step % 20 == 0 and world.lead:
                 on_step(step, loss_value)
-    save_encoder_weights(encoder, out_path)
-    return AdaptResult(len(corpus), n_excluded, loss_value, time.perf_counter() - start)
+    if world.lead:
+        save_encoder_weights(encoder, out_path)
+    world.barrier()
+    return AdaptResult(n_texts, n_excluded, loss_value, time.perf_counter() - start)
+
+
+def both_views(net: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor, ids2: torch.Tensor,
+               mask2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean-pooled embeddings of both views from one forward pass (padded to one width): (B, C) each."""
+    width = ids.shape[1]
+    ids2 = F.pad(ids2, (0, width - ids2.shape[1]))   # deletions only shorten a row
+    mask2 = F.pad(mask2, (0, width - mask2.shape[1]))
+    both_ids, both_mask = torch.cat([ids, ids2]), torch.cat([mask, mask2])
+    z = mean_pool(net(both_ids, both_mask), both_mask)                   # (2B, C)
+    return z[: len(ids)], z[len(ids) :]

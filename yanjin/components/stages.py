@@ -145,12 +145,21 @@ class Domain:
 
 
 def prepare_domain(test_set: str, sources: list[str], cfg: PipelineConfig, tracking_uri: str, run_id: str,
-                   out_dir: str) -> Domain:
+                   out_dir: str, world: World | None = None, resume_dir: str = "") -> Domain:
     """What the recipe needs of the domain text: nothing (fine-tuned from MiniLM), the cleaned corpus
-    (compression keeps its vocabulary), or an adapted encoder (domain-adaptive pretraining)."""
+    (compression keeps its vocabulary), or an adapted encoder (domain-adaptive pretraining), on the
+    ranks `distributed` asks for (as train_member). Adaptation writes no resume checkpoints: it is one
+    pass, and a restart repeats it."""
     from .adapt import adapt_encoder, clean_corpus, read_corpus
+    from .distributed import SINGLE
 
     os.makedirs(out_dir, exist_ok=True)
+    if world is None and cfg.recipe.start == ADAPTED and needs_ranks(cfg):
+        from .launch import on_ranks
+
+        return Domain(**on_ranks("prepare_domain", {"test_set": test_set, "sources": sources, "tracking_uri": tracking_uri,
+                                                    "run_id": run_id, "out_dir": out_dir}, cfg))
+    world = world or SINGLE
     if not cfg.recipe.uses_domain_text:
         return Domain("skipped", {"adapted": False})
     texts = read_corpus(sources, cfg.data.text_column)
@@ -166,16 +175,20 @@ def prepare_domain(test_set: str, sources: list[str], cfg: PipelineConfig, track
     import mlflow
 
     encoder = os.path.join(out_dir, "encoder.safetensors")
-    place = _placement(cfg, "adapt")
-    with _logging_to(tracking_uri, run_id):
-        mlflow.log_params(_params("adapt", cfg.adapt) | {R.RUN_PARAM_CORPUS: ",".join(sources), "adapt.placement": str(place)})
+    place = _placement(cfg, "adapt", world)
+    with _logging_to(tracking_uri, run_id) if world.lead else contextlib.nullcontext():
+        log = _lead_log(world)
+        log.log_params(_params("adapt", cfg.adapt) | {R.RUN_PARAM_CORPUS: ",".join(sources), "adapt.placement": str(place)}
+                       | ({"adapt.ranks": world.size} if world.parallel else {}))
         result = adapt_encoder(texts, exclude, cfg.model, cfg.adapt, encoder,
-                               on_step=lambda step, loss: mlflow.log_metric("adapt_loss", loss, step=step), place=place)
-        mlflow.log_metrics({"adapt_texts": result.n_texts, "adapt_excluded_test_texts": result.n_excluded_test,
-                            "adapt_seconds": result.seconds})
-        mlflow.log_artifact(encoder, R.ADAPTED_ENCODER_ARTIFACT)
-    print(f"adapted on {result.n_texts} texts ({result.n_excluded_test} test texts excluded), "
-          f"final loss {result.final_loss:.4f}")
+                               on_step=lambda step, loss: log.log_metric("adapt_loss", loss, step=step), place=place,
+                               world=world)
+        log.log_metrics({"adapt_texts": result.n_texts, "adapt_excluded_test_texts": result.n_excluded_test,
+                         "adapt_seconds": result.seconds})
+        log.log_artifact(encoder, R.ADAPTED_ENCODER_ARTIFACT)
+    if world.lead:
+        print(f"adapted on {result.n_texts} texts ({result.n_excluded_test} test texts excluded), "
+              f"final loss {result.final_loss:.4f}")
     return Domain("adapted", {"adapted": True, "texts": result.n_texts, "excluded_test_texts": result.n_excluded_test})
 
 
