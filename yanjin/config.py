@@ -428,11 +428,16 @@ def load_config(profile: str, overrides: list[str] | None = None) -> PipelineCon
 
 
 def from_run_form(config_json: str, profile: str, member: str = "", epochs: int = 0, learning_rate: float = 0.0,
-                  seed: int = -1, min_improvement: float = -1.0, overrides: str = "") -> PipelineConfig:
+                  seed: int = -1, min_improvement: float = -1.0, overrides: str = "", trainer_workers: int = 0,
+                  trainer_gpus: int = 0) -> PipelineConfig:
     """The config a Kubeflow run form describes: a whole resolved config (`config_json`, what the CLI
     submits) or else a profile; then the member; then the fields the form names, where 0, -1 or empty
-    keep the base's value; last the overrides, `section.field=value;...`."""
+    keep the base's value (`trainer_workers` > 0: a Kubeflow Trainer job of that many nodes, with
+    `trainer_gpus` GPUs each); last the overrides, `section.field=value;...`."""
     sets = [f"train.epochs={epochs}"] if epochs > 0 else []
+    if trainer_workers > 0:
+        sets += ["distributed.launcher=trainjob", f"distributed.workers={trainer_workers}"]
+        sets += [f"distributed.gpus_per_worker={trainer_gpus}", f"distributed.ranks={trainer_gpus}"] if trainer_gpus > 0 else []
     sets += [f"train.learning_rate={learning_rate}"] if learning_rate > 0 else []
     sets += [f"train.seed={seed}"] if seed >= 0 else []
     sets += [f"gate.min_improvement={min_improvement}"] if min_improvement > -1.0 else []

@@ -126,3 +126,35 @@ def test_a_killed_rank_resumes_from_its_checkpoint_and_registers_once(tmp_path, 
     losses = [m.value for m in sorted(client.get_metric_history(run_id, "train_loss"), key=lambda m: m.step)]
     # one value per epoch despite the restart, and the uninterrupted 2-rank curve to float precision
     assert losses == pytest.approx(runs[2]["losses"], abs=1e-4)
+
+
+# -- a Kubeflow Trainer job's pods ------------------------------------------------------------------------
+def test_the_trainer_job_entrypoint_trains_the_job_staged_in_mlflow(tmp_path, data_dir):
+    """What every pod of the TrainJob runs (trainjob.render's command), here as 2 local ranks: the job and
+    its inputs come from the MLflow run alone; rank 0 logs the checkpoint and the result back."""
+    import json
+
+    from yanjin.components.trainjob import JOB_ARTIFACT, stage_job
+
+    cfg = load_config("tiny", SETTINGS[:1] + ["distributed.launcher=trainjob", "distributed.ranks=2"])
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    split = {name: str(tmp_path / f"{name}.parquet") for name in ("train", "val", "test")}
+    v = validate_and_split(str(data_dir / "train.csv"), str(data_dir / "test.csv"), str(data_dir / "categories.json"),
+                           cfg, uri, "trainjob", str(tmp_path / "artifacts"), "test", split["train"], split["val"],
+                           split["test"])
+    (tmp_path / "domain").mkdir()
+    stage_job("train_member", {"train_set": split["train"], "val_set": split["val"], "labels": v.report["labels"],
+                               "domain_dir": str(tmp_path / "domain"), "tracking_uri": uri, "run_id": v.run_id,
+                               "out_dir": "/step/only/checkpoint", "teacher_version": None}, cfg, uri, v.run_id)
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"} | {
+        "MLFLOW_TRACKING_URI": uri, "YANJIN_JOB_DIR": str(tmp_path / "node")}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+                           "-m", "yanjin.components.launch", "--from-run", v.run_id, "train_member"],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    client = mlflow.MlflowClient(uri)
+    result = json.loads(Path(client.download_artifacts(v.run_id, f"{JOB_ARTIFACT}/result.json")).read_text())
+    assert result["best_val_accuracy"] > 0.8 and len(result["lineage"]["checkpoint_sha256"]) == 64
+    assert result["lineage"]["checkpoint_sha256"] == R.checkpoint_sha256(
+        client.download_artifacts(v.run_id, R.CHECKPOINT_ARTIFACT))
+    assert client.get_run(v.run_id).data.params["train.ranks"] == "2"

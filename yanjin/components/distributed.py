@@ -46,24 +46,24 @@ class World:
     def sum(self, *values: float) -> list[float]:
         if not self.parallel:
             return list(values)
-        t = torch.tensor(values, dtype=torch.float64)
+        t = torch.tensor(values, dtype=torch.float64, device=_wire())
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
         return t.tolist()
 
     def max(self, value: int) -> int:
         if not self.parallel:
             return value
-        t = torch.tensor([value], dtype=torch.int64)
+        t = torch.tensor([value], dtype=torch.int64, device=_wire())
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return int(t.item())
 
     def sum_tensor(self, t: torch.Tensor) -> torch.Tensor:
-        """Element-wise sum over ranks (on the CPU, so gloo and NCCL worlds alike)."""
+        """Element-wise sum over ranks, returned where `t` lives."""
         if not self.parallel:
             return t
-        out = t.detach().to("cpu", torch.float64).clone()
+        out = t.detach().to(_wire(), torch.float64).clone()
         dist.all_reduce(out, op=dist.ReduceOp.SUM)
-        return out.to(t.dtype)
+        return out.to(t.device, t.dtype)
 
     def union(self, items: list[int]) -> list[int]:
         """The sorted union of every rank's integers."""
@@ -79,6 +79,11 @@ class World:
 
 
 SINGLE = World()
+
+
+def _wire() -> torch.device:
+    """Where collective tensors must live: NCCL reduces GPU tensors only, gloo CPU ones."""
+    return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
 
 
 def backend_for(device: str, asked: str = "auto") -> str:

@@ -64,21 +64,48 @@ def on_ranks(stage: str, kwargs: dict, cfg: PipelineConfig) -> dict:
         return json.loads(result.read_text())
 
 
-def run_rank(job_path: str) -> None:
-    """What one rank does: join the world, run the stage on its shard; rank 0 writes the result."""
+def run_rank(job: dict, write_result) -> None:
+    """What one rank does: join the world, run the stage on its shard; rank 0 hands over the result."""
     from . import stages
     from .distributed import World, leave
 
-    job = json.loads(Path(job_path).read_text())
     world = World.from_env()
     cfg = PipelineConfig.from_json(job["config"])
     try:
         result = getattr(stages, job["stage"])(**job["kwargs"], cfg=cfg, world=world, resume_dir=job["resume_dir"])
         if world.lead:
-            Path(job["result"]).write_text(json.dumps(dataclasses.asdict(result)))
+            write_result(json.dumps(dataclasses.asdict(result)))
     finally:
         leave(world)
 
 
+def run_rank_from_run(tracking_uri: str, run_id: str, stage: str, workdir: Path) -> None:
+    """A rank of a Trainer job: the job staged in the MLflow run (trainjob.stage_job), downloaded into
+    `workdir`; rank 0 logs the result back there, beside the checkpoint the stage logs."""
+    import mlflow
+
+    from .distributed import World
+    from .trainjob import JOB_ARTIFACT, fetch_job
+
+    rank_dir = workdir / f"rank{World.from_env().rank}"
+    job = fetch_job(tracking_uri, run_id, rank_dir)
+    if job["stage"] != stage:
+        raise RuntimeError(f"the run {run_id} staged {job['stage']!r}, not {stage!r}")
+    job["resume_dir"] = str(workdir / RESUME_DIR)  # one per node: torchrun restarts the node's ranks together
+    client = mlflow.MlflowClient(tracking_uri)
+    run_rank(job, lambda text: client.log_text(run_id, text, f"{JOB_ARTIFACT}/{RESULT_FILE}"))
+
+
+def main(argv: list[str]) -> None:
+    if argv[:1] == ["--from-run"]:  # in a Trainer job's pod: python -m ... --from-run RUN_ID STAGE
+        import os
+
+        run_rank_from_run(os.environ["MLFLOW_TRACKING_URI"], argv[1], argv[2],
+                          Path(os.environ.get("YANJIN_JOB_DIR", tempfile.gettempdir())) / f"yanjin-{argv[1]}")
+        return
+    job = json.loads(Path(argv[0]).read_text())
+    run_rank(job, Path(job["result"]).write_text)
+
+
 if __name__ == "__main__":
-    run_rank(sys.argv[1])
+    main(sys.argv[1:])

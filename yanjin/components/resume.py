@@ -4,7 +4,7 @@ Model, optimizer, schedule and gradient scaler, every rank's random state, the e
 generator as it was when the epoch began, the position in the epoch, and the history so far. Rank 0
 writes them every N optimizer steps and at every epoch end, atomically (a rank lost mid-write leaves
 the previous checkpoint whole). A restarted world (torchrun's elastic restart, a rescheduled pod)
-loads the newest and continues at the next step. These are working files of one training, not a
+loads rank 0's newest and continues at the next step. These are working files of one training, not a
 release: torch's format read back with `weights_only=True`, unlike the safetensors versions.
 """
 from __future__ import annotations
@@ -29,9 +29,16 @@ class Resume:
     def path(self, key: str) -> Path:
         return Path(self.directory) / f"{key}.pt"
 
-    def load(self, key: str) -> dict | None:
+    def load(self, key: str, world: World) -> dict | None:
+        """Rank 0's checkpoint, sent to every rank: only rank 0's disk needs it (other nodes' pods may be
+        new), and all ranks continue from the same step or all start afresh."""
         path = self.path(key)
-        return torch.load(path, map_location="cpu", weights_only=True) if path.is_file() else None
+        state = torch.load(path, map_location="cpu", weights_only=True) if world.lead and path.is_file() else None
+        if not world.parallel:
+            return state
+        box = [state]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
 
     def due(self, step: int) -> bool:
         return self.every > 0 and step % self.every == 0

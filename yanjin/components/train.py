@@ -121,7 +121,7 @@ def fit(model: Classifier, tokenizer: TextTokenizer, texts: list[str], loss_fn: 
     )
     generator = torch.Generator().manual_seed(params.seed + len(state.history))
     first, skip, running = 0, 0, 0.0
-    saved = resume.load(key) if resume else None
+    saved = resume.load(key, world) if resume else None
     if saved is not None:  # continue after the last completed step
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])

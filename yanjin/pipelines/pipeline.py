@@ -33,6 +33,10 @@ FORM = {
     "learning_rate": "Peak learning rate of fine-tuning; 0 keeps the profile's.",
     "seed": "Random seed of the split and training; -1 keeps the profile's.",
     "min_improvement": "Accuracy margin a candidate needs over each champion (e.g. 0.005); -1 keeps the profile's.",
+    "trainer_workers": "Kubeflow Trainer: hand fine-tuning, adaptation and distillation to a TrainJob of this many "
+                       "nodes (data-parallel, torchrun); 0 trains inside the step as the profile says.",
+    "trainer_gpus": "Kubeflow Trainer: GPUs per node of that TrainJob, one rank each (NCCL); 0 means CPU nodes "
+                    "(gloo, distributed.ranks processes each).",
     "overrides": "Any other config fields, e.g. data.max_per_class=40;gate.max_ece=0.1 (semicolon-separated).",
     "tracking_uri": "MLflow tracking and registry URI (http://mlflow.yanjin:5000 in the cluster guide; "
                     "sqlite:///... embedded).",
@@ -150,11 +154,12 @@ def build_pipeline(image: str = DEFAULT_IMAGE, resources: ResourceParams | None 
         epochs: int = 0, learning_rate: float = 0.0, seed: int = -1, min_improvement: float = -1.0,
         overrides: str = "", tracking_uri: str = "http://mlflow.yanjin:5000", registered_model: str = "",
         adapt_corpus: str = "", config_json: str = "", artifact_root: str = "", git_commit: str = "unknown",
-        teacher_version: str = "", register: bool = True,
+        teacher_version: str = "", register: bool = True, trainer_workers: int = 0, trainer_gpus: int = 0,
     ) -> NamedTuple("PipelineOutputs", [("evaluation", str), ("gate", str), ("version", str)]):
         rc = op("resolve_config", "Resolve the run's config", "resolve", config_json=config_json, profile=profile,
                 member=member, epochs=epochs, learning_rate=learning_rate, seed=seed, min_improvement=min_improvement,
-                overrides=overrides, registered_model=registered_model)
+                overrides=overrides, registered_model=registered_model, trainer_workers=trainer_workers,
+                trainer_gpus=trainer_gpus)
         name = rc.outputs["registered_model"]
         v, data = _validate(op, rc, name, train_data, test_data, label_set, tracking_uri, artifact_root, git_commit)
         ev, g, _, version = member_branch(op, "", rc.outputs["config_json"], name, v.outputs["run_id"], data,
@@ -182,10 +187,11 @@ def build_family_pipeline(image: str = DEFAULT_IMAGE, resources: ResourceParams 
         train_data: str, test_data: str, label_set: str = "", profile: str = "full", epochs: int = 0,
         learning_rate: float = 0.0, seed: int = -1, min_improvement: float = -1.0, overrides: str = "",
         tracking_uri: str = "http://mlflow.yanjin:5000", adapt_corpus: str = "", config_json: str = "",
-        artifact_root: str = "", git_commit: str = "unknown",
+        artifact_root: str = "", git_commit: str = "unknown", trainer_workers: int = 0, trainer_gpus: int = 0,
     ) -> NamedTuple("FamilyOutputs", [("family", str)]):
         form = dict(config_json=config_json, profile=profile, epochs=epochs, learning_rate=learning_rate, seed=seed,
-                    min_improvement=min_improvement, overrides=overrides, registered_model="")
+                    min_improvement=min_improvement, overrides=overrides, registered_model="",
+                    trainer_workers=trainer_workers, trainer_gpus=trainer_gpus)
         resolved = {m: op("resolve_config", f"{m}: Resolve the run's config", "resolve", member=m, **form)
                     for m in members}
         first = resolved[members[0]]  # every member shares the data and validation sections of the profile

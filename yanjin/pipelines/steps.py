@@ -10,7 +10,7 @@ from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Input, Markd
 
 def resolve_config(
     config_json: str, profile: str, member: str, epochs: int, learning_rate: float, seed: int,
-    min_improvement: float, overrides: str, registered_model: str,
+    min_improvement: float, overrides: str, registered_model: str, trainer_workers: int = 0, trainer_gpus: int = 0,
 ) -> NamedTuple("ResolveOutputs", [("config_json", str), ("registered_model", str), ("family_experiment", str)]):
     """The run form's fields -> one resolved config (recorded on the version), the model's name and the
     experiment of the family's runs."""
@@ -19,7 +19,8 @@ def resolve_config(
     from yanjin.config import from_run_form
     from yanjin.registry import family_experiment, registered_model_name
 
-    cfg = from_run_form(config_json, profile, member, epochs, learning_rate, seed, min_improvement, overrides)
+    cfg = from_run_form(config_json, profile, member, epochs, learning_rate, seed, min_improvement, overrides,
+                        trainer_workers, trainer_gpus)
     name = registered_model or registered_model_name(cfg.model_name, cfg.model.variant)
     print(f"{name}: profile {cfg.profile}, member {cfg.model.variant}, recipe {cfg.recipe.summary}")
     return namedtuple("ResolveOutputs", ["config_json", "registered_model", "family_experiment"])(

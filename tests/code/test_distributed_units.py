@@ -1,0 +1,129 @@
+"""The pieces of data-parallel training that need no second process: shards, settings, resume files,
+and the Kubeflow Trainer job manifest, validated offline against the Trainer's API schema."""
+import copy
+
+import pandas as pd
+import pytest
+import torch
+
+from yanjin.components.data import DataError
+from yanjin.components.distributed import World, read_shard, row_group_shard, write_split
+from yanjin.components.resume import Resume
+from yanjin.components.trainjob import ManifestInvalid, job_name, job_state, render, shape_for, validate
+from yanjin.config import ConfigError, load_config
+
+
+# -- shards ---------------------------------------------------------------------------------------------
+def test_row_groups_split_contiguously_and_balanced_by_rows():
+    sizes = [8] * 13 + [4]                       # tiny's 108 rows in row groups of 8
+    shards = [row_group_shard(sizes, World(r, 2)) for r in range(2)]
+    assert shards[0] + shards[1] == list(range(14))
+    rows = [sum(sizes[g] for g in s) for s in shards]
+    assert abs(rows[0] - rows[1]) <= 8
+    assert row_group_shard(sizes, World()) == list(range(14))
+
+
+def test_each_rank_reads_only_its_row_groups(tmp_path):
+    frame = pd.DataFrame({"text": [f"t{i}" for i in range(100)], "label": ["a"] * 100})
+    write_split(frame, tmp_path / "s.parquet", 10)
+    parts = [read_shard(tmp_path / "s.parquet", World(r, 3)) for r in range(3)]
+    assert sorted(sum((p["text"].tolist() for p in parts), [])) == sorted(frame["text"])
+    assert all(25 <= len(p) <= 40 for p in parts)
+    assert read_shard(tmp_path / "s.parquet").equals(frame)     # the world of one reads it whole
+
+
+def test_too_few_row_groups_for_the_ranks_is_named(tmp_path):
+    write_split(pd.DataFrame({"text": ["a", "b"], "label": ["x", "y"]}), tmp_path / "s.parquet", 1024)
+    with pytest.raises(DataError, match="1 row group.*2 ranks.*row_group_rows"):
+        read_shard(tmp_path / "s.parquet", World(1, 2))
+
+
+# -- settings -------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("override, message", [
+    ("distributed.ranks=3", "train.batch_size 16 does not split over 3 ranks"),
+    ("distributed.launcher=slurm", "expected local or trainjob"),
+    ("distributed.backend=mpi", "expected auto, gloo or nccl"),
+    ("distributed.ranks=0", "must be >= 1"),
+])
+def test_impossible_settings_stop_before_anything_runs(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config("tiny", [override])
+
+
+def test_one_process_stays_the_default():
+    from yanjin.components.stages import needs_ranks
+
+    assert not needs_ranks(load_config("full"))
+    assert needs_ranks(load_config("tiny", ["distributed.ranks=2"]))
+    assert needs_ranks(load_config("tiny", ["distributed.checkpoint_every=50"]))  # restarts need torchrun
+
+
+def test_resume_files_are_written_whole_and_read_back(tmp_path):
+    resume = Resume(tmp_path, every=4)
+    assert resume.load("train", World()) is None
+    resume.save("train", {"step": 3, "weights": torch.ones(2)}, World())
+    back = resume.load("train", World())
+    assert back["step"] == 3 and torch.equal(back["weights"], torch.ones(2)) and len(back["rng"]) == 1
+    assert not list(tmp_path.glob("*.tmp"))
+    assert resume.due(8) and not resume.due(6) and not Resume(tmp_path).due(8)
+
+
+# -- the Trainer job ----------------------------------------------------------------------------------------
+@pytest.fixture()
+def manifest():
+    cfg = load_config("full", ["distributed.launcher=trainjob", "distributed.workers=2",
+                               "distributed.gpus_per_worker=4"])
+    shape = shape_for("train_member", "0123456789abcdef0123", cfg, "registry.example/yanjin:0.1.0", "ml-team")
+    return render(shape, "http://mlflow.yanjin:5000", "0123456789abcdef0123", "train_member", 2)
+
+
+def test_the_trainjob_matches_the_trainer_schema(manifest):
+    validate(manifest)
+    trainer = manifest["spec"]["trainer"]
+    assert manifest["apiVersion"] == "trainer.kubeflow.org/v1alpha1" and manifest["kind"] == "TrainJob"
+    assert manifest["spec"]["runtimeRef"]["name"] == "torch-distributed"
+    assert trainer["numNodes"] == 2 and trainer["numProcPerNode"] == 4
+    assert trainer["resourcesPerNode"]["limits"]["nvidia.com/gpu"] == "4"
+    assert trainer["command"][-3:] == ["--from-run", "0123456789abcdef0123", "train_member"]
+    assert manifest["spec"]["activeDeadlineSeconds"] == 480 * 60
+
+
+@pytest.mark.parametrize("break_it, named", [
+    (lambda m: m["spec"]["trainer"].__setitem__("numNode", 2), "spec.trainer.numNode"),       # misspelled
+    (lambda m: m["spec"].__setitem__("replicas", 2), "spec.replicas"),                        # PyTorchJob's, not here
+    (lambda m: m["spec"]["trainer"].__setitem__("numNodes", "2"), "numNodes"),                # a string
+    (lambda m: m["spec"].pop("runtimeRef"), "runtimeRef"),                                    # required
+])
+def test_a_manifest_the_operator_would_refuse_is_named_before_it_is_sent(manifest, break_it, named):
+    broken = copy.deepcopy(manifest)
+    break_it(broken)
+    with pytest.raises(ManifestInvalid, match=named):
+        validate(broken)
+
+
+def test_job_names_are_dns_labels():
+    name = job_name("train_member", "ABCDEF0123456789" * 3)
+    assert name == "yanjin-train-member-abcdef012345" and len(name) <= 63
+
+
+@pytest.mark.parametrize("status, state", [
+    (None, "running"),
+    ({"conditions": [{"type": "Created", "status": "True"}]}, "running"),
+    ({"conditions": [{"type": "Complete", "status": "True", "message": "done"}]}, "complete"),
+    ({"conditions": [{"type": "Failed", "status": "True", "reason": "DeadlineExceeded", "message": "ran out"}]},
+     "failed"),
+    ({"conditions": [{"type": "Failed", "status": "False"}]}, "running"),
+])
+def test_the_job_state_is_read_from_its_conditions(status, state):
+    assert job_state(status)[0] == state
+    if state == "failed":
+        assert job_state(status)[1] == "DeadlineExceeded: ran out"
+
+
+def test_the_run_form_asks_for_a_trainer_job_of_n_nodes_by_m_gpus(manifest):
+    from yanjin.config import from_run_form
+
+    cfg = from_run_form("", "full", trainer_workers=2, trainer_gpus=4)
+    d = cfg.distributed
+    assert (d.launcher, d.workers, d.gpus_per_worker, d.ranks, d.world_size) == ("trainjob", 2, 4, 4, 8)
+    assert from_run_form("", "full").distributed.launcher == "local"
