@@ -25,6 +25,7 @@ API_GROUP, API_VERSION, PLURAL = "trainer.kubeflow.org", "v1alpha1", "trainjobs"
 JOB_ARTIFACT = "distributed"          # under the version's run: job.json, inputs/, result.json
 JOBSET_LABEL = "jobset.sigs.k8s.io/jobset-name"
 INDEX_LABEL = "batch.kubernetes.io/job-completion-index"
+CLIENT_SECRET = "yanjin-clients"      # MLflow credentials of the pipeline's steps (infra/README.md)
 STAGED_INPUTS = ("train_set", "val_set", "test_set", "domain_dir")   # paths a stage reads
 LOCAL_OUTPUTS = ("out_dir",)                                        # folders a stage writes
 
@@ -83,7 +84,11 @@ def render(shape: JobShape, tracking_uri: str, run_id: str, stage: str, max_rest
                             f"--max-restarts={max_restarts}", "-m", "yanjin.components.launch", "--from-run", run_id,
                             stage],
                 "env": [{"name": "MLFLOW_TRACKING_URI", "value": tracking_uri},
-                        {"name": "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "value": "false"}],
+                        {"name": "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "value": "false"},
+                        # the pipeline's MLflow user (infra/README.md, secrets), never a password in the manifest
+                        *({"name": f"MLFLOW_TRACKING_{var}", "valueFrom": {"secretKeyRef": {
+                            "name": CLIENT_SECRET, "key": f"mlflow-{var.lower()}", "optional": True}}}
+                          for var in ("USERNAME", "PASSWORD"))],
                 "numNodes": shape.nodes,
                 "numProcPerNode": shape.procs_per_node,
                 "resourcesPerNode": {"limits": limits, "requests": limits},
