@@ -58,7 +58,7 @@ def run(folder: Path, settings: list[str], kill_rank: int | None = None) -> dict
     run_ = client.get_run(versions[0].run_id)
     losses = [m.value for m in sorted(client.get_metric_history(run_.info.run_id, "train_loss"), key=lambda m: m.step)]
     epochs = len(losses)
-    return {"test_accuracy": float(versions[0].tags["accuracy"]), "losses": [round(x, 5) for x in losses],
+    return {"test_accuracy": run_.data.metrics["test_accuracy"], "losses": [round(x, 5) for x in losses],
             "train_seconds": round(run_.data.metrics["train_seconds"], 2), "pipeline_seconds": round(seconds, 1),
             "samples_per_s": round(int(run_.data.params["data.n_train"]) * epochs / run_.data.metrics["train_seconds"], 1),
             "versions_registered": len(versions), "killed_pid": killed, "resumed": "resumed from" in text}

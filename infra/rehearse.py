@@ -12,6 +12,9 @@ Stages, each timed and reported pass/fail in benchmarks/results/cluster_rehearsa
             run by kfp.local.DockerRunner: every step in the image, as its non-root user, on a
             read-only root filesystem; the steps reach MLflow over HTTP and see no host path but the
             pipeline root;
+  trainjob  what every pod of a Kubeflow Trainer job runs (the command trainjob.render writes), in the
+            pipeline image with 2 torchrun ranks (gloo): the job staged in an MLflow run, as the train
+            step stages it; rank 0 logs the checkpoint and the result back;
   serving   the lean serving image (infra/Dockerfile.serving: no torch) running `yanjin serve` against
             that MLflow, its prediction log in PostgreSQL: /readyz, /predict, and the table of malformed
             requests (tests/serving/malformed.py), every one a 4xx, the server still answering after;
@@ -254,6 +257,42 @@ def serving_in_container(docker: list[str], server, predictions_url: str, data: 
             "predict_without_key": without_key, "feedback_with_client_key": feedback.status_code}
 
 
+def trainjob_pod_in_container(docker: list[str], server, data: Path, work: Path) -> dict:
+    """What every pod of a Kubeflow Trainer job runs (the command `trainjob.render` writes into the
+    TrainJob), in the pipeline image with 2 ranks: the job staged in a run of the rehearsal's MLflow
+    server, as the train step stages it. `--standalone` stands in for the runtime's PET_* rendezvous."""
+    import mlflow
+
+    from yanjin.components.stages import validate_and_split
+    from yanjin.components.trainjob import JOB_ARTIFACT, JobShape, render, stage_job
+    from yanjin.config import load_config
+
+    cfg = load_config("tiny", ["distributed.launcher=trainjob", "distributed.ranks=2"])
+    folder = work / "trainjob"
+    folder.mkdir(exist_ok=True)
+    split = {name: str(folder / f"{name}.parquet") for name in ("train", "val", "test")}
+    os.environ.update(server.credentials)
+    v = validate_and_split(str(data / "train.csv"), str(data / "test.csv"), str(data / "categories.json"), cfg,
+                           server.url, "rehearsal-trainjob", "", "rehearsal", split["train"], split["val"], split["test"])
+    (folder / "domain").mkdir(exist_ok=True)
+    stage_job("train_member", {"train_set": split["train"], "val_set": split["val"], "labels": v.report["labels"],
+                               "domain_dir": str(folder / "domain"), "tracking_uri": server.url, "run_id": v.run_id,
+                               "out_dir": "/step/checkpoint", "teacher_version": None}, cfg, server.url, v.run_id)
+    shape = JobShape("rehearsal", "yanjin", IMAGE, 1, 2, 0, "2", "4G", 600)
+    command = render(shape, server.url, v.run_id, "train_member", 0)["spec"]["trainer"]["command"]
+    command = command[:3] + ["--standalone"] + command[3:]
+    started = time.perf_counter()
+    done = container(docker, IMAGE, command[1:], {"MLFLOW_TRACKING_URI": server.url, "HOME": "/tmp",
+                                                 "YANJIN_JOB_DIR": "/tmp"} | server.credentials, entrypoint=command[0])
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} exited {done.returncode}: {(done.stdout + done.stderr)[-3000:]}")
+    client = mlflow.MlflowClient(server.url)
+    result = json.loads(Path(client.download_artifacts(v.run_id, f"{JOB_ARTIFACT}/result.json", str(folder))).read_text())
+    return {"command": command, "ranks": int(client.get_run(v.run_id).data.params["train.ranks"]),
+            "best_val_accuracy": result["best_val_accuracy"], "checkpoint_sha256": result["lineage"]["checkpoint_sha256"],
+            "seconds": round(time.perf_counter() - started, 1)}
+
+
 def logs(docker: list[str], cid: str) -> str:
     out = subprocess.run(docker + ["logs", "--tail", "40", cid], capture_output=True, text=True)
     return (out.stdout + out.stderr)[-3000:]
@@ -323,6 +362,11 @@ def main() -> None:
                 result["steps_in_containers"] = result["pipeline"]["steps_in_containers"]
                 if not result["family_pipeline_ok"]:
                     raise RuntimeError(f"the family pipeline ran but did not register every member: {members}")
+            with stages.stage("trainjob"):
+                result["trainjob"] = trainjob_pod_in_container(docker, server, args.data, args.work)
+                result["trainjob_two_ranks_ok"] = result["trainjob"]["ranks"] == 2
+                if not result["trainjob_two_ranks_ok"]:
+                    raise RuntimeError(f"the Trainer pod's entrypoint did not train on 2 ranks: {result['trainjob']}")
             with stages.stage("serving"):
                 result["serving"] = serving_in_container(docker, server, f"{pg}predictions", args.data, args.work)
                 result["malformed_4xx_share"] = result["serving"]["malformed_4xx_share"]

@@ -122,7 +122,7 @@ class DistributedParams:
     backend: str = "auto"        # auto (nccl on GPUs, gloo on the CPU) | gloo | nccl
     checkpoint_every: int = 0    # optimizer steps between resume checkpoints (model, optimizer, schedule, RNG, position); 0 = none
     max_restarts: int = 2        # torchrun's elastic restarts after a lost rank; they resume from the last checkpoint
-    row_group_rows: int = 1024   # rows per Parquet row group of the splits: the unit a rank reads (at least one per rank)
+    row_group_rows: int = 256    # rows per Parquet row group of the splits: the unit a rank reads (ranks differ by at most this)
     runtime: str = "torch-distributed"  # trainjob: the ClusterTrainingRuntime the job references
     namespace: str = ""          # trainjob: where the job is created; empty = the step's own namespace
     image: str = ""              # trainjob: the trainer image; empty = the image the pipeline step runs

@@ -93,12 +93,22 @@ def backend_for(device: str, asked: str = "auto") -> str:
     return "nccl" if device.startswith("cuda") else "gloo"
 
 
-def join(world: World, device: str, backend: str = "auto") -> None:
-    """Join torchrun's process group (its rendezvous is in the environment); a world of one joins nothing."""
+def join(world: World, device: str, backend: str = "auto", env: dict[str, str] | None = None) -> None:
+    """Join torchrun's process group; a world of one joins nothing.
+
+    The keys of every attempt live under their own prefix of torchrun's store: the agent keeps one
+    store across elastic restarts, and a restarted world that read the keys its dead predecessor left
+    waited forever in the process group's handshake (seen with torch 2.13, gloo, after a SIGKILL)."""
     if world.parallel and not dist.is_initialized():
+        env = os.environ if env is None else env
         if device.startswith("cuda"):
             torch.cuda.set_device(world.local_rank)
-        dist.init_process_group(backend_for(device, backend))
+        agent_store = env.get("TORCHELASTIC_USE_AGENT_STORE") == "True"  # torchrun hosts it; else rank 0 does
+        store = dist.TCPStore(env["MASTER_ADDR"], int(env["MASTER_PORT"]), world.size,
+                              is_master=world.lead and not agent_store)
+        attempt = env.get("TORCHELASTIC_RESTART_COUNT", "0")
+        dist.init_process_group(backend_for(device, backend), store=dist.PrefixStore(f"yanjin/attempt_{attempt}", store),
+                                rank=world.rank, world_size=world.size)
 
 
 def leave(world: World) -> None:
