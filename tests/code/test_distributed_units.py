@@ -127,3 +127,33 @@ def test_the_run_form_asks_for_a_trainer_job_of_n_nodes_by_m_gpus(manifest):
     d = cfg.distributed
     assert (d.launcher, d.workers, d.gpus_per_worker, d.ranks, d.world_size) == ("trainjob", 2, 4, 4, 8)
     assert from_run_form("", "full").distributed.launcher == "local"
+
+
+class Cluster:
+    """A stand-in for the two Kubernetes API clients `_wait` reads: a job whose status is given, and no pods."""
+
+    def __init__(self, status):
+        self.status = status
+
+    def get_namespaced_custom_object(self, group, version, namespace, plural, name):
+        assert (group, version, plural) == ("trainer.kubeflow.org", "v1alpha1", "trainjobs")
+        return {"metadata": {"name": name}, "status": self.status}
+
+    def list_namespaced_pod(self, namespace, label_selector):
+        assert label_selector.startswith("jobset.sigs.k8s.io/jobset-name=")
+        return type("Pods", (), {"items": []})()
+
+
+def test_the_step_fails_naming_a_failed_job_or_a_missed_deadline():
+    from yanjin.components.trainjob import JobShape, TrainJobError, _wait
+
+    shape = JobShape("yanjin-train-member-0123", "ml-team", "img", 2, 4, 4, "4", "12G", 0)
+    failed = Cluster({"conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
+                                      "message": "node 1 exited 1"}]})
+    with pytest.raises(TrainJobError, match="failed: BackoffLimitExceeded: node 1 exited 1.*describe trainjob"):
+        _wait(failed, failed, shape, poll_s=0, grace_s=0)
+    running = Cluster({"conditions": [{"type": "Created", "status": "True"}]})
+    with pytest.raises(TrainJobError, match="did not finish within 0 minutes.*timeout_minutes"):
+        _wait(running, running, shape, poll_s=0, grace_s=0.2)
+    done = Cluster({"conditions": [{"type": "Complete", "status": "True"}]})
+    _wait(done, done, shape, poll_s=0, grace_s=0)

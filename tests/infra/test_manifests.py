@@ -139,3 +139,16 @@ def test_serving_runs_with_least_privilege(overlay):
     grants = by_kind(docs, "ConfigMap", "yanjin-grants")[0]["data"]
     assert "ALTER DATABASE predictions OWNER TO yanjin_predlog" in grants["predlog-role.sql"]
     assert "REVOKE ALL ON DATABASE mlflow FROM PUBLIC" in grants["predlog-role.sql"]
+
+
+def test_the_pipeline_steps_may_create_and_follow_trainer_jobs_and_nothing_more():
+    docs = [d for d in yaml.safe_load_all((K8S / "kubeflow" / "trainer-rbac.yaml").read_text()) if d]
+    for doc in docs:
+        kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+    from yanjin.components.trainjob import API_GROUP, PLURAL
+
+    rules = by_kind(docs, "Role", "yanjin-trainjobs")[0]["rules"]
+    granted = {(g, r): set(rule["verbs"]) for rule in rules for g in rule["apiGroups"] for r in rule["resources"]}
+    assert granted[(API_GROUP, PLURAL)] == {"create", "get", "list", "watch"}     # never delete or patch
+    assert granted[("", "pods/log")] == {"get"} and granted[("", "pods")] == {"get", "list"}
+    assert "secrets" not in {r for _, r in granted}

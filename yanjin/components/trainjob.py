@@ -220,9 +220,11 @@ def _own_image(core, namespace: str) -> str:
     return pod.spec.containers[0].image
 
 
-def _wait(api, core, shape: JobShape, poll_s: float = 10.0) -> None:
-    deadline, streamed = time.monotonic() + shape.deadline_s + 300, False
-    while time.monotonic() < deadline:
+def _wait(api, core, shape: JobShape, poll_s: float = 10.0, grace_s: float = 300.0) -> None:
+    """Until the job completes; TrainJobError when it fails or outlives its deadline (plus `grace_s`
+    for the operator to mark it failed itself)."""
+    deadline, streamed = time.monotonic() + shape.deadline_s + grace_s, False
+    while True:
         job = api.get_namespaced_custom_object(API_GROUP, API_VERSION, shape.namespace, PLURAL, shape.name)
         state, reason = job_state(job.get("status"))
         if state == "complete":
@@ -230,11 +232,12 @@ def _wait(api, core, shape: JobShape, poll_s: float = 10.0) -> None:
         if state == "failed":
             raise TrainJobError(f"TrainJob {shape.namespace}/{shape.name} failed: {reason} "
                                 f"(kubectl -n {shape.namespace} describe trainjob {shape.name})")
+        if time.monotonic() >= deadline:
+            raise TrainJobError(f"TrainJob {shape.namespace}/{shape.name} did not finish within "
+                                f"{shape.deadline_s // 60} minutes (distributed.timeout_minutes)")
         if not streamed:
             streamed = _stream_rank0(core, shape)
         time.sleep(poll_s)
-    raise TrainJobError(f"TrainJob {shape.namespace}/{shape.name} did not finish within "
-                        f"{shape.deadline_s // 60} minutes (distributed.timeout_minutes)")
 
 
 def _stream_rank0(core, shape: JobShape) -> bool:
