@@ -134,7 +134,8 @@ def fit(model: Classifier, tokenizer: TextTokenizer, texts: list[str], loss_fn: 
         generator.set_state(saved["generator"])
         restore_rng(saved["rng"], world)
         if world.lead:
-            print(f"{phase}resumed from {resume.path(key)}: epoch {first + 1}, step {skip}")
+            where = "finished before the restart" if first == epochs else f"epoch {first + 1}, step {skip}"
+            print(f"{phase}resumed from {resume.path(key)}: {where}")
     last = len(state.history) - first + epochs
 
     def checkpoint(epoch_index: int, step: int, epoch_start, running: float) -> None:
