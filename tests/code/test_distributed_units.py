@@ -1,6 +1,7 @@
 """The pieces of data-parallel training that need no second process: shards, settings, resume files,
 and the Kubeflow Trainer job manifest, validated offline against the Trainer's API schema."""
 import copy
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -157,3 +158,33 @@ def test_the_step_fails_naming_a_failed_job_or_a_missed_deadline():
         _wait(running, running, shape, poll_s=0, grace_s=0.2)
     done = Cluster({"conditions": [{"type": "Complete", "status": "True"}]})
     _wait(done, done, shape, poll_s=0, grace_s=0)
+
+
+def test_a_staged_job_brings_its_inputs_and_domain_text_to_the_nodes(tmp_path):
+    """stage_job on the step, fetch_job on a node: every path the stage reads arrives under the node's folder."""
+    import json
+
+    import mlflow
+
+    from yanjin.components.trainjob import fetch_job, stage_job
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    run_id = mlflow.MlflowClient(uri).create_run(mlflow.MlflowClient(uri).create_experiment(
+        "staging", artifact_location=str(tmp_path / "artifacts"))).info.run_id
+    (tmp_path / "step").mkdir()
+    test_set = tmp_path / "step" / "test.parquet"
+    test_set.write_bytes(b"PAR1")
+    (tmp_path / "step" / "nlupp").mkdir()
+    (tmp_path / "step" / "nlupp" / "banking.json").write_text(json.dumps([{"text": "a card"}]))
+    (tmp_path / "step" / "extra.txt").write_text("more text\n")
+    cfg = load_config("tiny", ["model.variant=pro", "distributed.launcher=trainjob"])
+    stage_job("prepare_domain", {"test_set": str(test_set), "sources": [str(tmp_path / "step" / "extra.txt"),
+                                                                        str(tmp_path / "step" / "nlupp")],
+                                 "tracking_uri": uri, "run_id": run_id, "out_dir": "/step/domain"}, cfg, uri, run_id)
+    job = fetch_job(uri, run_id, tmp_path / "node")
+    kwargs = job["kwargs"]
+    assert job["stage"] == "prepare_domain" and Path(kwargs["test_set"]).read_bytes() == b"PAR1"
+    assert Path(kwargs["sources"][0]).read_text() == "more text\n"
+    assert (Path(kwargs["sources"][1]) / "banking.json").is_file()
+    assert kwargs["out_dir"] == str(tmp_path / "node" / "outputs" / "out_dir")
+    assert all(str(tmp_path / "node") in p for p in [kwargs["test_set"], *kwargs["sources"]])

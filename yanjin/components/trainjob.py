@@ -141,13 +141,17 @@ def stage_job(stage: str, kwargs: dict, cfg: PipelineConfig, tracking_uri: str, 
     import mlflow
 
     client = mlflow.MlflowClient(tracking_uri)
+
+    def stage_path(path: Path, dest: str) -> str:
+        (client.log_artifacts if path.is_dir() else client.log_artifact)(run_id, str(path), f"{JOB_ARTIFACT}/{dest}")
+        return dest + ("" if path.is_dir() else f"/{path.name}")
+
     staged = dict(kwargs)
     for key in STAGED_INPUTS:
-        if key in kwargs and kwargs[key] and Path(kwargs[key]).exists():
-            path = Path(kwargs[key])
-            (client.log_artifacts if path.is_dir() else client.log_artifact)(run_id, str(path),
-                                                                              f"{JOB_ARTIFACT}/inputs/{key}")
-            staged[key] = f"inputs/{key}" + ("" if path.is_dir() else f"/{path.name}")
+        if kwargs.get(key) and Path(kwargs[key]).exists():
+            staged[key] = stage_path(Path(kwargs[key]), f"inputs/{key}")
+    if kwargs.get("sources"):  # the domain text Pro adapts on: files or folders of the step's filesystem
+        staged["sources"] = [stage_path(Path(src), f"inputs/sources/{i}") for i, src in enumerate(kwargs["sources"])]
     client.log_text(run_id, json.dumps({"stage": stage, "kwargs": staged, "config": cfg.to_json()}),
                     f"{JOB_ARTIFACT}/job.json")
 
@@ -161,6 +165,8 @@ def fetch_job(tracking_uri: str, run_id: str, into: Path) -> dict:
     for key in STAGED_INPUTS:
         if key in job["kwargs"] and str(job["kwargs"][key]).startswith("inputs/"):
             job["kwargs"][key] = str(root / job["kwargs"][key])
+    if "sources" in job["kwargs"]:
+        job["kwargs"]["sources"] = [str(root / s) for s in job["kwargs"]["sources"]]
     for key in LOCAL_OUTPUTS:
         if key in job["kwargs"]:
             job["kwargs"][key] = str(into / "outputs" / key)
