@@ -264,7 +264,8 @@ def trainjob_pod_in_container(docker: list[str], server, data: Path, work: Path)
     import mlflow
 
     from yanjin.components.stages import validate_and_split
-    from yanjin.components.trainjob import JOB_ARTIFACT, JobShape, render, stage_job
+    from yanjin.components.trainjob import JobShape, render, stage_job
+    from yanjin.registry import DISTRIBUTED_JOB_ARTIFACT
     from yanjin.config import load_config
 
     cfg = load_config("tiny", ["distributed.launcher=trainjob", "distributed.ranks=2"])
@@ -287,7 +288,7 @@ def trainjob_pod_in_container(docker: list[str], server, data: Path, work: Path)
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} exited {done.returncode}: {(done.stdout + done.stderr)[-3000:]}")
     client = mlflow.MlflowClient(server.url)
-    result = json.loads(Path(client.download_artifacts(v.run_id, f"{JOB_ARTIFACT}/result.json", str(folder))).read_text())
+    result = json.loads(Path(client.download_artifacts(v.run_id, f"{DISTRIBUTED_JOB_ARTIFACT}/result.json", str(folder))).read_text())
     return {"command": command, "ranks": int(client.get_run(v.run_id).data.params["train.ranks"]),
             "best_val_accuracy": result["best_val_accuracy"], "checkpoint_sha256": result["lineage"]["checkpoint_sha256"],
             "seconds": round(time.perf_counter() - started, 1)}

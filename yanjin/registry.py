@@ -53,6 +53,7 @@ TRAINING_DATA_ARTIFACT = "training_data"    # training split (parquet): the drif
 TRAINING_DATA_FILE = "train_set.parquet"
 VALIDATION_REPORT = "validation/report.json"
 ADAPTED_ENCODER_ARTIFACT = "adapted_encoder"
+DISTRIBUTED_JOB_ARTIFACT = "distributed"   # a Trainer job staged for its nodes: job.json, inputs/, result.json
 EVALUATION_ARTIFACT = "evaluation"
 GATE_DECISION = "gate/decision.json"
 FAMILY_RESULT = "family/family.json"        # `yanjin bench family` logs its table here

@@ -134,7 +134,7 @@ def test_the_trainer_job_entrypoint_trains_the_job_staged_in_mlflow(tmp_path, da
     its inputs come from the MLflow run alone; rank 0 logs the checkpoint and the result back."""
     import json
 
-    from yanjin.components.trainjob import JOB_ARTIFACT, stage_job
+    from yanjin.components.trainjob import stage_job
 
     cfg = load_config("tiny", SETTINGS[:1] + ["distributed.launcher=trainjob", "distributed.ranks=2"])
     uri = f"sqlite:///{tmp_path}/mlflow.db"
@@ -153,7 +153,7 @@ def test_the_trainer_job_entrypoint_trains_the_job_staged_in_mlflow(tmp_path, da
                           env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     client = mlflow.MlflowClient(uri)
-    result = json.loads(Path(client.download_artifacts(v.run_id, f"{JOB_ARTIFACT}/result.json")).read_text())
+    result = json.loads(Path(client.download_artifacts(v.run_id, f"{R.DISTRIBUTED_JOB_ARTIFACT}/result.json")).read_text())
     assert result["best_val_accuracy"] > 0.8 and len(result["lineage"]["checkpoint_sha256"]) == 64
     assert result["lineage"]["checkpoint_sha256"] == R.checkpoint_sha256(
         client.download_artifacts(v.run_id, R.CHECKPOINT_ARTIFACT))

@@ -10,7 +10,7 @@ one process with the same global batch. Only rank 0 writes: checkpoints, metrics
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
@@ -19,6 +19,7 @@ import torch
 import torch.distributed as dist
 
 from .data import DataError
+from .device import Placement
 
 
 @dataclass(frozen=True)
@@ -116,9 +117,10 @@ def leave(world: World) -> None:
         dist.destroy_process_group()
 
 
-def rank_device(device: str, world: World) -> str:
+def rank_placement(place: Placement, world: World) -> Placement:
     """On GPUs every rank of a node takes its own (cuda:LOCAL_RANK); on the CPU all share it."""
-    return f"cuda:{world.local_rank}" if device.startswith("cuda") and world.parallel else device
+    return replace(place, device=f"cuda:{world.local_rank}") if place.device.startswith("cuda") and world.parallel \
+        else place
 
 
 # -- shards ---------------------------------------------------------------------------------------------

@@ -37,12 +37,13 @@ def write_job(folder: Path, stage: str, kwargs: dict, cfg: PipelineConfig) -> Pa
     return path
 
 
-def torchrun_command(job: Path, ranks: int, max_restarts: int, nodes: str = "") -> list[str]:
-    """One node (`--standalone`: a private rendezvous on a free port), or the nodes a Trainer job
-    describes (`nodes` empty: torchrun reads PET_NNODES, PET_MASTER_ADDR... from the pod)."""
-    where = ["--standalone"] if not nodes else []
-    return [sys.executable, "-m", "torch.distributed.run", *where, f"--nproc-per-node={ranks}",
-            f"--max-restarts={max_restarts}", "-m", "yanjin.components.launch", str(job)]
+def torchrun_command(entry: list[str], ranks: int, max_restarts: int, python: str = sys.executable,
+                     standalone: bool = True) -> list[str]:
+    """torchrun running this module with `entry` on every rank: one node (`--standalone`, a private
+    rendezvous on a free port), or the nodes of a Trainer job (torchrun reads PET_NNODES,
+    PET_MASTER_ADDR... from the pod)."""
+    return [python, "-m", "torch.distributed.run", *(["--standalone"] if standalone else []),
+            f"--nproc-per-node={ranks}", f"--max-restarts={max_restarts}", "-m", "yanjin.components.launch", *entry]
 
 
 def on_ranks(stage: str, kwargs: dict, cfg: PipelineConfig) -> dict:
@@ -56,7 +57,7 @@ def on_ranks(stage: str, kwargs: dict, cfg: PipelineConfig) -> dict:
         job = write_job(Path(tmp), stage, kwargs, cfg)
         print(f"{stage}: torchrun, {d.ranks} rank(s), up to {d.max_restarts} restart(s)"
               + (f", resume checkpoints every {d.checkpoint_every} steps" if d.checkpoint_every else ""), flush=True)
-        done = subprocess.run(torchrun_command(job, d.ranks, d.max_restarts))
+        done = subprocess.run(torchrun_command([str(job)], d.ranks, d.max_restarts))
         result = Path(tmp, RESULT_FILE)
         if done.returncode != 0 or not result.is_file():
             raise RanksFailed(f"{stage} on {d.ranks} rank(s) failed (torchrun exit {done.returncode}) after up to "
@@ -67,10 +68,12 @@ def on_ranks(stage: str, kwargs: dict, cfg: PipelineConfig) -> dict:
 def run_rank(job: dict, write_result) -> None:
     """What one rank does: join the world, run the stage on its shard; rank 0 hands over the result."""
     from . import stages
-    from .distributed import World, leave
+    from .device import choose
+    from .distributed import World, join, leave, rank_placement
 
     world = World.from_env()
     cfg = PipelineConfig.from_json(job["config"])
+    join(world, rank_placement(choose(cfg.compute), world).device, cfg.distributed.backend)
     try:
         result = getattr(stages, job["stage"])(**job["kwargs"], cfg=cfg, world=world, resume_dir=job["resume_dir"])
         if world.lead:
@@ -84,8 +87,9 @@ def run_rank_from_run(tracking_uri: str, run_id: str, stage: str, workdir: Path)
     `workdir`; rank 0 logs the result back there, beside the checkpoint the stage logs."""
     import mlflow
 
+    from ..registry import DISTRIBUTED_JOB_ARTIFACT
     from .distributed import World
-    from .trainjob import JOB_ARTIFACT, fetch_job
+    from .trainjob import fetch_job
 
     rank_dir = workdir / f"rank{World.from_env().rank}"
     job = fetch_job(tracking_uri, run_id, rank_dir)
@@ -93,7 +97,7 @@ def run_rank_from_run(tracking_uri: str, run_id: str, stage: str, workdir: Path)
         raise RuntimeError(f"the run {run_id} staged {job['stage']!r}, not {stage!r}")
     job["resume_dir"] = str(workdir / RESUME_DIR)  # one per node: torchrun restarts the node's ranks together
     client = mlflow.MlflowClient(tracking_uri)
-    run_rank(job, lambda text: client.log_text(run_id, text, f"{JOB_ARTIFACT}/{RESULT_FILE}"))
+    run_rank(job, lambda text: client.log_text(run_id, text, f"{DISTRIBUTED_JOB_ARTIFACT}/{RESULT_FILE}"))
 
 
 def main(argv: list[str]) -> None:

@@ -10,11 +10,9 @@ release: torch's format read back with `weights_only=True`, unlike the safetenso
 from __future__ import annotations
 
 import os
-import random
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -56,9 +54,11 @@ class Resume:
 
 
 def rng_state() -> dict:
-    return {"torch": torch.get_rng_state(), "numpy": torch.from_numpy(np.frombuffer(
-        np.random.get_state()[1].tobytes(), dtype=np.uint8).copy()), "numpy_pos": np.random.get_state()[2],
-        "python": torch.tensor(random.getstate()[1], dtype=torch.int64), "python_gauss": random.getstate()[2] or 0.0}
+    """torch's generators: the only ones the training loops draw from (dropout; the epoch order has its own)."""
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():  # dropout on a GPU draws from its generator
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
 
 
 def gather_rng(world: World) -> list[dict]:
@@ -77,6 +77,5 @@ def restore_rng(states: list[dict], world: World) -> None:
                            f"{world.size}; resume with the same number of ranks or start afresh")
     s = states[world.rank]
     torch.set_rng_state(s["torch"])
-    keys = np.frombuffer(s["numpy"].numpy().tobytes(), dtype=np.uint32)
-    np.random.set_state(("MT19937", keys, int(s["numpy_pos"]), 0, 0.0))
-    random.setstate((3, tuple(int(v) for v in s["python"].tolist()), s["python_gauss"] or None))
+    if "cuda" in s:
+        torch.cuda.set_rng_state(s["cuda"])

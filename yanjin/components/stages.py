@@ -196,15 +196,11 @@ def prepare_domain(test_set: str, sources: list[str], cfg: PipelineConfig, track
 def _placement(cfg: PipelineConfig, step: str, world: World | None = None):
     """The device and precision `compute` asks for, as this step's pod sees them (printed: the log says
     where a version trained); under torchrun every rank of a GPU node takes its own GPU."""
-    from dataclasses import replace
-
     from .device import choose
-    from .distributed import SINGLE, join, rank_device
+    from .distributed import SINGLE, rank_placement
 
     world = world or SINGLE
-    place = choose(cfg.compute)
-    place = replace(place, device=rank_device(place.device, world))
-    join(world, place.device, cfg.distributed.backend)
+    place = rank_placement(choose(cfg.compute), world)
     if world.lead:
         print(f"{step}: {place}" + (f", {world.size} ranks" if world.parallel else ""))
     return place
@@ -263,7 +259,8 @@ def train_member(train_set: str, val_set: str, labels: list[str], domain_dir: st
     train, val = read_shard(train_set, world), read_shard(val_set, world)
     lineage: dict = {}
     place = _placement(cfg, "train", world)
-    resume = Resume(Path(resume_dir), cfg.distributed.checkpoint_every) if resume_dir else None
+    every = cfg.distributed.checkpoint_every  # 0: no checkpoints, a restarted world starts over
+    resume = Resume(Path(resume_dir), every) if resume_dir and every else None
     with _logging_to(tracking_uri, run_id) if world.lead else contextlib.nullcontext():
         log = _lead_log(world)
         log.log_params(_params("model", cfg.model) | _params("train", cfg.train) | {"train.placement": str(place)}

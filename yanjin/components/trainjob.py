@@ -15,14 +15,16 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import registry as R
 from ..config import PipelineConfig
+from .launch import JOB_FILE, RESULT_FILE, torchrun_command
 
 API_GROUP, API_VERSION, PLURAL = "trainer.kubeflow.org", "v1alpha1", "trainjobs"
-JOB_ARTIFACT = "distributed"          # under the version's run: job.json, inputs/, result.json
 JOBSET_LABEL = "jobset.sigs.k8s.io/jobset-name"
 INDEX_LABEL = "batch.kubernetes.io/job-completion-index"
 CLIENT_SECRET = "yanjin-clients"      # MLflow credentials of the pipeline's steps (infra/README.md)
@@ -80,9 +82,8 @@ def render(shape: JobShape, tracking_uri: str, run_id: str, stage: str, max_rest
             "activeDeadlineSeconds": shape.deadline_s,
             "trainer": {
                 "image": shape.image,
-                "command": ["python3", "-m", "torch.distributed.run", f"--nproc-per-node={shape.procs_per_node}",
-                            f"--max-restarts={max_restarts}", "-m", "yanjin.components.launch", "--from-run", run_id,
-                            stage],
+                "command": torchrun_command(["--from-run", run_id, stage], shape.procs_per_node, max_restarts,
+                                            python="python3", standalone=False),
                 "env": [{"name": "MLFLOW_TRACKING_URI", "value": tracking_uri},
                         {"name": "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "value": "false"},
                         # the pipeline's MLflow user (infra/README.md, secrets), never a password in the manifest
@@ -112,15 +113,15 @@ def validate(manifest: dict) -> None:
         raise ManifestInvalid(f"TrainJob {manifest['metadata']['name']}: not in the Trainer's schema: {', '.join(lost)}")
 
 
+_MISSING = object()
+
+
 def _differences(sent: object, kept: object, where: str = "") -> list[str]:
     if isinstance(sent, dict) and isinstance(kept, dict):
         return [p for k, v in sent.items() for p in _differences(v, kept.get(k, _MISSING), f"{where}.{k}".lstrip("."))]
     if isinstance(sent, list) and isinstance(kept, list) and len(sent) == len(kept):
         return [p for i, (a, b) in enumerate(zip(sent, kept)) for p in _differences(a, b, f"{where}[{i}]")]
     return [] if sent == kept else [where]
-
-
-_MISSING = object()
 
 
 def job_state(status: dict | None) -> tuple[str, str]:
@@ -143,7 +144,8 @@ def stage_job(stage: str, kwargs: dict, cfg: PipelineConfig, tracking_uri: str, 
     client = mlflow.MlflowClient(tracking_uri)
 
     def stage_path(path: Path, dest: str) -> str:
-        (client.log_artifacts if path.is_dir() else client.log_artifact)(run_id, str(path), f"{JOB_ARTIFACT}/{dest}")
+        log = client.log_artifacts if path.is_dir() else client.log_artifact
+        log(run_id, str(path), f"{R.DISTRIBUTED_JOB_ARTIFACT}/{dest}")
         return dest + ("" if path.is_dir() else f"/{path.name}")
 
     staged = dict(kwargs)
@@ -153,15 +155,15 @@ def stage_job(stage: str, kwargs: dict, cfg: PipelineConfig, tracking_uri: str, 
     if kwargs.get("sources"):  # the domain text Pro adapts on: files or folders of the step's filesystem
         staged["sources"] = [stage_path(Path(src), f"inputs/sources/{i}") for i, src in enumerate(kwargs["sources"])]
     client.log_text(run_id, json.dumps({"stage": stage, "kwargs": staged, "config": cfg.to_json()}),
-                    f"{JOB_ARTIFACT}/job.json")
+                    f"{R.DISTRIBUTED_JOB_ARTIFACT}/{JOB_FILE}")
 
 
 def fetch_job(tracking_uri: str, run_id: str, into: Path) -> dict:
     """On a node: the staged job with its inputs downloaded under `into` and its outputs there too."""
     import mlflow
 
-    root = Path(mlflow.MlflowClient(tracking_uri).download_artifacts(run_id, JOB_ARTIFACT, str(into)))
-    job = json.loads((root / "job.json").read_text())
+    root = Path(mlflow.MlflowClient(tracking_uri).download_artifacts(run_id, R.DISTRIBUTED_JOB_ARTIFACT, str(into)))
+    job = json.loads((root / JOB_FILE).read_text())
     for key in STAGED_INPUTS:
         if key in job["kwargs"] and str(job["kwargs"][key]).startswith("inputs/"):
             job["kwargs"][key] = str(root / job["kwargs"][key])
@@ -206,16 +208,10 @@ def run_trainjob(stage: str, kwargs: dict, cfg: PipelineConfig) -> dict:
           flush=True)
     _wait(api, k8s.CoreV1Api(), shape)
     client = mlflow.MlflowClient(tracking_uri)
-    result = json.loads(Path(client.download_artifacts(run_id, f"{JOB_ARTIFACT}/result.json")).read_text())
-    out_dir = kwargs.get("out_dir")
-    if out_dir:
-        from .. import registry as R
-
+    result = json.loads(Path(client.download_artifacts(run_id, f"{R.DISTRIBUTED_JOB_ARTIFACT}/{RESULT_FILE}")).read_text())
+    if kwargs.get("out_dir"):  # where the step's next lines expect it, as after a local torchrun
         artifact = R.CHECKPOINT_ARTIFACT if stage == "train_member" else R.ADAPTED_ENCODER_ARTIFACT
-        Path(out_dir).mkdir(parents=True, exist_ok=True)
-        fetched = Path(client.download_artifacts(run_id, artifact))
-        for f in fetched.iterdir():
-            (Path(out_dir) / f.name).write_bytes(f.read_bytes())
+        shutil.copytree(client.download_artifacts(run_id, artifact), kwargs["out_dir"], dirs_exist_ok=True)
     return result
 
 
