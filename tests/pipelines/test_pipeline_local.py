@@ -94,3 +94,30 @@ def test_bad_input_stops_before_training_and_registers_nothing(case, data_dir, t
         assert mlflow.MlflowClient().search_registered_models() == []
     finally:
         mlflow.set_tracking_uri(None)
+
+
+def test_a_base_that_fails_its_pin_stops_before_training_and_registers_nothing(data_dir, tmp_path, capfd):
+    import shutil
+
+    from yanjin.models.pretrained import BASE_SHA256, base_model_dir
+
+    base = tmp_path / "my-base"
+    base.mkdir()
+    for name in BASE_SHA256:
+        shutil.copyfile(base_model_dir() / name, base / name)
+    with (base / "model.safetensors").open("r+b") as f:  # one flipped byte deep in the weights
+        f.seek(50_000_000)
+        byte = f.read(1)
+        f.seek(50_000_000)
+        f.write(bytes([byte[0] ^ 1]))
+    pins = ",".join(f"{k}={v}" for k, v in BASE_SHA256.items())
+    with pytest.raises(RuntimeError, match="Inner task failed: .*'train-model'"):
+        run(tmp_path, data_dir, [f"model.base={base}", f"model.base_sha256={pins}"])
+    output = capfd.readouterr()
+    assert f"{base / 'model.safetensors'}: sha256" in output.out + output.err
+    assert "epoch 1: train loss" not in output.out + output.err  # no epoch ran
+    mlflow.set_tracking_uri(LocalState(tmp_path / "state").tracking_uri)
+    try:
+        assert mlflow.MlflowClient().search_registered_models() == []
+    finally:
+        mlflow.set_tracking_uri(None)

@@ -24,9 +24,10 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ..config import AdaptParams
 from ..models.encoder import Encoder, mean_pool
-from ..models.family import ModelSpec, base_tokenizer_file, encoder_config
-from ..models.pretrained import load_pretrained_encoder, save_encoder_weights
+from ..models.family import ModelSpec, encoder_config
+from ..models.pretrained import load_pretrained_encoder, resolve_base, save_encoder_weights
 from ..models.tokenizer import TextTokenizer
+from ..registry import TOKENIZER_FILE
 from ..progress import bar as progress_bar
 from .data import DataError
 from .device import CPU, Placement
@@ -101,13 +102,14 @@ def contrastive_loss(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> 
 def adapt_encoder(texts: list[str], exclude: list[str], spec: ModelSpec, params: AdaptParams,
                   out_path: str | Path, on_step: Callable[[int, float], None] | None = None,
                   progress: bool = True, place: Placement = CPU, world: World = SINGLE) -> AdaptResult:
-    """Continue pretraining MiniLM on `texts` (minus `exclude`) on `place`; saves encoder weights as
+    """Continue pretraining the base encoder (`spec.base`) on `texts` (minus `exclude`) on `place`; saves encoder weights as
     safetensors.
 
     Under torchrun every rank takes every size-th text of the cleaned corpus and batch_size / ranks of
     each global batch; its in-batch negatives are its own rows (the contrastive task of a batch of that
     size), the gradients are averaged, and rank 0 saves."""
     seed_everything(params.seed)
+    spec, base = resolve_base(spec)  # a wrong base stops here, before any work
     corpus, n_excluded = clean_corpus(texts, exclude)
     if params.max_texts > 0:
         corpus = corpus[: params.max_texts]
@@ -115,10 +117,10 @@ def adapt_encoder(texts: list[str], exclude: list[str], spec: ModelSpec, params:
         raise DataError(f"adaptation corpus has {len(corpus)} texts after cleaning; need at least {2 * params.batch_size}")
     n_texts, corpus = len(corpus), corpus[world.rank :: world.size]
     batch_size = params.batch_size // world.size
-    encoder = load_pretrained_encoder(Encoder(encoder_config(spec))).to(place.torch_device)
+    encoder = load_pretrained_encoder(Encoder(encoder_config(spec)), base).to(place.torch_device)
     net = DistributedDataParallel(encoder) if world.parallel else encoder
     scaler = place.scaler()
-    tokenizer = TextTokenizer(base_tokenizer_file(), params.max_length)
+    tokenizer = TextTokenizer(base.file(TOKENIZER_FILE), params.max_length)
     # drop the ragged last batch: it weakens the negatives; every rank takes the steps of the shortest shard
     steps_per_epoch = -world.max(-(len(corpus) // batch_size))
     total = steps_per_epoch * params.epochs

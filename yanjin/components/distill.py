@@ -24,7 +24,7 @@ from safetensors.torch import load_file
 from ..config import CompressParams, ModelSpec
 from ..models.compress import (distillation_loss, domain_vocabulary, keep_layers, prune_ffn, prune_heads,
                                prune_tokenizer, prune_vocab, rebuild, structure_importance, top_k)
-from ..models.family import save_checkpoint
+from ..models.family import encoder_config, save_checkpoint
 from ..models.inference import OnnxClassifier
 from ..models.tokenizer import TextTokenizer
 from ..registry import CHECKPOINT_SPEC, CHECKPOINT_WEIGHTS, LABELS_FILE, TOKENIZER_FILE
@@ -90,7 +90,8 @@ def distill_classifier(
     spec = ModelSpec.from_dict(json.loads((ckpt / CHECKPOINT_SPEC).read_text()))
     if json.loads((ckpt / LABELS_FILE).read_text()) != labels:
         raise TeacherMismatch(f"teacher checkpoint {ckpt} was trained on other labels than this task's")
-    spec = replace(spec, variant=student.variant, builder=student.network, max_positions=min(spec.max_positions, 512),
+    positions = 512 + encoder_config(spec).position_offset  # V2 teachers' 4096 back to the base's 512
+    spec = replace(spec, variant=student.variant, builder=student.network, max_positions=min(spec.max_positions, positions),
                    max_length=min(spec.max_length, 512))
     state["encoder.pos_emb.weight"] = state["encoder.pos_emb.weight"][: spec.max_positions]  # V2 teachers: 4096
     teacher_size = n_params(state)
@@ -127,8 +128,7 @@ def distill_classifier(
     heads, neurons = structure_importance(model, _importance_batches(tokenizer, texts, params), kd)
     heads, neurons = world.sum_tensor(heads), world.sum_tensor(neurons)
     state = {k: v.detach() for k, v in model.state_dict().items()}
-    state, spec = prune_heads(state, spec, top_k(heads, max(1, round(spec.n_heads * params.head_keep))),
-                              head_dim=model.encoder.cfg.head_dim)
+    state, spec = prune_heads(state, spec, top_k(heads, max(1, round(spec.n_heads * params.head_keep))))
     state, spec = prune_ffn(state, spec, top_k(neurons, max(1, round(spec.d_ff * params.ffn_keep))))
     model = rebuild(state, spec, len(labels)).to(place.torch_device)
     save = lambda: save_checkpoint(model, spec, labels, out, tokenizer_file)  # noqa: E731

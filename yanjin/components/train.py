@@ -18,7 +18,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ..config import TrainParams
 from ..models.encoder import Classifier
-from ..models.family import ModelSpec, base_tokenizer_file, pretrained_classifier, save_checkpoint
+from ..models.family import ModelSpec, pretrained_classifier, save_checkpoint
 from ..models.tokenizer import TextTokenizer
 from ..progress import bar as progress_bar
 from .data import LABEL, TEXT
@@ -206,7 +206,7 @@ def train_classifier(
     """Fine-tune the `spec.variant` preset on `place`; the best validation epoch is saved to `out_dir`.
     Under torchrun the frames are this rank's shards (`fit`).
 
-    `encoder_weights` starts from an adapted encoder (Pro) instead of the pretrained MiniLM.
+    `encoder_weights` starts from an adapted encoder (Pro) instead of the pretrained base (`spec.base`).
     """
     seed_everything(params.seed)
     index = {name: i for i, name in enumerate(labels)}
@@ -214,9 +214,9 @@ def train_classifier(
     y = torch.tensor([index[l] for l in train_df[LABEL]], device=place.torch_device)
     val_texts, val_y = val_df[TEXT].tolist(), np.array([index[l] for l in val_df[LABEL]])
 
-    model = pretrained_classifier(spec, len(labels), Path(encoder_weights) if encoder_weights else None)
-    tokenizer = TextTokenizer(base_tokenizer_file(), spec.max_length)
-    save = lambda: save_checkpoint(model, spec, labels, out_dir)  # noqa: E731
+    model, spec, tokenizer_file = pretrained_classifier(spec, len(labels), Path(encoder_weights) if encoder_weights else None)
+    tokenizer = TextTokenizer(tokenizer_file, spec.max_length)
+    save = lambda: save_checkpoint(model, spec, labels, out_dir, tokenizer_file)  # noqa: E731
     start = time.perf_counter()
     if params.epochs == 0:  # no training asked: the untrained head is the candidate
         acc = val_accuracy(model, tokenizer, val_texts, val_y, params.eval_batch_size, world=world)

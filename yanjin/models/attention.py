@@ -5,6 +5,8 @@ Shapes: B batch, T tokens, C channels, H heads, D head size, W window radius, N 
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -42,14 +44,51 @@ class _Projections(nn.Module):
         return self.dropout if self.training else 0.0
 
 
+class RelativePositionBias(nn.Module):
+    """MPNet's (T5's) learned bias per head for the signed distance between query and key, in log-spaced
+    buckets: exact below 8 tokens each way, shared beyond 128. Added to the attention scores."""
+
+    def __init__(self, n_heads: int, buckets: int = 32, max_distance: int = 128) -> None:
+        super().__init__()
+        self.buckets, self.max_distance = buckets, max_distance
+        self.table = nn.Embedding(buckets, n_heads)
+
+    def bucket(self, relative: torch.Tensor) -> torch.Tensor:
+        half = self.buckets // 2
+        n = -relative
+        ret = (n < 0).long() * half                                      # keys after the query: upper half
+        n = n.abs()
+        exact = half // 2
+        log_ratio = torch.log(n.float().clamp(min=1) / exact) / math.log(self.max_distance / exact)
+        large = (exact + (log_ratio * (half - exact)).long()).clamp(max=half - 1)
+        return ret + torch.where(n < exact, n, large)
+
+    def forward(self, T: int, device: torch.device) -> torch.Tensor:
+        pos = torch.arange(T, device=device)
+        relative = pos[None, :] - pos[:, None]                           # (T, T): key - query
+        return self.table(self.bucket(relative)).permute(2, 0, 1)        # (H, T, T)
+
+
 class DenseAttention(_Projections):
-    """Full softmax attention over all non-padding tokens: O(T^2) work."""
+    """Full softmax attention over all non-padding tokens: O(T^2) work, plus a relative-position
+    bias when the base has one (MPNet)."""
+
+    def __init__(self, d_model: int, n_heads: int, dropout: float, head_dim: int | None = None,
+                 position_bias: RelativePositionBias | None = None) -> None:
+        super().__init__(d_model, n_heads, dropout, head_dim)
+        self.position_bias = position_bias
 
     def forward(self, x: torch.Tensor, pad_mask: torch.Tensor) -> torch.Tensor:
         q, k, v = self.heads(x)
         keep = pad_mask[:, None, None, :]                    # (B, 1, 1, T): True = attend
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=keep, dropout_p=self.p_drop())  # (B, H, T, D)
-        return self.merge(y)
+        if self.position_bias is None:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=keep, dropout_p=self.p_drop())  # (B, H, T, D)
+            return self.merge(y)
+        # written out rather than SDPA with a float mask, whose decomposition the ONNX exporter mis-strides
+        bias = self.position_bias(x.shape[1], x.device).to(q.dtype)                # (H, T, T)
+        scores = q @ k.transpose(-2, -1) / math.sqrt(self.head_dim) + bias          # (B, H, T, T)
+        probs = F.dropout(scores.masked_fill(~keep, float("-inf")).softmax(-1), self.p_drop())
+        return self.merge(probs @ v)                                                # (B, H, T, D) -> (B, T, C)
 
 
 class SlidingWindowAttention(_Projections):

@@ -52,17 +52,22 @@ def _uniform(keep: list[list[int]], what: str) -> int:
     return sizes.pop()
 
 
-def prune_heads(state: State, spec: ModelSpec, keep: list[list[int]], head_dim: int = 32) -> tuple[State, ModelSpec]:
-    """Keep heads `keep[layer]` in each layer: rows of q/k/v, columns of the output projection."""
+def prune_heads(state: State, spec: ModelSpec, keep: list[list[int]]) -> tuple[State, ModelSpec]:
+    """Keep heads `keep[layer]` in each layer: rows of q/k/v, columns of the output projection, and
+    the heads' columns of the relative-position table (MPNet)."""
     n = _uniform(keep, "heads")
+    D = spec.head_dim
     out = dict(state)
     for layer, heads in enumerate(keep):
-        rows = torch.cat([torch.arange(h * head_dim, (h + 1) * head_dim) for h in sorted(heads)])  # (n*D,)
+        rows = torch.cat([torch.arange(h * D, (h + 1) * D) for h in sorted(heads)])  # (n*D,)
         p = _block(layer) + "attn."
         for proj in ("query", "key", "value"):
             out[p + proj + ".weight"] = state[p + proj + ".weight"][rows].clone()  # (n*D, C)
             out[p + proj + ".bias"] = state[p + proj + ".bias"][rows].clone()
         out[p + "out.weight"] = state[p + "out.weight"][:, rows].clone()          # (C, n*D)
+        table = p + "position_bias.table.weight"
+        if table in state:
+            out[table] = state[table][:, sorted(heads)].clone()                   # (buckets, n)
     return out, replace(spec, n_heads=n)
 
 
@@ -94,7 +99,7 @@ def domain_vocabulary(tokenizer_json: str | Path, texts: Iterable[str]) -> list[
 
     tok = Tokenizer.from_file(str(tokenizer_json))
     vocab = tok.get_vocab()
-    keep = {vocab[t] for t in SPECIAL_TOKENS}
+    keep = {vocab[t] for t in SPECIAL_TOKENS if t in vocab} | set(tok.get_added_tokens_decoder())  # MPNet: <s>, <pad>...
     for c in string.ascii_lowercase + string.digits + string.punctuation:
         keep.update(vocab[p] for p in (c, "##" + c) if p in vocab)
     for enc in tok.encode_batch(list(texts), add_special_tokens=False):

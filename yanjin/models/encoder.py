@@ -2,7 +2,8 @@
 
 Read top to bottom: feed-forward, block, encoder, classifier; attention lives in attention.py.
 Attention is a module handed to each block, so a variant (dense for V1/Pro, sliding-window for V2)
-plugs in without the rest of the model branching on it. Shapes use B batch, T tokens, C channels, H heads, D head size.
+plugs in without the rest of the model branching on it; an MPNet base adds a relative-position bias
+to each attention and numbers its absolute positions from 2. Shapes use B batch, T tokens, C channels, H heads, D head size.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .attention import DenseAttention
+from .attention import DenseAttention, RelativePositionBias
 
 
 @dataclass(frozen=True)
@@ -27,7 +28,17 @@ class EncoderConfig:
     n_layers: int = 6            # fewer than 6 keeps the first layers (tiny test profile)
     d_ff: int = 1536             # 4 x d_model (narrower after Lite's FFN pruning)
     dropout: float = 0.1         # hidden and attention dropout, as in pretraining
-    layer_norm_eps: float = 1e-12  # BERT's value; the weights were trained with it
+    layer_norm_eps: float = 1e-12  # BERT's value; the weights were trained with it (MPNet: 1e-5)
+    arch: str = "bert"           # bert | mpnet: how positions enter (below)
+
+    @property
+    def mpnet(self) -> bool:
+        return self.arch == "mpnet"
+
+    @property
+    def position_offset(self) -> int:
+        """MPNet numbers positions from padding_idx + 1 = 2 (RoBERTa's convention); BERT from 0."""
+        return 2 if self.mpnet else 0
 
 
 class FeedForward(nn.Module):
@@ -62,7 +73,8 @@ AttentionFactory = Callable[[EncoderConfig], nn.Module]
 
 
 def dense_attention(cfg: EncoderConfig) -> nn.Module:
-    return DenseAttention(cfg.d_model, cfg.n_heads, cfg.dropout, cfg.head_dim)
+    bias = RelativePositionBias(cfg.n_heads) if cfg.mpnet else None
+    return DenseAttention(cfg.d_model, cfg.n_heads, cfg.dropout, cfg.head_dim, position_bias=bias)
 
 
 class Encoder(nn.Module):
@@ -71,16 +83,19 @@ class Encoder(nn.Module):
         self.cfg = cfg
         self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.pos_emb = nn.Embedding(cfg.max_positions, cfg.d_model)
-        self.type_emb = nn.Embedding(cfg.type_vocab_size, cfg.d_model)
+        # MPNet has no segment embeddings (and its relative positions live in the attention)
+        self.type_emb = None if cfg.mpnet else nn.Embedding(cfg.type_vocab_size, cfg.d_model)
         self.ln_emb = nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps)
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(attention(cfg), cfg) for _ in range(cfg.n_layers))
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         B, T = input_ids.shape
-        pos = torch.arange(T, device=input_ids.device)                        # (T,)
-        # segment 0 for every token: type_emb row 0 broadcast, no ids tensor needed
-        x = self.tok_emb(input_ids) + self.pos_emb(pos) + self.type_emb.weight[0]  # (B, T, C)
+        # right padding: token t sits at position t (+ MPNet's offset); pad positions are never attended
+        pos = torch.arange(T, device=input_ids.device) + self.cfg.position_offset  # (T,)
+        x = self.tok_emb(input_ids) + self.pos_emb(pos)                        # (B, T, C)
+        if self.type_emb is not None:
+            x = x + self.type_emb.weight[0]  # segment 0 for every token: row 0 broadcast, no ids tensor needed
         x = self.drop(self.ln_emb(x))
         pad_mask = attention_mask.bool()                                       # (B, T)
         for block in self.blocks:

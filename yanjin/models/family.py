@@ -24,7 +24,7 @@ from ..family import ADAPTED, FAMILY, TEACHER
 from ..registry import CHECKPOINT_SPEC, CHECKPOINT_WEIGHTS, LABELS_FILE, TOKENIZER_FILE
 from .attention import SlidingWindowAttention
 from .encoder import Classifier, Encoder, EncoderConfig, dense_attention
-from .pretrained import load_encoder_weights, load_pretrained_encoder, verified_base_file
+from .pretrained import base_for, load_encoder_weights, load_pretrained_encoder, resolve_base
 
 Builder = Callable[[ModelSpec, int], Classifier]
 BUILDER_GROUP = "yanjin.builders"
@@ -32,7 +32,8 @@ BUILDER_GROUP = "yanjin.builders"
 
 def encoder_config(spec: ModelSpec) -> EncoderConfig:
     return EncoderConfig(n_layers=spec.n_layers, dropout=spec.dropout, max_positions=spec.max_positions,
-                         vocab_size=spec.vocab_size, n_heads=spec.n_heads, d_ff=spec.d_ff)
+                         vocab_size=spec.vocab_size, n_heads=spec.n_heads, d_ff=spec.d_ff, d_model=spec.d_model,
+                         head_dim=spec.head_dim, layer_norm_eps=spec.layer_norm_eps, arch=spec.arch)
 
 
 def v1(spec: ModelSpec, num_labels: int) -> Classifier:
@@ -42,6 +43,10 @@ def v1(spec: ModelSpec, num_labels: int) -> Classifier:
 
 def v2(spec: ModelSpec, num_labels: int) -> Classifier:
     """V2 "fast": sliding-window attention with a global [CLS], dense below `spec.dense_below` tokens."""
+    if spec.arch != "bert":
+        raise ValueError(f"V2's sliding-window attention has no relative-position bias: it needs a BERT base, "
+                         f"not {spec.arch} (model.base={spec.base})")
+
     def attention(cfg: EncoderConfig) -> SlidingWindowAttention:
         return SlidingWindowAttention(cfg.d_model, cfg.n_heads, cfg.dropout, radius=spec.attention_radius,
                                       dense_below=spec.dense_below)
@@ -67,37 +72,43 @@ def build_classifier(spec: ModelSpec, num_labels: int) -> Classifier:
     return builder(spec.network)(spec, num_labels)
 
 
-def pretrained_classifier(spec: ModelSpec, num_labels: int, encoder_weights: Path | None = None) -> Classifier:
-    """The network with the verified MiniLM weights, or with an adapted encoder's, and a fresh head."""
+def pretrained_classifier(spec: ModelSpec, num_labels: int, encoder_weights: Path | None = None
+                          ) -> tuple[Classifier, ModelSpec, Path]:
+    """The network on the verified base (`spec.base`), or on an adapted encoder's weights, with a fresh head.
+
+    Returns the model, the spec with the base's architecture (what the checkpoint records) and the
+    base's verified tokenizer file."""
     recipe = FAMILY.get(spec.variant)
     if recipe and recipe.start == TEACHER:
-        raise ValueError(f"{spec.variant} is not fine-tuned from MiniLM: it is compressed from a trained teacher "
-                         f"(components/distill.py)")
+        raise ValueError(f"{spec.variant} is not fine-tuned from a base encoder: it is compressed from a trained "
+                         f"teacher (components/distill.py)")
     if recipe and recipe.start == ADAPTED and encoder_weights is None:
         raise ValueError(f"the {spec.variant} variant needs the adapted encoder from the adapt step")
+    spec, base = resolve_base(spec)
     model = build_classifier(spec, num_labels)
     if encoder_weights is None:
-        load_pretrained_encoder(model.encoder)
+        load_pretrained_encoder(model.encoder, base)
     else:
         load_encoder_weights(model.encoder, encoder_weights)
-    return model
+    return model, spec, base.file(TOKENIZER_FILE)
 
 
-def base_tokenizer_file() -> Path:
-    return verified_base_file(TOKENIZER_FILE)
+def base_tokenizer_file(spec: ModelSpec = ModelSpec()) -> Path:
+    """The verified tokenizer of the spec's base (MiniLM's by default)."""
+    return base_for(spec).file(TOKENIZER_FILE)
 
 
 def save_checkpoint(model: Classifier, spec: ModelSpec, labels: list[str], out_dir: str | Path,
                     tokenizer_file: str | Path | None = None) -> Path:
     """Weights as safetensors (no pickle) next to everything needed to rebuild and tokenize
-    (MiniLM's tokenizer unless given, e.g. Lite's pruned vocabulary)."""
+    (the base's tokenizer unless given, e.g. Lite's pruned vocabulary)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}  # trained on a GPU too
     save_file(state, str(out / CHECKPOINT_WEIGHTS))
     (out / CHECKPOINT_SPEC).write_text(json.dumps(asdict(spec), indent=2))
     (out / LABELS_FILE).write_text(json.dumps(labels, indent=2))
-    source = Path(tokenizer_file) if tokenizer_file else base_tokenizer_file()
+    source = Path(tokenizer_file) if tokenizer_file else base_tokenizer_file(spec)
     if source.resolve() != (out / TOKENIZER_FILE).resolve():
         shutil.copyfile(source, out / TOKENIZER_FILE)
     return out

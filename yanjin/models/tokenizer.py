@@ -19,8 +19,9 @@ class TextTokenizer:
         self.max_length = max_length
         self._tok = Tokenizer.from_file(str(self.path))
         self._tok.enable_truncation(max_length=max_length)
-        pad_id = self._tok.token_to_id("[PAD]")
-        self._tok.enable_padding(pad_id=pad_id, pad_token="[PAD]")
+        # the tokenizer's own pad token (BERT: [PAD], MPNet: <pad>), padded to the batch's longest text
+        pad_token = (self._tok.padding or {}).get("pad_token", "[PAD]")
+        self._tok.enable_padding(pad_id=self._tok.token_to_id(pad_token), pad_token=pad_token)
 
     @property
     def vocab_size(self) -> int:
