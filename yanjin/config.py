@@ -102,7 +102,10 @@ class AdaptParams:
 
 @dataclass(frozen=True)
 class CompressParams:
-    layers: str = ""             # teacher blocks the student keeps, e.g. "1,3,5"; empty: every other one, ending with the last
+    # the student's encoder: the teacher's own blocks when the teacher is built on this base, else this base's
+    # pretrained blocks, taught by the teacher's logits alone (MiniLM under an MPNet Pro); `teacher`: always its own
+    student_base: str = "minilm"
+    layers: str = ""             # blocks the student keeps, e.g. "1,3,5"; empty: every other one, ending with the last
     head_keep: float = 0.5       # share of heads kept in every layer after importance pruning (12 -> 6)
     ffn_keep: float = 0.5        # share of FFN neurons kept in every layer (1536 -> 768)
     prune_vocab: bool = True     # keep only tokens the domain corpus uses (+ specials, ASCII pieces)

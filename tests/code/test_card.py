@@ -57,3 +57,10 @@ def test_the_network_is_the_one_trained_not_the_config_before_pruning():
               "vocab_size": 3208}
     assert "2 layers, 6 heads, FFN 768, vocabulary 3,208" in card_markdown(record(network=pruned))
     assert "12 heads, FFN 1536, vocabulary 30,522" in card_markdown(record())   # no checkpoint spec: the config's
+
+
+def test_the_card_names_the_base_the_version_was_built_on():
+    pruned = {"variant": "lite", "builder": "v1", "n_layers": 2, "max_length": 64, "n_heads": 6, "d_ff": 1536,
+              "vocab_size": 3208, "base": "mpnet", "arch": "mpnet"}
+    assert "built on all-mpnet-base-v2 (MPNet" in card_markdown(record(network=pruned))
+    assert "all-MiniLM-L6-v2 (MiniLM-L6-H384" in card_markdown(record())   # recorded before bases were a choice

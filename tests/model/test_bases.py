@@ -110,21 +110,49 @@ def test_v2_needs_a_bert_base(mpnet):
         build_classifier(ModelSpec(**{**spec.__dict__, "variant": "v2"}), 3)
 
 
-def test_an_mpnet_classifier_trains_checkpoints_and_exports_to_onnx(small_slice, tmp_path):
-    """The second base end to end through the pipeline's functions: fine-tune, checkpoint, ONNX parity."""
+@pytest.fixture(scope="module")
+def mpnet_teacher(small_slice, tmp_path_factory):
+    """A 1-block MPNet classifier fine-tuned and exported by the pipeline's own functions."""
     from yanjin.components.export import export_onnx
     from yanjin.components.train import TrainParams, train_classifier
-    from yanjin.models.family import load_checkpoint
 
     train, _, labels = small_slice
+    out = tmp_path_factory.mktemp("mpnet")
     result = train_classifier(train, train.iloc[1::2], labels, ModelSpec(base="mpnet", n_layers=1, max_length=32),
-                              TrainParams(epochs=1, batch_size=16, learning_rate=5e-5, seed=7), tmp_path / "ckpt",
+                              TrainParams(epochs=1, batch_size=16, learning_rate=5e-5, seed=7), out / "ckpt",
                               progress=False)
-    _, spec, _ = load_checkpoint(tmp_path / "ckpt")
+    return out, result, export_onnx(out / "ckpt", out / "bundle")
+
+
+def test_an_mpnet_classifier_trains_checkpoints_and_exports_to_onnx(mpnet_teacher, small_slice):
+    """The second base end to end through the pipeline's functions: fine-tune, checkpoint, ONNX parity."""
+    from yanjin.models.family import load_checkpoint
+
+    out, result, exported = mpnet_teacher
+    _, spec, _ = load_checkpoint(out / "ckpt")
     assert (spec.base, spec.arch, spec.n_layers, spec.d_model) == ("mpnet", "mpnet", 1, 768)
-    assert (tmp_path / "ckpt" / "tokenizer.json").read_bytes() == (resolve_base(spec)[1].folder / "tokenizer.json").read_bytes()
-    assert result.best_val_accuracy > 1 / len(labels)
-    assert export_onnx(tmp_path / "ckpt", tmp_path / "bundle").max_abs_diff < 1e-4
+    assert (out / "ckpt" / "tokenizer.json").read_bytes() == (resolve_base(spec)[1].folder / "tokenizer.json").read_bytes()
+    assert result.best_val_accuracy > 1 / len(small_slice[2])
+    assert exported.max_abs_diff < 1e-4
+
+
+def test_lite_under_an_mpnet_teacher_is_a_minilm_student(mpnet_teacher, small_slice, tmp_path):
+    """A 768-channel teacher's blocks cannot be sliced into a small student: MiniLM learns from its logits."""
+    from yanjin.components.distill import distill_classifier
+    from yanjin.components.train import TrainParams
+    from yanjin.config import CompressParams
+    from yanjin.models.family import load_checkpoint
+
+    out, _, _ = mpnet_teacher
+    train, _, labels = small_slice
+    params = CompressParams(epochs=1, recovery_epochs=1, batch_size=16, importance_batches=2)
+    result = distill_classifier(train, train.iloc[1::2], labels, out / "ckpt", out / "bundle", train["text"].tolist(),
+                                params, TrainParams(seed=7), tmp_path, progress=False,
+                                student=ModelSpec(variant="lite", n_layers=2, max_length=32))
+    _, spec, _ = load_checkpoint(tmp_path)
+    assert (spec.base, spec.arch, spec.d_model, spec.n_layers, spec.n_heads) == ("minilm", "bert", 384, 1, 6)
+    assert TextTokenizer(tmp_path / "tokenizer.json", 32)._tok.id_to_token(0) == "[PAD]"   # MiniLM's pieces, pruned
+    assert result.student_params < result.teacher_params / 5
 
 
 def test_pruning_an_mpnet_head_slices_its_relative_position_column():

@@ -20,7 +20,18 @@ from ..family import ADAPTED, FAMILY, TEACHER
 from .data import combine_digests
 from .fetch import DATASETS
 
-BASE_ENCODER = "all-MiniLM-L6-v2 (MiniLM-L6-H384, 22M parameters, Apache-2.0), verified by sha256 before training"
+BASE_ENCODERS = {  # model.base -> what the card says of it
+    "minilm": "all-MiniLM-L6-v2 (MiniLM-L6-H384, BERT family, 22M parameters, Apache-2.0)",
+    "mpnet": "all-mpnet-base-v2 (MPNet, 12 layers x 768, 110M parameters, Apache-2.0)",
+}
+
+
+def base_encoder(network: dict) -> str:
+    """The recorded base (records from before bases were a choice are MiniLM), as a reader needs it."""
+    base = network.get("base", "minilm")
+    named = BASE_ENCODERS.get(base) or (f"the folder {base} ({network.get('arch', 'bert')} architecture, "
+                                        f"pinned {network.get('base_sha256', '')})")
+    return named + ", verified by sha256 before training"
 WEAK_F1 = 0.80  # intents below this F1 are listed as known limits
 
 
@@ -114,12 +125,12 @@ def _details(r: VersionRecord, cfg: PipelineConfig | None) -> list[str]:
     start = recipe.start if recipe else ""
     if start == TEACHER or t.teacher_model:
         lines.append(f"- **Base:** distilled from {t.teacher_model} version {t.teacher_version} "
-                     f"(run {t.teacher_run_id}), itself built on {BASE_ENCODER}")
+                     f"(run {t.teacher_run_id}), itself built on {base_encoder(m)}")
     elif start == ADAPTED:
-        lines.append(f"- **Base encoder:** {BASE_ENCODER}, adapted on unlabeled in-domain text "
+        lines.append(f"- **Base encoder:** {base_encoder(m)}, adapted on unlabeled in-domain text "
                      f"({r.params.get(R.RUN_PARAM_CORPUS, 'sources not recorded')})")
     else:
-        lines.append(f"- **Base encoder:** {BASE_ENCODER}")
+        lines.append(f"- **Base encoder:** {base_encoder(m)}")
     if t.onnx_bytes:
         lines.append(f"- **Served as:** ONNX, {int(t.onnx_bytes) / 1e6:.1f} MB"
                      + (" (INT8, quantized by ONNX Runtime)" if recipe and recipe.int8 else " (FP32)"))

@@ -24,7 +24,8 @@ from safetensors.torch import load_file
 from ..config import CompressParams, ModelSpec
 from ..models.compress import (distillation_loss, domain_vocabulary, keep_layers, prune_ffn, prune_heads,
                                prune_tokenizer, prune_vocab, rebuild, structure_importance, top_k)
-from ..models.family import encoder_config, save_checkpoint
+from ..models.family import build_classifier, encoder_config, save_checkpoint
+from ..models.pretrained import load_pretrained_encoder, resolve_base
 from ..models.inference import OnnxClassifier
 from ..models.tokenizer import TextTokenizer
 from ..registry import CHECKPOINT_SPEC, CHECKPOINT_WEIGHTS, LABELS_FILE, TOKENIZER_FILE
@@ -80,8 +81,9 @@ def distill_classifier(
     resume: Resume | None = None,
 ) -> DistillResult:
     """Compress the teacher into `student.variant` (built by `student.builder`) on `place`; the best
-    validation epoch after pruning is saved to `out_dir`. The student's sizes come from the teacher and
-    the pruning. Under torchrun the frames are this rank's shards: the kept vocabulary and the importance
+    validation epoch after pruning is saved to `out_dir`. The student starts as the teacher, or as
+    `params.student_base`'s pretrained encoder when the teacher is built on another base; its sizes
+    then come from the pruning. Under torchrun the frames are this rank's shards: the kept vocabulary and the importance
     scores are pooled over all ranks, so every rank prunes the same network."""
     seed_everything(train.seed)
     start = time.perf_counter()
@@ -90,11 +92,14 @@ def distill_classifier(
     spec = ModelSpec.from_dict(json.loads((ckpt / CHECKPOINT_SPEC).read_text()))
     if json.loads((ckpt / LABELS_FILE).read_text()) != labels:
         raise TeacherMismatch(f"teacher checkpoint {ckpt} was trained on other labels than this task's")
+    teacher_size = n_params(state)
+    source_tokenizer = ckpt / TOKENIZER_FILE
+    if params.student_base not in ("teacher", spec.base):
+        state, spec, source_tokenizer = _pretrained_student(student, params.student_base, len(labels), train.seed)
     positions = 512 + encoder_config(spec).position_offset  # V2 teachers' 4096 back to the base's 512
     spec = replace(spec, variant=student.variant, builder=student.network, max_positions=min(spec.max_positions, positions),
                    max_length=min(spec.max_length, 512))
     state["encoder.pos_emb.weight"] = state["encoder.pos_emb.weight"][: spec.max_positions]  # V2 teachers: 4096
-    teacher_size = n_params(state)
 
     index = {name: i for i, name in enumerate(labels)}
     texts = train_df[TEXT].tolist()
@@ -106,11 +111,11 @@ def distill_classifier(
     out.mkdir(parents=True, exist_ok=True)
     tokenizer_file = out / TOKENIZER_FILE
     if params.prune_vocab:
-        keep_ids = world.union(domain_vocabulary(ckpt / TOKENIZER_FILE, corpus + texts))
+        keep_ids = world.union(domain_vocabulary(source_tokenizer, corpus + texts))
         state, spec = prune_vocab(state, spec, keep_ids)
-        prune_tokenizer(ckpt / TOKENIZER_FILE, keep_ids, tokenizer_file)
+        prune_tokenizer(source_tokenizer, keep_ids, tokenizer_file)
     else:
-        tokenizer_file.write_bytes((ckpt / TOKENIZER_FILE).read_bytes())
+        tokenizer_file.write_bytes(source_tokenizer.read_bytes())
     layers = [int(i) for i in params.layers.split(",")] if params.layers else every_other_layer(spec.n_layers)
     state, spec = keep_layers(state, spec, layers)
     tokenizer = TextTokenizer(tokenizer_file, spec.max_length)
@@ -143,6 +148,16 @@ def distill_classifier(
         resume=resume, key="recover")
     return DistillResult(pruned.best_epoch, pruned.best_val_accuracy, time.perf_counter() - start,
                          teacher_size, n_params(model.state_dict()), spec.vocab_size, pruned.history)
+
+
+def _pretrained_student(student: ModelSpec, base: str, num_labels: int, seed: int) -> tuple[dict, ModelSpec, Path]:
+    """A smaller base's verified pretrained encoder and a fresh head: the student when the teacher is
+    built on another base, whose blocks it could not hold (e.g. MiniLM's 384 channels under MPNet's 768)."""
+    spec, found = resolve_base(replace(student, base=base, base_sha256=student.base_sha256 if base == student.base else ""))
+    torch.manual_seed(seed)  # the fresh head
+    model = build_classifier(spec, num_labels)
+    load_pretrained_encoder(model.encoder, found)
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}, spec, found.file(TOKENIZER_FILE)
 
 
 def _importance_batches(tokenizer: TextTokenizer, texts: list[str], params: CompressParams):
