@@ -10,6 +10,7 @@ Parts:
            3 more texts per intent from train.csv (the same 231 for every arm and seed); full test set
   full     the whole train.csv (8% held out for the epoch), full test set
   tfidf    TF-IDF + LinearSVC on the whole train.csv: the floor Lite must clear by 1.3 points
+  lite     Lite distilled from the --lite-teacher arm's full-data checkpoint, measured beside V1 and Pro
 
     python benchmarks/family_pro.py --parts fewshot --arms v1 mpnet --seeds 1 2 3
 """
@@ -26,13 +27,13 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 OUT = RESULTS / "family_pro.json"
 
-# arm -> (ModelSpec fields, TrainParams fields); v1 is the shipped V1 recipe
-ARMS = {
-    "v1": ({}, {}),
-    "mpnet": ({"base": "mpnet", "n_layers": 12}, {"learning_rate": 5e-5}),
-}
+# arm -> (ModelSpec fields, {part: TrainParams fields}); over the full profile's train section
 FEWSHOT_TRAIN = {"epochs": 10, "batch_size": 16, "learning_rate": 2e-4, "warmup_ratio": 0.1}
-FULL_TRAIN = {}  # the full profile's train section
+ARMS = {
+    "v1": ({}, {"fewshot": FEWSHOT_TRAIN, "full": {}}),           # the shipped V1 recipe
+    "mpnet": ({"base": "mpnet", "n_layers": 12},                     # MPNet's usual fine-tuning rate
+              {"fewshot": FEWSHOT_TRAIN | {"learning_rate": 5e-5}, "full": {"epochs": 3, "learning_rate": 5e-5}}),
+}
 
 
 def merge(update) -> dict:
@@ -74,9 +75,8 @@ def run_arm(arm: str, part: str, seed: int, tr, va, test, labels, state_dir: Pat
 
     cfg = load_config("full")
     spec_fields, train_fields = ARMS[arm]
-    base_train = FEWSHOT_TRAIN if part == "fewshot" else FULL_TRAIN
-    params = replace(cfg.train, **(base_train | train_fields | {"seed": seed}))
-    out = state_dir / "family_pro" / f"{part}-{arm}-seed{seed}"
+    params = replace(cfg.train, **(train_fields[part] | {"seed": seed}))
+    out = checkpoint_dir(state_dir, part, arm, seed)
     start = time.perf_counter()
     train_classifier(tr, va, labels, replace(cfg.model, **spec_fields), params, out, progress=False)
     model, spec, _ = load_checkpoint(out)
@@ -85,6 +85,56 @@ def run_arm(arm: str, part: str, seed: int, tr, va, test, labels, state_dir: Pat
     acc = float(np.mean([labels[i] == y for i, y in zip(pred, test[LABEL])]))
     print(f"{part} {arm} seed {seed}: test accuracy {acc:.4f} ({time.perf_counter() - start:.0f} s)", flush=True)
     return acc
+
+
+def checkpoint_dir(state_dir: Path, part: str, arm: str, seed: int) -> Path:
+    return state_dir / "family_pro" / f"{part}-{arm}-seed{seed}"
+
+
+def lite(teacher_arm: str, seed: int, data: Path, state_dir: Path) -> dict:
+    """Lite as the pipeline makes it (full profile's compress section), distilled from the full-data
+    checkpoint of `teacher_arm`, then Pro, V1 and Lite measured side by side (compare.measure_isolated:
+    accuracy, file size, PyTorch eager and ONNX Runtime latency at batch 1, each in a fresh process)."""
+    from yanjin.components.adapt import clean_corpus, read_corpus
+    from yanjin.components.compare import CompareParams, measure_isolated
+    from yanjin.components.data import TEXT
+    from yanjin.components.distill import distill_classifier
+    from yanjin.components.export import export_onnx, quantize_bundle
+    from yanjin.config import load_config
+
+    cfg = load_config("full", ["model.variant=lite"])
+    tr, va, test, labels = splits("full", data)
+    bundles = {}
+    for arm in ("v1", teacher_arm):
+        ckpt = checkpoint_dir(state_dir, "full", arm, seed)
+        bundles[arm] = (ckpt.with_name(ckpt.name + "-bundle"), ckpt)
+        if not (bundles[arm][0] / "model.onnx").is_file():
+            export_onnx(ckpt, bundles[arm][0])
+    teacher_bundle, teacher_ckpt = bundles[teacher_arm]
+    out = checkpoint_dir(state_dir, "lite", teacher_arm, seed)
+    # the domain text as the pipeline's domain step gives it: test texts removed
+    corpus, _ = clean_corpus(read_corpus([data / "train.csv", data.parent / "nlupp" / "banking"], "text"),
+                             test[TEXT].tolist())
+    start = time.perf_counter()
+    result = distill_classifier(tr, va, labels, teacher_ckpt, teacher_bundle, corpus, cfg.compress, cfg.train, out,
+                                progress=False, student=cfg.model)
+    seconds = time.perf_counter() - start
+    lite_bundle = out.with_name(out.name + "-bundle")
+    export_onnx(out, lite_bundle)
+    quantize_bundle(lite_bundle)
+    params = CompareParams(latency_runs=300, throughput_batches=10)
+    rows = {name: measure_isolated(str(b), str(c), test, params)
+            for name, (b, c) in {"v1": bundles["v1"], "pro": bundles[teacher_arm], "lite": (lite_bundle, out)}.items()}
+    figures = {"lite_accuracy": rows["lite"]["accuracy"],
+               "lite_size_ratio_vs_pro": rows["lite"]["onnx_bytes"] / rows["pro"]["onnx_bytes"],
+               "lite_latency_ratio_vs_v1_eager": rows["lite"]["ort_latency_ms_p50_b1"] / rows["v1"]["eager_latency_ms_p50_b1"],
+               "lite_accuracy_ratio_vs_pro": rows["lite"]["accuracy"] / rows["pro"]["accuracy"],
+               "lite_teacher": f"full:{teacher_arm}:seed{seed}", "lite_distil_seconds": seconds,
+               "lite_student_params": result.student_params, "lite_teacher_params": result.teacher_params,
+               "side_by_side": {k: {m: r[m] for m in ("accuracy", "onnx_bytes", "params", "eager_latency_ms_p50_b1",
+                                                      "ort_latency_ms_p50_b1") if m in r} for k, r in rows.items()}}
+    print(json.dumps(figures, indent=2), flush=True)
+    return figures
 
 
 def splits(part: str, data: Path):
@@ -112,6 +162,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "banking77")
     ap.add_argument("--state-dir", type=Path, default=ROOT / ".yanjin-bench")
+    ap.add_argument("--lite-teacher", default="mpnet", help="the arm whose full-data checkpoint (first seed) Lite distils")
     args = ap.parse_args()
     if "tfidf" in args.parts:
         from yanjin.components.compare import tfidf_baseline
@@ -130,8 +181,10 @@ def main() -> None:
             for arm in args.arms:
                 acc = run_arm(arm, part, seed, tr, va, test, labels, args.state_dir)
                 merge(lambda r: r.setdefault("runs", {}).setdefault(part, {}).setdefault(arm, {}).update({str(seed): acc})
-                      or r.setdefault("recipes", {}).update({arm: {"model": ARMS[arm][0], "train": ARMS[arm][1],
-                                                                   "fewshot_train": FEWSHOT_TRAIN}}))
+                      or r.setdefault("recipes", {}).update({arm: {"model": ARMS[arm][0], "train": ARMS[arm][1]}}))
+    if "lite" in args.parts:
+        figures = lite(args.lite_teacher, args.seeds[0], args.data, args.state_dir)
+        merge(lambda r: r.update(figures))
     print(OUT.read_text())
 
 

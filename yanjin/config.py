@@ -49,7 +49,7 @@ class ModelSpec:
     # | a folder with config.json, model.safetensors and tokenizer.json of the BERT or MPNet family
     base: str = "minilm"
     base_sha256: str = ""    # a folder base's pins: model.safetensors=<hex>,tokenizer.json=<hex>,config.json=<hex>
-    n_layers: int = 6        # blocks kept from the pretrained encoder (the first ones)
+    n_layers: int = 6        # blocks kept from the pretrained encoder (the first ones); 0: all of the base's
     max_length: int = 64     # tokens per text; banking77 queries are at most ~80 tokens
     dropout: float = 0.1     # encoder and head dropout during fine-tuning
     max_positions: int = 512     # learned positions; V2 extends MiniLM's 512 to 4096 by copying them

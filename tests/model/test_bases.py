@@ -57,6 +57,9 @@ def test_relative_buckets_match_the_reference_to_beyond_max_distance():
 def test_minilm_resolves_to_the_architecture_it_always_had():
     spec, base = resolve_base(ModelSpec())
     assert spec == ModelSpec() and base.name == "minilm"
+    assert resolve_base(ModelSpec(n_layers=0))[0] == ModelSpec()   # 0: all of the base's blocks
+    with pytest.raises(UnsupportedBase, match="model.n_layers=7, but the base minilm has 6 layers"):
+        resolve_base(ModelSpec(n_layers=7))
 
 
 @pytest.fixture

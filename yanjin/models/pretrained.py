@@ -175,7 +175,7 @@ def resolve_base(spec: ModelSpec) -> tuple[ModelSpec, Base]:
     if spec.max_positions > positions and arch["arch"] != "bert":
         raise UnsupportedBase(f"model.max_positions={spec.max_positions} extends the learned positions, which only "
                               f"a BERT base supports (V2's long inputs); {base.name} has {positions}")
-    arch |= {"n_layers": spec.n_layers, "max_positions": max(spec.max_positions, positions)}
+    arch |= {"n_layers": spec.n_layers or arch["n_layers"], "max_positions": max(spec.max_positions, positions)}
     return replace(spec, **arch), base
 
 
