@@ -33,7 +33,24 @@ ARMS = {
     "v1": ({}, {"fewshot": FEWSHOT_TRAIN, "full": {}}),           # the shipped V1 recipe
     "mpnet": ({"base": "mpnet", "n_layers": 12},                     # MPNet's usual fine-tuning rate
               {"fewshot": FEWSHOT_TRAIN | {"learning_rate": 5e-5}, "full": {"epochs": 3, "learning_rate": 5e-5}}),
+    # the rate alone: V1's MiniLM at MPNet's rate, so the base's share of the gain is not the rate's
+    "minilm-5e-5": ({}, {"fewshot": FEWSHOT_TRAIN | {"learning_rate": 5e-5}, "full": {"epochs": 3, "learning_rate": 5e-5}}),
 }
+
+
+def ablation_table(r: dict) -> str:
+    """One row per arm: what it changes against V1, then each part's mean, spread and seeds."""
+    lines = ["| arm | base | fine-tuning (10-shot; full) | " + " | ".join(f"{p} mean (seeds)" for p in ("fewshot", "full")) + " |",
+             "|---|---|---|---|---|"]
+    for arm, (spec, train) in ARMS.items():
+        cells = []
+        for part in ("fewshot", "full"):
+            runs = r.get("runs", {}).get(part, {}).get(arm, {})
+            spread = f" ± {statistics.stdev(runs.values()):.4f}" if len(runs) > 1 else ""
+            cells.append(f"{statistics.mean(runs.values()):.4f}{spread} ({', '.join(sorted(runs))})" if runs else "–")
+        lines.append(f"| {arm} | {spec.get('base', 'minilm')} | {train['fewshot'] or 'V1 recipe'}; {train['full'] or 'full profile'} | "
+                     + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def merge(update) -> dict:
@@ -128,12 +145,20 @@ def lite(teacher_arm: str, seed: int, data: Path, state_dir: Path) -> dict:
     figures = {"lite_accuracy": rows["lite"]["accuracy"],
                "lite_size_ratio_vs_pro": rows["lite"]["onnx_bytes"] / rows["pro"]["onnx_bytes"],
                "lite_latency_ratio_vs_v1_eager": rows["lite"]["ort_latency_ms_p50_b1"] / rows["v1"]["eager_latency_ms_p50_b1"],
-               "lite_accuracy_ratio_vs_pro": rows["lite"]["accuracy"] / rows["pro"]["accuracy"],
+               "lite_accuracy_ratio_vs_pro": rows["lite"]["accuracy"] / rows["pro"]["accuracy"] if rows["pro"]["accuracy"] else None,
                "lite_teacher": f"full:{teacher_arm}:seed{seed}", "lite_distil_seconds": seconds,
                "lite_student_params": result.student_params, "lite_teacher_params": result.teacher_params,
                "side_by_side": {k: {m: r[m] for m in ("accuracy", "onnx_bytes", "params", "eager_latency_ms_p50_b1",
                                                       "ort_latency_ms_p50_b1") if m in r} for k, r in rows.items()}}
     print(json.dumps(figures, indent=2), flush=True)
+    # family-shaped, for the version advisor (benchmarks/select_seed_example.py): V1, this Pro and Lite
+    # measured here side by side; V2 as `yanjin bench family` last measured it (benchmarks/results/family.json)
+    family = json.loads((RESULTS / "family.json").read_text())
+    versions = {k: r | {"registered_model": f"benchmark {k} ({'full:' + teacher_arm if k == 'pro' else k})",
+                        "version": f"seed{seed}"} for k, r in rows.items()}
+    versions["v2"] = family["versions"]["v2"] | {"measured_in": "benchmarks/results/family.json (another run)"}
+    (RESULTS / "family_pro_side_by_side.json").write_text(json.dumps(
+        {"versions": versions, "n_test": len(test), "tfidf_accuracy": None}, indent=2, sort_keys=True) + "\n")
     return figures
 
 
@@ -185,7 +210,10 @@ def main() -> None:
     if "lite" in args.parts:
         figures = lite(args.lite_teacher, args.seeds[0], args.data, args.state_dir)
         merge(lambda r: r.update(figures))
-    print(OUT.read_text())
+    final = json.loads(OUT.read_text())
+    (RESULTS / "family_pro.md").write_text(ablation_table(final))
+    print(json.dumps({k: v for k, v in final.items() if k not in ("runs", "recipes", "side_by_side")}, indent=2))
+    print(ablation_table(final))
 
 
 if __name__ == "__main__":
