@@ -32,9 +32,9 @@ FEWSHOT_TRAIN = {"epochs": 10, "batch_size": 16, "learning_rate": 2e-4, "warmup_
 ARMS = {
     "v1": ({}, {"fewshot": FEWSHOT_TRAIN, "full": {}}),           # the shipped V1 recipe
     "mpnet": ({"base": "mpnet", "n_layers": 12},                     # MPNet's usual fine-tuning rate
-              {"fewshot": FEWSHOT_TRAIN | {"learning_rate": 5e-5}, "full": {"epochs": 3, "learning_rate": 5e-5}}),
+              {"fewshot": FEWSHOT_TRAIN | {"learning_rate": 5e-5}, "full": {"epochs": 2, "learning_rate": 5e-5}}),
     # the rate alone: V1's MiniLM at MPNet's rate, so the base's share of the gain is not the rate's
-    "minilm-5e-5": ({}, {"fewshot": FEWSHOT_TRAIN | {"learning_rate": 5e-5}, "full": {"epochs": 3, "learning_rate": 5e-5}}),
+    "minilm-5e-5": ({}, {"fewshot": FEWSHOT_TRAIN | {"learning_rate": 5e-5}, "full": {"epochs": 2, "learning_rate": 5e-5}}),
 }
 
 

@@ -7,6 +7,7 @@ prints the cost per error above which Pro wins at 18 months, with Pro's and V2's
 accuracies, and checks it by pricing errors just below and just above it.
 
     python benchmarks/select_seed_example.py    # -> benchmarks/results/select_seed_example.{json,png}
+    python benchmarks/select_seed_example.py benchmarks/results/family_pro_side_by_side.json  # another family
 """
 import json
 import sys
