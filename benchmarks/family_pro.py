@@ -67,7 +67,9 @@ def summarise(r: dict) -> None:
     def mean(part: str, arm: str):
         runs = r.get("runs", {}).get(part, {}).get(arm, {})
         return (statistics.mean(runs.values()), sorted(int(s) for s in runs)) if runs else (None, [])
-    pro = r.get("pro_arm", "mpnet")
+    pro = r.setdefault("pro_arm", "mpnet")
+    r["pro_is"] = (f"the {pro} arm: the candidate Pro recipe measured here (model.base={pro}); the shipped `pro` "
+                   f"member (yanjin/family.py) is still MiniLM + adaptation")
     for part, key in (("full", "accuracy"), ("fewshot", "10shot")):
         v1, _ = mean(part, "v1")
         p, seeds = mean(part, pro)
