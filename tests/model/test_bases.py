@@ -36,7 +36,8 @@ def mpnet():
 def test_mpnet_sentence_embeddings_match_transformers_to_1e4(mpnet):
     transformers = pytest.importorskip("transformers")
     spec, base = mpnet
-    assert (spec.arch, spec.d_model, spec.head_dim, spec.vocab_size, spec.max_positions) == ("mpnet", 768, 64, 30527, 514)
+    arch = (spec.arch, spec.d_model, spec.head_dim, spec.vocab_size, spec.max_positions)
+    assert arch == ("mpnet", 768, 64, 30527, 514)
     ids, mask = map(torch.from_numpy, TextTokenizer(base.file("tokenizer.json"), 256)(TEXTS))
     assert ids[0, 0].item() == 0 and ids[2, -1].item() == 1  # <s> first, <pad> (MPNet's id 1) after a short text
     ref_model = transformers.MPNetModel.from_pretrained(str(base.folder), local_files_only=True).eval()
@@ -134,7 +135,8 @@ def test_an_mpnet_classifier_trains_checkpoints_and_exports_to_onnx(mpnet_teache
     out, result, exported = mpnet_teacher
     _, spec, _ = load_checkpoint(out / "ckpt")
     assert (spec.base, spec.arch, spec.n_layers, spec.d_model) == ("mpnet", "mpnet", 1, 768)
-    assert (out / "ckpt" / "tokenizer.json").read_bytes() == (resolve_base(spec)[1].folder / "tokenizer.json").read_bytes()
+    base_tokenizer = resolve_base(spec)[1].folder / "tokenizer.json"
+    assert (out / "ckpt" / "tokenizer.json").read_bytes() == base_tokenizer.read_bytes()
     assert result.best_val_accuracy > 1 / len(small_slice[2])
     assert exported.max_abs_diff < 1e-4
 

@@ -27,8 +27,8 @@ from ..models.encoder import Encoder, mean_pool
 from ..models.family import ModelSpec, encoder_config
 from ..models.pretrained import load_pretrained_encoder, resolve_base, save_encoder_weights
 from ..models.tokenizer import TextTokenizer
-from ..registry import TOKENIZER_FILE
 from ..progress import bar as progress_bar
+from ..registry import TOKENIZER_FILE
 from .data import DataError
 from .device import CPU, Placement
 from .distributed import SINGLE, World
@@ -102,8 +102,8 @@ def contrastive_loss(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> 
 def adapt_encoder(texts: list[str], exclude: list[str], spec: ModelSpec, params: AdaptParams,
                   out_path: str | Path, on_step: Callable[[int, float], None] | None = None,
                   progress: bool = True, place: Placement = CPU, world: World = SINGLE) -> AdaptResult:
-    """Continue pretraining the base encoder (`spec.base`) on `texts` (minus `exclude`) on `place`; saves encoder weights as
-    safetensors.
+    """Continue pretraining the base encoder (`spec.base`) on `texts` (minus `exclude`) on `place`;
+    saves encoder weights as safetensors.
 
     Under torchrun every rank takes every size-th text of the cleaned corpus and batch_size / ranks of
     each global batch; its in-batch negatives are its own rows (the contrastive task of a batch of that

@@ -32,6 +32,8 @@ def base_encoder(network: dict) -> str:
     named = BASE_ENCODERS.get(base) or (f"the folder {base} ({network.get('arch', 'bert')} architecture, "
                                         f"pinned {network.get('base_sha256', '')})")
     return named + ", verified by sha256 before training"
+
+
 WEAK_F1 = 0.80  # intents below this F1 are listed as known limits
 
 

@@ -220,7 +220,8 @@ def baseline_training_set(champions: dict, given: pd.DataFrame, download_to: Pat
         path = R.download_training_split(R.client(), champ.model, champ.version, download_to)
         if path is not None:
             frame = pd.read_parquet(path)
-            return frame, f"the versions' own training split ({len(frame):,} texts, as {champ.model} v{champ.version} logged it)"
+            return frame, (f"the versions' own training split ({len(frame):,} texts, as {champ.model} "
+                           f"v{champ.version} logged it)")
     return given, (f"the whole given training file ({len(given):,} texts): the versions did not log one shared "
                    f"training split, so this row is not like with like")
 
@@ -267,8 +268,9 @@ def compare_family(model_name: str, variants: list[str], train: pd.DataFrame, te
         "eager_latency_ms_p50_b1": baseline["sklearn_latency_ms_p50_b1"],
         "eager_latency_ms_p95_b1": baseline["sklearn_latency_ms_p95_b1"]}})
     (out / "family.json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
-    (out / "family.md").write_text(table + f"\nTF-IDF row: fit on {fit_on}; latency is scikit-learn's `predict` on one text (under eager). "
-                                   "Lite runs as shipped: INT8 ONNX (file MB, ORT); its eager figures are the FP32 PyTorch model.\n")
+    (out / "family.md").write_text(table + f"\nTF-IDF row: fit on {fit_on}; latency is scikit-learn's `predict` on "
+                                   "one text (under eager). Lite runs as shipped: INT8 ONNX (file MB, ORT); "
+                                   "its eager figures are the FP32 PyTorch model.\n")
     pareto_plot(rows, out / "family.png", baseline)
     with mlflow.start_run(experiment_id=R.ensure_experiment(R.family_experiment(model_name)), run_name="family benchmark"):
         mlflow.set_tags({f"{v}_version": r["version"] for v, r in rows.items()})

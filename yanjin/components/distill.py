@@ -25,8 +25,8 @@ from ..config import CompressParams, ModelSpec
 from ..models.compress import (distillation_loss, domain_vocabulary, keep_layers, prune_ffn, prune_heads,
                                prune_tokenizer, prune_vocab, rebuild, structure_importance, top_k)
 from ..models.family import build_classifier, encoder_config, save_checkpoint
-from ..models.pretrained import load_pretrained_encoder, resolve_base
 from ..models.inference import OnnxClassifier
+from ..models.pretrained import load_pretrained_encoder, resolve_base
 from ..models.tokenizer import TextTokenizer
 from ..registry import CHECKPOINT_SPEC, CHECKPOINT_WEIGHTS, LABELS_FILE, TOKENIZER_FILE
 from .data import LABEL, TEXT
@@ -83,8 +83,8 @@ def distill_classifier(
     """Compress the teacher into `student.variant` (built by `student.builder`) on `place`; the best
     validation epoch after pruning is saved to `out_dir`. The student starts as the teacher, or as
     `params.student_base`'s pretrained encoder when the teacher is built on another base; its sizes
-    then come from the pruning. Under torchrun the frames are this rank's shards: the kept vocabulary and the importance
-    scores are pooled over all ranks, so every rank prunes the same network."""
+    then come from the pruning. Under torchrun the frames are this rank's shards: the kept vocabulary
+    and the importance scores are pooled over all ranks, so every rank prunes the same network."""
     seed_everything(train.seed)
     start = time.perf_counter()
     ckpt = Path(teacher_checkpoint)
@@ -92,14 +92,14 @@ def distill_classifier(
     spec = ModelSpec.from_dict(json.loads((ckpt / CHECKPOINT_SPEC).read_text()))
     if json.loads((ckpt / LABELS_FILE).read_text()) != labels:
         raise TeacherMismatch(f"teacher checkpoint {ckpt} was trained on other labels than this task's")
+    positions = 512 + encoder_config(spec).position_offset  # V2 teachers' 4096 back to the base's 512
+    state["encoder.pos_emb.weight"] = state["encoder.pos_emb.weight"][:positions]
     teacher_size = n_params(state)
     source_tokenizer = ckpt / TOKENIZER_FILE
     if params.student_base not in ("teacher", spec.base):
         state, spec, source_tokenizer = _pretrained_student(student, params.student_base, len(labels), train.seed)
-    positions = 512 + encoder_config(spec).position_offset  # V2 teachers' 4096 back to the base's 512
-    spec = replace(spec, variant=student.variant, builder=student.network, max_positions=min(spec.max_positions, positions),
-                   max_length=min(spec.max_length, 512))
-    state["encoder.pos_emb.weight"] = state["encoder.pos_emb.weight"][: spec.max_positions]  # V2 teachers: 4096
+    spec = replace(spec, variant=student.variant, builder=student.network,
+                   max_positions=state["encoder.pos_emb.weight"].shape[0], max_length=min(spec.max_length, 512))
 
     index = {name: i for i, name in enumerate(labels)}
     texts = train_df[TEXT].tolist()
@@ -153,7 +153,8 @@ def distill_classifier(
 def _pretrained_student(student: ModelSpec, base: str, num_labels: int, seed: int) -> tuple[dict, ModelSpec, Path]:
     """A smaller base's verified pretrained encoder and a fresh head: the student when the teacher is
     built on another base, whose blocks it could not hold (e.g. MiniLM's 384 channels under MPNet's 768)."""
-    spec, found = resolve_base(replace(student, base=base, base_sha256=student.base_sha256 if base == student.base else ""))
+    pins = student.base_sha256 if base == student.base else ""
+    spec, found = resolve_base(replace(student, base=base, base_sha256=pins))
     torch.manual_seed(seed)  # the fresh head
     model = build_classifier(spec, num_labels)
     load_pretrained_encoder(model.encoder, found)

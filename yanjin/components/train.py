@@ -214,7 +214,8 @@ def train_classifier(
     y = torch.tensor([index[l] for l in train_df[LABEL]], device=place.torch_device)
     val_texts, val_y = val_df[TEXT].tolist(), np.array([index[l] for l in val_df[LABEL]])
 
-    model, spec, tokenizer_file = pretrained_classifier(spec, len(labels), Path(encoder_weights) if encoder_weights else None)
+    adapted = Path(encoder_weights) if encoder_weights else None
+    model, spec, tokenizer_file = pretrained_classifier(spec, len(labels), adapted)  # spec: with the base's architecture
     tokenizer = TextTokenizer(tokenizer_file, spec.max_length)
     save = lambda: save_checkpoint(model, spec, labels, out_dir, tokenizer_file)  # noqa: E731
     start = time.perf_counter()

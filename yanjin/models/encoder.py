@@ -1,9 +1,10 @@
-"""A compact BERT-family encoder and the intent classifier built on it.
+"""A compact BERT-family (or MPNet) encoder and the intent classifier built on it.
 
 Read top to bottom: feed-forward, block, encoder, classifier; attention lives in attention.py.
 Attention is a module handed to each block, so a variant (dense for V1/Pro, sliding-window for V2)
 plugs in without the rest of the model branching on it; an MPNet base adds a relative-position bias
-to each attention and numbers its absolute positions from 2. Shapes use B batch, T tokens, C channels, H heads, D head size.
+to each attention and numbers its absolute positions from 2.
+Shapes use B batch, T tokens, C channels, H heads, D head size.
 """
 from __future__ import annotations
 

@@ -154,7 +154,8 @@ def architecture(config: dict, where: Path) -> dict:
         raise UnsupportedBase(f"{where}: model_type {kind!r} is not an architecture yanjin implements "
                               f"({', '.join(ARCHITECTURES)})")
     if config.get("hidden_act", "gelu") != "gelu" or config.get("position_embedding_type", "absolute") != "absolute":
-        raise UnsupportedBase(f"{where}: only GELU activations and absolute (+ MPNet's relative) positions are implemented")
+        raise UnsupportedBase(f"{where}: only GELU activations and absolute (+ MPNet's relative) positions "
+                              f"are implemented")
     heads = config["num_attention_heads"]
     return {"arch": kind, "d_model": config["hidden_size"], "n_heads": heads, "head_dim": config["hidden_size"] // heads,
             "d_ff": config["intermediate_size"], "vocab_size": config["vocab_size"],
