@@ -3,6 +3,7 @@ verified file by file before use, reproduces its reference implementation, and a
 by name before anything trains."""
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -79,6 +80,18 @@ def test_a_pinned_folder_is_a_base(folder):
     model = load_pretrained_encoder(Encoder(encoder_config(spec)), base)
     reference = load_pretrained_encoder(Encoder(encoder_config(spec)))
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), reference.state_dict().values()))
+
+
+def test_each_base_file_is_hashed_once_from_resolve_to_load(folder, monkeypatch):
+    import yanjin.models.pretrained as pretrained
+
+    hashed = []
+    real = pretrained.sha256_file
+    monkeypatch.setattr(pretrained, "sha256_file", lambda path: hashed.append(Path(path).name) or real(path))
+    spec, base = resolve_base(ModelSpec(base=str(folder), base_sha256=pins(BASE_SHA256), n_layers=2))
+    load_pretrained_encoder(Encoder(encoder_config(spec)), base)
+    base.file("tokenizer.json")
+    assert sorted(hashed) == sorted(BASE_SHA256)
 
 
 def test_a_digest_mismatch_names_the_file(folder):

@@ -113,18 +113,23 @@ def parse_pins(text: str) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class Base:
-    """A located base encoder and the digests its files must have."""
+    """A located base encoder and the digests its files must have.
+
+    `verify()` hashes every file once and returns the base marked verified, whose `file()` then
+    hands out paths without hashing again (MPNet's weights are 438 MB)."""
     name: str
     folder: Path
     sha256: dict
+    verified: bool = False
 
     def file(self, name: str) -> Path:
-        return verify_file(self.folder / name, self.sha256[name])
+        path = self.folder / name
+        return path if self.verified else verify_file(path, self.sha256[name])
 
     def verify(self) -> "Base":
         for name in BASE_FILES:
-            self.file(name)
-        return self
+            verify_file(self.folder / name, self.sha256[name])
+        return replace(self, verified=True)
 
     def config(self) -> dict:
         return json.loads(self.file(CONFIG_FILE).read_text())
@@ -236,7 +241,7 @@ def extend_positions(table: torch.Tensor, n: int) -> torch.Tensor:
 
 def load_pretrained_encoder(encoder: Encoder, base: Base | None = None) -> Encoder:
     """Fill `encoder` with the verified base weights (MiniLM unless given); every parameter must be covered."""
-    base = base or Base("minilm", base_model_dir(), BASE_SHA256)
+    base = base or Base("minilm", base_model_dir(), BASE_SHA256).verify()
     weights = load_file(str(base.file(CHECKPOINT_WEIGHTS)))
     state = convert_state_dict(weights, encoder.cfg.n_layers)
     if encoder.cfg.max_positions != state["pos_emb.weight"].shape[0]:
