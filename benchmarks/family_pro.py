@@ -127,8 +127,9 @@ def lite(teacher_arm: str, seed: int, data: Path, state_dir: Path) -> dict:
     for arm in ("v1", teacher_arm):
         ckpt = checkpoint_dir(state_dir, "full", arm, seed)
         bundles[arm] = (ckpt.with_name(ckpt.name + "-bundle"), ckpt)
-        if not (bundles[arm][0] / "model.onnx").is_file():
-            export_onnx(ckpt, bundles[arm][0])
+        onnx = bundles[arm][0] / "model.onnx"
+        if not onnx.is_file() or onnx.stat().st_mtime < (ckpt / "model.safetensors").stat().st_mtime:
+            export_onnx(ckpt, bundles[arm][0])  # none yet, or from an earlier run of this checkpoint
     teacher_bundle, teacher_ckpt = bundles[teacher_arm]
     out = checkpoint_dir(state_dir, "lite", teacher_arm, seed)
     # the domain text as the pipeline's domain step gives it: test texts removed
@@ -208,7 +209,8 @@ def main() -> None:
             for arm in args.arms:
                 acc = run_arm(arm, part, seed, tr, va, test, labels, args.state_dir)
                 merge(lambda r: r.setdefault("runs", {}).setdefault(part, {}).setdefault(arm, {}).update({str(seed): acc})
-                      or r.setdefault("recipes", {}).update({arm: {"model": ARMS[arm][0], "train": ARMS[arm][1]}}))
+                      or r.setdefault("recipes", {}).update({arm: {"model": ARMS[arm][0], "train": ARMS[arm][1]}})
+                      or r.pop(f"{part}_{arm}_seed{seed}_note", None))  # a note on an earlier, cut run
     if "lite" in args.parts:
         figures = lite(args.lite_teacher, args.seeds[0], args.data, args.state_dir)
         merge(lambda r: r.update(figures))
