@@ -39,6 +39,8 @@ ARMS = {
     # the rate alone: V1's MiniLM at MPNet's rate, so the base's share of the gain is not the rate's
     "minilm-5e-5": ({}, {"fewshot": FEWSHOT_TRAIN | {"learning_rate": 5e-5}, "full": {"epochs": 2, "learning_rate": 5e-5}}),
 }
+# the arm whose runs the pro_* keys report, by part: mpnet-4ep's 10-shot recipe is mpnet's, run under that name
+PRO_ARMS = {"fewshot": "mpnet", "full": "mpnet-4ep"}
 
 
 def ablation_table(r: dict) -> str:
@@ -70,15 +72,15 @@ def summarise(r: dict) -> None:
     def mean(part: str, arm: str):
         runs = r.get("runs", {}).get(part, {}).get(arm, {})
         return (statistics.mean(runs.values()), sorted(int(s) for s in runs)) if runs else (None, [])
-    pro = r.setdefault("pro_arm", "mpnet")
-    r["pro_is"] = (f"the {pro} arm: the candidate Pro recipe measured here (model.base={pro}); the shipped `pro` "
-                   f"member (yanjin/family.py) is still MiniLM + adaptation")
+    r["pro_arm"] = PRO_ARMS
+    r["pro_is"] = (f"the candidate Pro recipe measured here (model.base=mpnet; arms by part: {PRO_ARMS}); the "
+                   f"shipped `pro` member (yanjin/family.py) is still MiniLM + adaptation")
     for part, key in (("full", "accuracy"), ("fewshot", "10shot")):
         v1, _ = mean(part, "v1")
-        p, seeds = mean(part, pro)
+        p, seeds = mean(part, PRO_ARMS[part])
         r[f"v1_{key}_mean"] = v1
         r[f"pro_{key}_mean"] = p
-        r[f"pro_{key}_seeds"] = [r["runs"][part][pro][str(s)] for s in seeds] if seeds else []
+        r[f"pro_{key}_seeds"] = [r["runs"][part][PRO_ARMS[part]][str(s)] for s in seeds] if seeds else []
         r[f"pro_{key}_seed_ids"] = seeds
     r["ablation"] = {f"{part}:{arm}": statistics.mean(runs.values())
                      for part, arms in r.get("runs", {}).items() for arm, runs in arms.items() if runs}
@@ -195,7 +197,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "banking77")
     ap.add_argument("--state-dir", type=Path, default=ROOT / ".yanjin-bench")
-    ap.add_argument("--lite-teacher", default="mpnet", help="the arm whose full-data checkpoint (first seed) Lite distils")
+    ap.add_argument("--lite-teacher", default=PRO_ARMS["full"], help="the arm whose full-data checkpoint (first seed) Lite distils")
     args = ap.parse_args()
     if "tfidf" in args.parts:
         from yanjin.components.compare import tfidf_baseline
