@@ -61,6 +61,17 @@ def ablation_table(r: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def lite_table(r: dict) -> str:
+    """One row per Lite recipe measured (teacher arm + overrides of the full profile)."""
+    lines = ["| Lite recipe (teacher+overrides) | accuracy | / teacher | file / Pro | latency / V1 eager | distil s |",
+             "|---|---|---|---|---|---|"]
+    for name, f in r.get("lite_runs", {}).items():
+        lines.append(f"| {name} | {f['lite_accuracy']:.4f} | {f['lite_accuracy_ratio_vs_pro']:.3f} | "
+                     f"{f['lite_size_ratio_vs_pro']:.4f} | {f['lite_latency_ratio_vs_v1_eager']:.3f} | "
+                     f"{f['lite_distil_seconds']:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
 def merge(update) -> dict:
     RESULTS.mkdir(parents=True, exist_ok=True)
     current = json.loads(OUT.read_text()) if OUT.is_file() else {}
@@ -125,10 +136,11 @@ def checkpoint_dir(state_dir: Path, part: str, arm: str, seed: int) -> Path:
     return state_dir / "family_pro" / f"{part}-{arm}-seed{seed}"
 
 
-def lite(teacher_arm: str, seed: int, data: Path, state_dir: Path) -> dict:
-    """Lite as the pipeline makes it (full profile's compress section), distilled from the full-data
-    checkpoint of `teacher_arm`, then Pro, V1 and Lite measured side by side (compare.measure_isolated:
-    accuracy, file size, PyTorch eager and ONNX Runtime latency at batch 1, each in a fresh process)."""
+def lite(teacher_arm: str, seed: int, data: Path, state_dir: Path, sets: list[str]) -> dict:
+    """Lite as the pipeline makes it (full profile's compress section, with the `sets` overrides),
+    distilled from the full-data checkpoint of `teacher_arm`, then Pro, V1 and Lite measured side by
+    side (compare.measure_isolated: accuracy, file size, PyTorch eager and ONNX Runtime latency at
+    batch 1, each in a fresh process)."""
     from yanjin.components.adapt import clean_corpus, read_corpus
     from yanjin.components.compare import CompareParams, measure_isolated
     from yanjin.components.data import TEXT
@@ -136,7 +148,7 @@ def lite(teacher_arm: str, seed: int, data: Path, state_dir: Path) -> dict:
     from yanjin.components.export import export_onnx, quantize_bundle
     from yanjin.config import load_config
 
-    cfg = load_config("full", ["model.variant=lite"])
+    cfg = load_config("full", ["model.variant=lite", *sets])
     tr, va, test, labels = splits("full", data)
     bundles = {}
     for arm in ("v1", teacher_arm):
@@ -146,7 +158,7 @@ def lite(teacher_arm: str, seed: int, data: Path, state_dir: Path) -> dict:
         if not onnx.is_file() or onnx.stat().st_mtime < (ckpt / "model.safetensors").stat().st_mtime:
             export_onnx(ckpt, bundles[arm][0])  # none yet, or from an earlier run of this checkpoint
     teacher_bundle, teacher_ckpt = bundles[teacher_arm]
-    out = checkpoint_dir(state_dir, "lite", teacher_arm, seed)
+    out = checkpoint_dir(state_dir, "lite", teacher_arm + "".join(f"+{s}" for s in sets), seed)
     # the domain text as the pipeline's domain step gives it: test texts removed
     corpus, _ = clean_corpus(read_corpus([data / "train.csv", data.parent / "nlupp" / "banking"], "text"),
                              test[TEXT].tolist())
@@ -164,8 +176,10 @@ def lite(teacher_arm: str, seed: int, data: Path, state_dir: Path) -> dict:
                "lite_size_ratio_vs_pro": rows["lite"]["onnx_bytes"] / rows["pro"]["onnx_bytes"],
                "lite_latency_ratio_vs_v1_eager": rows["lite"]["ort_latency_ms_p50_b1"] / rows["v1"]["eager_latency_ms_p50_b1"],
                "lite_accuracy_ratio_vs_pro": rows["lite"]["accuracy"] / rows["pro"]["accuracy"] if rows["pro"]["accuracy"] else None,
-               "lite_teacher": f"full:{teacher_arm}:seed{seed}", "lite_distil_seconds": seconds,
+               "lite_teacher": f"full:{teacher_arm}:seed{seed}", "lite_sets": sets, "lite_distil_seconds": seconds,
                "lite_student_params": result.student_params, "lite_teacher_params": result.teacher_params,
+               "lite_val_accuracy_by_epoch": [round(h["val_accuracy"], 4) for h in result.history],  # distil, then recover
+               "lite_best_epoch": result.best_epoch,
                "side_by_side": {k: {m: r[m] for m in ("accuracy", "onnx_bytes", "params", "eager_latency_ms_p50_b1",
                                                       "ort_latency_ms_p50_b1") if m in r} for k, r in rows.items()}}
     print(json.dumps(figures, indent=2), flush=True)
@@ -213,6 +227,8 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "banking77")
     ap.add_argument("--state-dir", type=Path, default=ROOT / ".yanjin-bench")
     ap.add_argument("--lite-teacher", default=PRO_ARMS["full"], help="the arm whose full-data checkpoint (first seed) Lite distils")
+    ap.add_argument("--lite-set", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="overrides of the full profile for Lite, e.g. compress.kd_corpus=true compress.kd_copies=1")
     args = ap.parse_args()
     if "tfidf" in args.parts:
         from yanjin.components.compare import tfidf_baseline
@@ -232,12 +248,15 @@ def main() -> None:
                 acc, curve = run_arm(arm, part, seed, tr, va, test, labels, args.state_dir)
                 merge(lambda r: record_run(r, part, arm, seed, acc, curve))
     if "lite" in args.parts:
-        figures = lite(args.lite_teacher, args.seeds[0], args.data, args.state_dir)
-        merge(lambda r: r.update(figures))
+        figures = lite(args.lite_teacher, args.seeds[0], args.data, args.state_dir, args.lite_set)
+        # the latest Lite gives the lite_* keys; every recipe's figures stay under lite_runs
+        merge(lambda r: r.update(figures) or r.setdefault("lite_runs", {}).update(
+            {"+".join([args.lite_teacher, *args.lite_set]): figures}))
     final = json.loads(OUT.read_text())
-    (RESULTS / "family_pro.md").write_text(ablation_table(final))
-    print(json.dumps({k: v for k, v in final.items() if k not in ("runs", "curves", "recipes", "side_by_side")}, indent=2))
+    (RESULTS / "family_pro.md").write_text(ablation_table(final) + "\n" + lite_table(final))
+    print(json.dumps({k: v for k, v in final.items() if k not in ("runs", "curves", "recipes", "side_by_side", "lite_runs")}, indent=2))
     print(ablation_table(final))
+    print(lite_table(final))
 
 
 if __name__ == "__main__":

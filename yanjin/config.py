@@ -116,6 +116,11 @@ class CompressParams:
     batch_size: int = 32
     learning_rate: float = 2e-4
     importance_batches: int = 32  # training batches scored for head/FFN importance
+    # more text to distil on, labelled by the teacher alone: its soft targets on its own training rows are
+    # near one-hot, on text it has not fitted they carry how intents resemble each other
+    kd_corpus: bool = False      # the domain corpus's texts that are no training or validation row (test text is never in it)
+    kd_copies: int = 0           # copies of each training text with words dropped at random
+    kd_drop: float = 0.15        # share of a copy's words dropped (at least one word stays)
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from yanjin.models.compress import (distillation_loss, domain_vocabulary, keep_layers, prune_ffn, prune_heads,
+from yanjin.models.compress import (UNLABELLED, distillation_loss, domain_vocabulary, keep_layers, prune_ffn, prune_heads,
                                     prune_tokenizer, prune_vocab, rebuild, structure_importance, top_k)
 from yanjin.models.family import ModelSpec, base_tokenizer_file, build_classifier
 from yanjin.models.tokenizer import TextTokenizer
@@ -109,6 +109,40 @@ def test_distillation_loss_matches_a_hand_computation():
     expected = alpha * T * T * kl + (1 - alpha) * ce
     assert distillation_loss(student, teacher, label, T, alpha).item() == pytest.approx(expected, rel=1e-6)
     assert distillation_loss(teacher, teacher, torch.tensor([1]), T, 1.0).item() == pytest.approx(0.0, abs=1e-7)
+
+
+def test_rows_without_a_label_are_taught_by_the_teacher_alone():
+    torch.manual_seed(0)
+    student, teacher = torch.randn(4, 5), torch.randn(4, 5)
+    labels = torch.tensor([2, UNLABELLED, 0, UNLABELLED])
+    T, alpha = 2.0, 0.25
+    soft = distillation_loss(student, teacher, labels, T, 1.0)           # the KL term, over all 4 rows
+    ce = torch.nn.functional.cross_entropy(student[[0, 2]], labels[[0, 2]])  # the mean over labelled rows only
+    assert distillation_loss(student, teacher, labels, T, alpha).item() == pytest.approx(
+        (alpha * soft + (1 - alpha) * ce).item(), rel=1e-6)
+    only_teacher = torch.full((4,), UNLABELLED)
+    assert distillation_loss(student, teacher, only_teacher, T, alpha).item() == pytest.approx(alpha * soft.item(), rel=1e-6)
+
+
+def test_text_for_the_teacher_alone_holds_no_training_or_validation_row():
+    from yanjin.components.distill import drop_words, teacher_only_texts
+    from yanjin.config import CompressParams
+
+    train, val = ["I lost my card yesterday", "top up failed"], ["where is my card?"]
+    corpus = ["i lost  my card YESTERDAY", "Where is my card?", "my transfer is pending", "top up failed",
+              "can I get a refund"]
+    params = CompressParams(kd_corpus=True, kd_copies=2, kd_drop=0.5)
+    extra = teacher_only_texts(train, val, corpus, params, seed=7)
+    assert extra[:2] == ["my transfer is pending", "can I get a refund"]   # casing and spacing do not hide a row
+    copies = extra[2:]
+    assert len(copies) == 2 * len(train)
+    for copy, source in zip(copies, train * 2):
+        assert copy and set(copy.split()) <= set(source.split())             # words dropped, none invented
+    assert any(c != t for c, t in zip(copies, train * 2))
+    assert extra == teacher_only_texts(train, val, corpus, params, seed=7)   # the same copies for the same seed
+    assert teacher_only_texts(train, val, corpus, CompressParams(), seed=7) == []  # off by default
+    rng = np.random.default_rng(0)
+    assert all(drop_words("one", 0.99, rng) == "one" for _ in range(20))      # a text never empties
 
 
 def test_importance_is_zero_for_a_dead_head_and_ranks_it_last(teacher):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import time
+import zlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
@@ -22,7 +23,7 @@ import torch
 from safetensors.torch import load_file
 
 from ..config import CompressParams, ModelSpec
-from ..models.compress import (distillation_loss, domain_vocabulary, keep_layers, prune_ffn, prune_heads,
+from ..models.compress import (UNLABELLED, distillation_loss, domain_vocabulary, keep_layers, prune_ffn, prune_heads,
                                prune_tokenizer, prune_vocab, rebuild, structure_importance, top_k)
 from ..models.family import build_classifier, encoder_config, save_checkpoint
 from ..models.inference import OnnxClassifier
@@ -34,6 +35,7 @@ from .device import CPU, Placement
 from .distributed import SINGLE, World
 from .resume import Resume
 from .train import Fit, TrainParams, fit, seed_everything, val_accuracy
+from .validate import normalise
 
 
 @dataclass
@@ -103,8 +105,10 @@ def distill_classifier(
 
     index = {name: i for i, name in enumerate(labels)}
     texts = train_df[TEXT].tolist()
-    y = torch.tensor([index[l] for l in train_df[LABEL]], device=place.torch_device)
     val_texts, val_y = val_df[TEXT].tolist(), np.array([index[l] for l in val_df[LABEL]])
+    extra = teacher_only_texts(texts, val_texts, corpus, params, train.seed, world)
+    y = torch.tensor([index[l] for l in train_df[LABEL]] + [UNLABELLED] * len(extra), device=place.torch_device)
+    texts = texts + extra
     soft = teacher_logits(teacher_bundle, texts, labels).to(place.torch_device)  # (N, num_labels)
 
     out = Path(out_dir)
@@ -148,6 +152,33 @@ def distill_classifier(
         resume=resume, key="recover")
     return DistillResult(pruned.best_epoch, pruned.best_val_accuracy, time.perf_counter() - start,
                          teacher_size, n_params(model.state_dict()), spec.vocab_size, pruned.history)
+
+
+def teacher_only_texts(train_texts: list[str], val_texts: list[str], corpus: list[str], params: CompressParams,
+                       seed: int, world: World = SINGLE) -> list[str]:
+    """The rows only the teacher labels (CompressParams.kd_corpus, kd_copies): this rank's share of the
+    corpus texts that are no training or validation row of any rank (the validation rows pick the best
+    epoch, so the student never sees them), then word-dropped copies of this rank's training texts."""
+    extra: list[str] = []
+    if params.kd_corpus:
+        def keys(texts: list[str]) -> list[str]:
+            return normalise(pd.Series(texts, dtype=str)).tolist()
+
+        # every rank's rows, as CRC32s of their keys (a collision only drops a corpus text)
+        seen = set(world.union([zlib.crc32(k.encode()) for k in keys(train_texts + val_texts)]))
+        fresh = [t for t, k in zip(corpus, keys(corpus)) if zlib.crc32(k.encode()) not in seen]
+        extra += fresh[world.rank :: world.size]
+    rng = np.random.default_rng([seed, world.rank])
+    for _ in range(params.kd_copies):
+        extra += [drop_words(t, params.kd_drop, rng) for t in train_texts]
+    return extra
+
+
+def drop_words(text: str, rate: float, rng: np.random.Generator) -> str:
+    """`text` with each word dropped with probability `rate`; at least one word stays."""
+    words = text.split()
+    kept = [w for w in words if rng.random() >= rate]
+    return " ".join(kept or [words[rng.integers(len(words))]]) if words else text
 
 
 def _pretrained_student(student: ModelSpec, base: str, num_labels: int, seed: int) -> tuple[dict, ModelSpec, Path]:

@@ -127,14 +127,21 @@ def prune_tokenizer(tokenizer_json: str | Path, keep_ids: list[int], out_path: s
     return Path(out_path)
 
 
+UNLABELLED = -1  # a distillation row the teacher labels alone (unlabeled domain text, an augmented copy)
+
+
 def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor,
                       temperature: float, alpha: float) -> torch.Tensor:
     """alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * CE(student, labels) (Hinton et al.).
 
-    T^2 keeps the soft-target gradients on the same scale as the hard-label ones for any T."""
+    T^2 keeps the soft-target gradients on the same scale as the hard-label ones for any T. The KL term
+    averages over every row, the CE term over the rows with a label (not UNLABELLED); a batch of
+    unlabeled rows alone has no CE term."""
     soft = F.kl_div(F.log_softmax(student / temperature, dim=-1), F.log_softmax(teacher / temperature, dim=-1),
                     log_target=True, reduction="batchmean")
-    return alpha * temperature**2 * soft + (1 - alpha) * F.cross_entropy(student, labels)
+    labelled = (labels != UNLABELLED).sum().clamp(min=1)
+    hard = F.cross_entropy(student, labels, ignore_index=UNLABELLED, reduction="sum") / labelled
+    return alpha * temperature**2 * soft + (1 - alpha) * hard
 
 
 def structure_importance(model: Classifier, batches: Iterable[tuple[torch.Tensor, ...]],
