@@ -163,8 +163,10 @@ def test_lite_under_an_mpnet_teacher_is_a_minilm_student(mpnet_teacher, small_sl
 
     out, _, _ = mpnet_teacher
     train, _, labels = small_slice
-    params = CompressParams(epochs=1, recovery_epochs=1, batch_size=16, importance_batches=2)
-    result = distill_classifier(train, train.iloc[1::2], labels, out / "ckpt", out / "bundle", train["text"].tolist(),
+    # with rows the teacher labels alone: two corpus texts that are no training row, one word-dropped copy each
+    params = CompressParams(epochs=1, recovery_epochs=1, batch_size=16, importance_batches=2, kd_corpus=True, kd_copies=1)
+    corpus = train["text"].tolist() + ["where is my new card", "cancel my transfer please"]
+    result = distill_classifier(train, train.iloc[1::2], labels, out / "ckpt", out / "bundle", corpus,
                                 params, TrainParams(seed=7), tmp_path, progress=False,
                                 student=ModelSpec(variant="lite", n_layers=2, max_length=32))
     _, spec, _ = load_checkpoint(tmp_path)
