@@ -11,6 +11,8 @@ Parts:
   full     the whole train.csv (8% held out for the epoch), full test set
   tfidf    TF-IDF + LinearSVC on the whole train.csv: the floor Lite must clear by 1.3 points
   lite     Lite distilled from the --lite-teacher arm's full-data checkpoint, measured beside V1 and Pro
+           (--lite-set: overrides of the full profile, e.g. compress.kd_copies=3; each recipe kept in lite_runs)
+  report   nothing run: the summary keys, family_pro.md and the printed tables again from what is recorded
 
     python benchmarks/family_pro.py --parts fewshot --arms v1 mpnet --seeds 1 2 3
 """
@@ -98,6 +100,7 @@ def summarise(r: dict) -> None:
         r[f"pro_{key}_seed_ids"] = seeds
     r["ablation"] = {f"{part}:{arm}": statistics.mean(runs.values())
                      for part, arms in r.get("runs", {}).items() for arm, runs in arms.items() if runs}
+    r["ablation"] |= {f"lite:{name}": f["lite_accuracy"] for name, f in r.get("lite_runs", {}).items()}
     for key in ("lite_accuracy", "tfidf_accuracy", "lite_size_ratio_vs_pro", "lite_latency_ratio_vs_v1_eager"):
         r.setdefault(key, None)
 
@@ -252,6 +255,8 @@ def main() -> None:
         # the latest Lite gives the lite_* keys; every recipe's figures stay under lite_runs
         merge(lambda r: r.update(figures) or r.setdefault("lite_runs", {}).update(
             {"+".join([args.lite_teacher, *args.lite_set]): figures}))
+    if "report" in args.parts:  # the summary keys and tables again, from the runs recorded so far
+        merge(lambda r: None)
     final = json.loads(OUT.read_text())
     (RESULTS / "family_pro.md").write_text(ablation_table(final) + "\n" + lite_table(final))
     print(json.dumps({k: v for k, v in final.items() if k not in ("runs", "curves", "recipes", "side_by_side", "lite_runs")}, indent=2))
