@@ -64,8 +64,8 @@ def ablation_table(r: dict) -> str:
 
 
 def lite_table(r: dict) -> str:
-    """One row per Lite recipe measured (teacher arm + overrides of the full profile)."""
-    lines = ["| Lite recipe (teacher+overrides) | accuracy | / teacher | file / Pro | latency / V1 eager | distil s |",
+    """One row per Lite recipe measured (teacher arm + its teacher-only text fields + other overrides)."""
+    lines = ["| Lite recipe (teacher+fields) | accuracy | / teacher | file / Pro | latency / V1 eager | distil s |",
              "|---|---|---|---|---|---|"]
     for name, f in r.get("lite_runs", {}).items():
         lines.append(f"| {name} | {f['lite_accuracy']:.4f} | {f['lite_accuracy_ratio_vs_pro']:.3f} | "
@@ -152,6 +152,7 @@ def lite(teacher_arm: str, seed: int, data: Path, state_dir: Path, sets: list[st
     from yanjin.config import load_config
 
     cfg = load_config("full", ["model.variant=lite", *sets])
+    name = lite_recipe(teacher_arm, cfg.compress, sets)
     tr, va, test, labels = splits("full", data)
     bundles = {}
     for arm in ("v1", teacher_arm):
@@ -161,7 +162,7 @@ def lite(teacher_arm: str, seed: int, data: Path, state_dir: Path, sets: list[st
         if not onnx.is_file() or onnx.stat().st_mtime < (ckpt / "model.safetensors").stat().st_mtime:
             export_onnx(ckpt, bundles[arm][0])  # none yet, or from an earlier run of this checkpoint
     teacher_bundle, teacher_ckpt = bundles[teacher_arm]
-    out = checkpoint_dir(state_dir, "lite", teacher_arm + "".join(f"+{s}" for s in sets), seed)
+    out = checkpoint_dir(state_dir, "lite", name, seed)
     # the domain text as the pipeline's domain step gives it: test texts removed
     corpus, _ = clean_corpus(read_corpus([data / "train.csv", data.parent / "nlupp" / "banking"], "text"),
                              test[TEXT].tolist())
@@ -179,7 +180,8 @@ def lite(teacher_arm: str, seed: int, data: Path, state_dir: Path, sets: list[st
                "lite_size_ratio_vs_pro": rows["lite"]["onnx_bytes"] / rows["pro"]["onnx_bytes"],
                "lite_latency_ratio_vs_v1_eager": rows["lite"]["ort_latency_ms_p50_b1"] / rows["v1"]["eager_latency_ms_p50_b1"],
                "lite_accuracy_ratio_vs_pro": rows["lite"]["accuracy"] / rows["pro"]["accuracy"] if rows["pro"]["accuracy"] else None,
-               "lite_teacher": f"full:{teacher_arm}:seed{seed}", "lite_sets": sets, "lite_distil_seconds": seconds,
+               "lite_teacher": f"full:{teacher_arm}:seed{seed}", "lite_sets": sets, "lite_recipe": name,
+               "lite_distil_seconds": seconds,
                "lite_student_params": result.student_params, "lite_teacher_params": result.teacher_params,
                "lite_val_accuracy_by_epoch": [round(h["val_accuracy"], 4) for h in result.history],  # distil, then recover
                "lite_best_epoch": result.best_epoch,
@@ -195,6 +197,14 @@ def lite(teacher_arm: str, seed: int, data: Path, state_dir: Path, sets: list[st
     (RESULTS / "family_pro_side_by_side.json").write_text(json.dumps(
         {"versions": versions, "n_test": len(test), "tfidf_accuracy": None}, indent=2, sort_keys=True) + "\n")
     return figures
+
+
+def lite_recipe(teacher_arm: str, compress, sets: list[str]) -> str:
+    """A Lite recipe's name: the teacher arm, the teacher-only text fields as the profile and overrides
+    leave them (the full profile turns them on), then every other override."""
+    named = {"compress.kd_corpus": str(compress.kd_corpus).lower(), "compress.kd_copies": str(compress.kd_copies)}
+    named |= {k: v for k, v in (s.split("=", 1) for s in sets) if k not in named}
+    return "+".join([teacher_arm, *(f"{k}={v}" for k, v in named.items())])
 
 
 def record_run(r: dict, part: str, arm: str, seed: int, acc: float, curve: dict) -> None:
@@ -253,8 +263,7 @@ def main() -> None:
     if "lite" in args.parts:
         figures = lite(args.lite_teacher, args.seeds[0], args.data, args.state_dir, args.lite_set)
         # the latest Lite gives the lite_* keys; every recipe's figures stay under lite_runs
-        merge(lambda r: r.update(figures) or r.setdefault("lite_runs", {}).update(
-            {"+".join([args.lite_teacher, *args.lite_set]): figures}))
+        merge(lambda r: r.update(figures) or r.setdefault("lite_runs", {}).update({figures["lite_recipe"]: figures}))
     if "report" in args.parts:  # the summary keys and tables again, from the runs recorded so far
         merge(lambda r: None)
     final = json.loads(OUT.read_text())

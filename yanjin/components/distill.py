@@ -104,18 +104,19 @@ def distill_classifier(
                    max_positions=state["encoder.pos_emb.weight"].shape[0], max_length=min(spec.max_length, 512))
 
     index = {name: i for i, name in enumerate(labels)}
-    texts = train_df[TEXT].tolist()
+    labelled = train_df[TEXT].tolist()
     val_texts, val_y = val_df[TEXT].tolist(), np.array([index[l] for l in val_df[LABEL]])
-    extra = teacher_only_texts(texts, val_texts, corpus, params, train.seed, world)
+    extra = teacher_only_texts(labelled, val_texts, corpus, params, train.seed, world)
     y = torch.tensor([index[l] for l in train_df[LABEL]] + [UNLABELLED] * len(extra), device=place.torch_device)
-    texts = texts + extra
+    texts = labelled + extra
     soft = teacher_logits(teacher_bundle, texts, labels).to(place.torch_device)  # (N, num_labels)
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tokenizer_file = out / TOKENIZER_FILE
     if params.prune_vocab:
-        keep_ids = world.union(domain_vocabulary(source_tokenizer, corpus + texts))
+        # the extra rows add no word: they are corpus texts, or training texts with fewer words
+        keep_ids = world.union(domain_vocabulary(source_tokenizer, corpus + labelled))
         state, spec = prune_vocab(state, spec, keep_ids)
         prune_tokenizer(source_tokenizer, keep_ids, tokenizer_file)
     else:
@@ -161,12 +162,10 @@ def teacher_only_texts(train_texts: list[str], val_texts: list[str], corpus: lis
     epoch, so the student never sees them), then word-dropped copies of this rank's training texts."""
     extra: list[str] = []
     if params.kd_corpus:
-        def keys(texts: list[str]) -> list[str]:
-            return normalise(pd.Series(texts, dtype=str)).tolist()
-
         # every rank's rows, as CRC32s of their keys (a collision only drops a corpus text)
-        seen = set(world.union([zlib.crc32(k.encode()) for k in keys(train_texts + val_texts)]))
-        fresh = [t for t, k in zip(corpus, keys(corpus)) if zlib.crc32(k.encode()) not in seen]
+        rows = normalise(pd.Series(train_texts + val_texts, dtype=str))
+        seen = set(world.union([zlib.crc32(k.encode()) for k in rows]))
+        fresh = [t for t, k in zip(corpus, normalise(pd.Series(corpus, dtype=str))) if zlib.crc32(k.encode()) not in seen]
         extra += fresh[world.rank :: world.size]
     rng = np.random.default_rng([seed, world.rank])
     for _ in range(params.kd_copies):
