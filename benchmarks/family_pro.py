@@ -65,12 +65,13 @@ def ablation_table(r: dict) -> str:
 
 def lite_table(r: dict) -> str:
     """One row per Lite recipe measured (teacher arm + its teacher-only text fields + other overrides)."""
-    lines = ["| Lite recipe (teacher+fields) | accuracy | / teacher | file / Pro | latency / V1 eager | distil s |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| Lite recipe (teacher+fields) | accuracy | / teacher | file / Pro | latency / V1 eager | distil s | gate |",
+             "|---|---|---|---|---|---|---|"]
     for name, f in r.get("lite_runs", {}).items():
+        gate = f.get("lite_gate", {}).get("verdict", "not run")  # recorded since the gate was applied here
         lines.append(f"| {name} | {f['lite_accuracy']:.4f} | {f['lite_accuracy_ratio_vs_pro']:.3f} | "
                      f"{f['lite_size_ratio_vs_pro']:.4f} | {f['lite_latency_ratio_vs_v1_eager']:.3f} | "
-                     f"{f['lite_distil_seconds']:.0f} |")
+                     f"{f['lite_distil_seconds']:.0f} | {gate} |")
     return "\n".join(lines) + "\n"
 
 
@@ -149,6 +150,7 @@ def lite(teacher_arm: str, seed: int, data: Path, state_dir: Path, sets: list[st
     from yanjin.components.data import TEXT
     from yanjin.components.distill import distill_classifier
     from yanjin.components.export import export_onnx, quantize_bundle
+    from yanjin.components.gate import TeacherScore, decide
     from yanjin.config import load_config
 
     cfg = load_config("full", ["model.variant=lite", *sets])
@@ -176,7 +178,10 @@ def lite(teacher_arm: str, seed: int, data: Path, state_dir: Path, sets: list[st
     params = CompareParams(latency_runs=300, throughput_batches=10)
     rows = {name: measure_isolated(str(b), str(c), test, params)
             for name, (b, c) in {"v1": bundles["v1"], "pro": bundles[teacher_arm], "lite": (lite_bundle, out)}.items()}
-    figures = {"lite_accuracy": rows["lite"]["accuracy"],
+    # the registration gate the pipeline applies to Lite, against this teacher (no Lite champion here)
+    gate = decide(rows["lite"], cfg.gate, teacher=TeacherScore(f"benchmark pro (full:{teacher_arm})", f"seed{seed}",
+                                                               rows["pro"]["accuracy"], rows["pro"]["onnx_bytes"]))
+    figures = {"lite_accuracy": rows["lite"]["accuracy"], "lite_gate": gate.to_dict(),
                "lite_size_ratio_vs_pro": rows["lite"]["onnx_bytes"] / rows["pro"]["onnx_bytes"],
                "lite_latency_ratio_vs_v1_eager": rows["lite"]["ort_latency_ms_p50_b1"] / rows["v1"]["eager_latency_ms_p50_b1"],
                "lite_accuracy_ratio_vs_pro": rows["lite"]["accuracy"] / rows["pro"]["accuracy"] if rows["pro"]["accuracy"] else None,
@@ -185,8 +190,9 @@ def lite(teacher_arm: str, seed: int, data: Path, state_dir: Path, sets: list[st
                "lite_student_params": result.student_params, "lite_teacher_params": result.teacher_params,
                "lite_val_accuracy_by_epoch": [round(h["val_accuracy"], 4) for h in result.history],  # distil, then recover
                "lite_best_epoch": result.best_epoch,
-               "side_by_side": {k: {m: r[m] for m in ("accuracy", "onnx_bytes", "params", "eager_latency_ms_p50_b1",
-                                                      "ort_latency_ms_p50_b1") if m in r} for k, r in rows.items()}}
+               "side_by_side": {k: {m: r[m] for m in ("accuracy", "macro_f1", "ece", "onnx_bytes", "params",
+                                                      "eager_latency_ms_p50_b1", "ort_latency_ms_p50_b1") if m in r}
+                                for k, r in rows.items()}}
     print(json.dumps(figures, indent=2), flush=True)
     # family-shaped, for the version advisor (benchmarks/select_seed_example.py): V1, this Pro and Lite
     # measured here side by side; V2 as `yanjin bench family` last measured it (benchmarks/results/family.json)
