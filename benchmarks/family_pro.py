@@ -149,7 +149,7 @@ def lite(teacher_arm: str, seed: int, data: Path, state_dir: Path, sets: list[st
     from yanjin.components.compare import CompareParams, measure_isolated
     from yanjin.components.data import TEXT
     from yanjin.components.distill import distill_classifier
-    from yanjin.components.export import export_onnx, quantize_bundle
+    from yanjin.components.export import INT8_OPSET, export_onnx, quantize_bundle
     from yanjin.components.gate import TeacherScore, decide
     from yanjin.config import load_config
 
@@ -173,7 +173,7 @@ def lite(teacher_arm: str, seed: int, data: Path, state_dir: Path, sets: list[st
                                 progress=False, student=cfg.model)
     seconds = time.perf_counter() - start
     lite_bundle = out.with_name(out.name + "-bundle")
-    export_onnx(out, lite_bundle)
+    export_onnx(out, lite_bundle, opset=INT8_OPSET)  # as the pipeline's export step does for an INT8 member
     quantize_bundle(lite_bundle)
     params = CompareParams(latency_runs=300, throughput_batches=10)
     rows = {name: measure_isolated(str(b), str(c), test, params)

@@ -328,9 +328,9 @@ def _lead_log(world: World):
 # -- export ---------------------------------------------------------------------------------------------
 def export_member(checkpoint: str, cfg: PipelineConfig, out_dir: str) -> dict:
     """ONNX bundle with its parity check; INT8 when the recipe says so. Returns the bundle's metadata."""
-    from .export import export_onnx, quantize_bundle
+    from .export import INT8_OPSET, OPSET, export_onnx, quantize_bundle
 
-    result = export_onnx(checkpoint, out_dir)
+    result = export_onnx(checkpoint, out_dir, opset=INT8_OPSET if cfg.recipe.int8 else OPSET)
     meta = {"onnx_bytes": result.onnx_bytes, "parity_max_abs_diff": result.max_abs_diff}
     if cfg.recipe.int8:
         q = quantize_bundle(out_dir)

@@ -69,6 +69,12 @@ class RelativePositionBias(nn.Module):
         return self.table(self.bucket(relative)).permute(2, 0, 1)        # (H, T, T)
 
 
+def per_query(keep: torch.Tensor) -> torch.Tensor:
+    """(B, 1, 1, T) -> (B, 1, T, T) in an exported graph: ONNX Runtime's kernel for opset 23's Attention
+    does not broadcast the mask over queries (the INT8 export, components/export.py). Eager: unchanged."""
+    return keep.expand(-1, -1, keep.shape[-1], -1) if torch.compiler.is_exporting() else keep
+
+
 class DenseAttention(_Projections):
     """Full softmax attention over all non-padding tokens: O(T^2) work, plus a relative-position
     bias when the base has one (MPNet)."""
@@ -82,6 +88,7 @@ class DenseAttention(_Projections):
         q, k, v = self.heads(x)
         keep = pad_mask[:, None, None, :]                    # (B, 1, 1, T): True = attend
         if self.position_bias is None:
+            keep = per_query(keep)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=keep, dropout_p=self.p_drop())  # (B, H, T, D)
             return self.merge(y)
         # written out rather than SDPA with a float mask, whose decomposition the ONNX exporter mis-strides
@@ -115,7 +122,7 @@ class SlidingWindowAttention(_Projections):
 
     def dense(self, x: torch.Tensor, pad_mask: torch.Tensor) -> torch.Tensor:
         q, k, v = self.heads(x)
-        keep = pad_mask[:, None, None, :]
+        keep = per_query(pad_mask[:, None, None, :])
         return self.merge(F.scaled_dot_product_attention(q, k, v, attn_mask=keep, dropout_p=self.p_drop()))
 
     def windowed(self, x: torch.Tensor, pad_mask: torch.Tensor) -> torch.Tensor:
