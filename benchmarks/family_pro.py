@@ -11,7 +11,8 @@ Parts:
   full     the whole train.csv (8% held out for the epoch), full test set
   tfidf    TF-IDF + LinearSVC on the whole train.csv: the floor Lite must clear by 1.3 points
   lite     Lite distilled from the --lite-teacher arm's full-data checkpoint, measured beside V1 and Pro
-           (--lite-set: overrides of the full profile, e.g. compress.kd_copies=3; each recipe kept in lite_runs)
+           (--lite-set: overrides of the full profile, e.g. compress.kd_copies=3; each recipe kept in lite_runs;
+           the lite_* keys only from a teacher that is the arm reported as Pro, another one is an ablation)
   report   nothing run: the summary keys, family_pro.md and the printed tables again from what is recorded
 
     python benchmarks/family_pro.py --parts fewshot --arms v1 mpnet --seeds 1 2 3
@@ -194,6 +195,8 @@ def lite(teacher_arm: str, seed: int, data: Path, state_dir: Path, sets: list[st
                                                       "eager_latency_ms_p50_b1", "ort_latency_ms_p50_b1") if m in r}
                                 for k, r in rows.items()}}
     print(json.dumps(figures, indent=2), flush=True)
+    if teacher_arm != PRO_ARMS["full"]:  # an ablation (e.g. teacher strength): kept in lite_runs only
+        return figures
     # family-shaped, for the version advisor (benchmarks/select_seed_example.py): V1, this Pro and Lite
     # measured here side by side; V2 as `yanjin bench family` last measured it (benchmarks/results/family.json)
     family = json.loads((RESULTS / "family.json").read_text())
@@ -218,6 +221,14 @@ def record_run(r: dict, part: str, arm: str, seed: int, acc: float, curve: dict)
     r.setdefault("runs", {}).setdefault(part, {}).setdefault(arm, {})[str(seed)] = acc
     r.setdefault("curves", {}).setdefault(part, {}).setdefault(arm, {})[str(seed)] = curve
     r.setdefault("recipes", {})[arm] = {"model": ARMS[arm][0], "train": ARMS[arm][1]}
+
+
+def record_lite(r: dict, figures: dict, teacher_arm: str) -> None:
+    """Every Lite recipe's figures under lite_runs; the lite_* keys are the latest Lite distilled from the
+    arm reported as Pro (a Lite of another teacher is an ablation, not the issue's "Lite from that Pro")."""
+    r.setdefault("lite_runs", {})[figures["lite_recipe"]] = figures
+    if teacher_arm == PRO_ARMS["full"]:
+        r.update(figures)
 
 
 def splits(part: str, data: Path):
@@ -268,8 +279,7 @@ def main() -> None:
                 merge(lambda r: record_run(r, part, arm, seed, acc, curve))
     if "lite" in args.parts:
         figures = lite(args.lite_teacher, args.seeds[0], args.data, args.state_dir, args.lite_set)
-        # the latest Lite gives the lite_* keys; every recipe's figures stay under lite_runs
-        merge(lambda r: r.update(figures) or r.setdefault("lite_runs", {}).update({figures["lite_recipe"]: figures}))
+        merge(lambda r: record_lite(r, figures, args.lite_teacher))
     if "report" in args.parts:  # the summary keys and tables again, from the runs recorded so far
         merge(lambda r: None)
     final = json.loads(OUT.read_text())
