@@ -145,7 +145,8 @@ def lite(teacher_arm: str, seed: int, data: Path, state_dir: Path, sets: list[st
     """Lite as the pipeline makes it (full profile's compress section, with the `sets` overrides),
     distilled from the full-data checkpoint of `teacher_arm`, then Pro, V1 and Lite measured side by
     side (compare.measure_isolated: accuracy, file size, PyTorch eager and ONNX Runtime latency at
-    batch 1, each in a fresh process)."""
+    batch 1, each in a fresh process). `compress.student_from=ARM` starts the student from that arm's
+    full-data checkpoint of the same seed, as the pipeline starts it from a member's champion."""
     from yanjin.components.adapt import clean_corpus, read_corpus
     from yanjin.components.compare import CompareParams, measure_isolated
     from yanjin.components.data import TEXT
@@ -157,8 +158,9 @@ def lite(teacher_arm: str, seed: int, data: Path, state_dir: Path, sets: list[st
     cfg = load_config("full", ["model.variant=lite", *sets])
     name = lite_recipe(teacher_arm, cfg.compress, sets)
     tr, va, test, labels = splits("full", data)
+    student_arm = cfg.compress.student_from.partition(":")[0]
     bundles = {}
-    for arm in ("v1", teacher_arm):
+    for arm in dict.fromkeys(("v1", teacher_arm)):
         ckpt = checkpoint_dir(state_dir, "full", arm, seed)
         bundles[arm] = (ckpt.with_name(ckpt.name + "-bundle"), ckpt)
         onnx = bundles[arm][0] / "model.onnx"
@@ -171,14 +173,16 @@ def lite(teacher_arm: str, seed: int, data: Path, state_dir: Path, sets: list[st
                              test[TEXT].tolist())
     start = time.perf_counter()
     result = distill_classifier(tr, va, labels, teacher_ckpt, teacher_bundle, corpus, cfg.compress, cfg.train, out,
-                                progress=False, student=cfg.model)
+                                progress=False, student=cfg.model,
+                                student_checkpoint=checkpoint_dir(state_dir, "full", student_arm, seed) if student_arm else None)
     seconds = time.perf_counter() - start
     lite_bundle = out.with_name(out.name + "-bundle")
     export_onnx(out, lite_bundle, opset=INT8_OPSET)  # as the pipeline's export step does for an INT8 member
     quantize_bundle(lite_bundle)
     params = CompareParams(latency_runs=300, throughput_batches=10)
-    rows = {name: measure_isolated(str(b), str(c), test, params)
-            for name, (b, c) in {"v1": bundles["v1"], "pro": bundles[teacher_arm], "lite": (lite_bundle, out)}.items()}
+    # each model once: a V1-taught Lite's "pro" row is V1's
+    measured = {arm: measure_isolated(str(b), str(c), test, params) for arm, (b, c) in bundles.items()}
+    rows = {"v1": measured["v1"], "pro": measured[teacher_arm], "lite": measure_isolated(str(lite_bundle), str(out), test, params)}
     # the registration gate the pipeline applies to Lite, against this teacher (no Lite champion here)
     gate = decide(rows["lite"], cfg.gate, teacher=TeacherScore(f"benchmark pro (full:{teacher_arm})", f"seed{seed}",
                                                                rows["pro"]["accuracy"], rows["pro"]["onnx_bytes"]))
@@ -187,7 +191,7 @@ def lite(teacher_arm: str, seed: int, data: Path, state_dir: Path, sets: list[st
                "lite_latency_ratio_vs_v1_eager": rows["lite"]["ort_latency_ms_p50_b1"] / rows["v1"]["eager_latency_ms_p50_b1"],
                "lite_accuracy_ratio_vs_pro": rows["lite"]["accuracy"] / rows["pro"]["accuracy"] if rows["pro"]["accuracy"] else None,
                "lite_teacher": f"full:{teacher_arm}:seed{seed}", "lite_sets": sets, "lite_recipe": name,
-               "lite_distil_seconds": seconds,
+               "lite_distil_seconds": seconds, "lite_student_start": result.student_start,
                "lite_student_params": result.student_params, "lite_teacher_params": result.teacher_params,
                "lite_val_accuracy_by_epoch": [round(h["val_accuracy"], 4) for h in result.history],  # distil, then recover
                "lite_best_epoch": result.best_epoch,

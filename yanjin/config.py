@@ -105,6 +105,10 @@ class CompressParams:
     # the student's encoder: the teacher's own blocks when the teacher is built on this base, else this base's
     # pretrained blocks, taught by the teacher's logits alone (MiniLM under an MPNet Pro); `teacher`: always its own
     student_base: str = "minilm"
+    # with a teacher on another base: the member whose checkpoint the student starts from instead of
+    # student_base's pretrained encoder ("v1": its @champion, "v1:7": version 7), e.g. MiniLM already
+    # fine-tuned on the task; it must be built on student_base. Empty: the pretrained encoder
+    student_from: str = ""
     layers: str = ""             # blocks the student keeps, e.g. "1,3,5"; empty: every other one, ending with the last
     head_keep: float = 0.5       # share of heads kept in every layer after importance pruning (12 -> 6)
     ffn_keep: float = 0.5        # share of FFN neurons kept in every layer (1536 -> 768)
@@ -396,6 +400,11 @@ def from_dict(values: dict) -> PipelineConfig:
         config.recipe.check(config.model.variant)
     except ValueError as e:
         raise ConfigError(f"config.recipe: {e}") from None
+    if config.compress.student_from:
+        member, _, version = config.compress.student_from.partition(":")
+        if member not in FAMILY or member == config.model.variant or (version and not version.isdigit()):
+            raise ConfigError(f"config.compress.student_from {config.compress.student_from!r}: expected another "
+                              f"member, optionally with a version (e.g. v1 or v1:7); members: {list(FAMILY)}")
     try:
         config.distributed.check({"train.batch_size": config.train.batch_size, "adapt.batch_size": config.adapt.batch_size,
                                   "compress.batch_size": config.compress.batch_size})

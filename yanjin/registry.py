@@ -111,6 +111,8 @@ class VersionTags:
     teacher_model: str = ""      # compressed members: the exact teacher version they learnt from
     teacher_version: str = ""
     teacher_run_id: str = ""
+    student_init_model: str = ""    # a student started from another member's checkpoint (compress.student_from)
+    student_init_version: str = ""
 
     def to_tags(self) -> dict[str, str]:
         return {k: str(v) for k, v in asdict(self).items() if v != ""}

@@ -25,6 +25,9 @@ def test_a_version_registered_before_cards_says_what_is_not_recorded():
     assert "The gate's decision was not recorded" in text
     assert "Licence:** not recorded: set data.licence" in text       # unknown data, no licence in the profile
     assert "distilled from banking77-pro version 3" in text           # Lite's base is its teacher version
+    assert "the student started from" not in text
+    started = R.VersionTags(**{**record().tags.__dict__, "student_init_model": "banking77-v1", "student_init_version": "2"})
+    assert "the student started from banking77-v1 version 2" in card_markdown(record(tags=started))
     assert "(INT8, quantized by ONNX Runtime)" in text and "77 intents" in text
 
 

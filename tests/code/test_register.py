@@ -10,14 +10,19 @@ from yanjin.models.inference import OnnxClassifier, bundle_sha256
 
 
 @pytest.fixture(scope="module")
-def bundle(small_slice, tmp_path_factory):
+def trained(small_slice, tmp_path_factory):
     train, _, labels = small_slice
     ckpt = tmp_path_factory.mktemp("ckpt")
     train_classifier(train, train.iloc[::3], labels, ModelSpec(n_layers=1, max_length=32),
                      TrainParams(epochs=1, batch_size=16), ckpt, progress=False)
     out = tmp_path_factory.mktemp("bundle")
     export_onnx(ckpt, out)
-    return out
+    return ckpt, out
+
+
+@pytest.fixture(scope="module")
+def bundle(trained):
+    return trained[1]
 
 
 @pytest.fixture
@@ -90,3 +95,27 @@ def test_champion_downloads_as_a_runnable_bundle(bundle, tracking):
     assert bundle_sha256(champ.bundle_dir) == champ.tags.artifact_sha256
     texts = ["my card has not arrived yet"]
     assert OnnxClassifier.from_dir(champ.bundle_dir).predict(texts) == OnnxClassifier.from_dir(bundle).predict(texts)
+
+
+def test_a_student_starts_from_the_named_members_champion_or_version_checkpoint(trained, tracking):
+    """compress.student_from as the compress step resolves it: no champion is an error naming the
+    model; otherwise the version's logged checkpoint, verified against its digest."""
+    from yanjin.components.stages import _student_start
+    from yanjin.config import load_config
+    from yanjin.registry import checkpoint_sha256
+
+    ckpt, bundle = trained
+    exp, tmp = tracking
+    cfg = load_config("tiny", ["model.variant=lite", "model_name=t", "compress.student_from=v1"])
+    uri = mlflow.get_tracking_uri()
+    with pytest.raises(RuntimeError, match="t-v1@champion does not exist"):
+        _student_start(cfg, uri, str(tmp / "none"))
+    with mlflow.start_run(experiment_id=exp) as run:
+        mlflow.log_artifacts(str(ckpt), "checkpoint")
+    tags = VersionTags(variant="v1", checkpoint_sha256=checkpoint_sha256(ckpt))
+    first = register_bundle(bundle, "t-v1", run.info.run_id, tags)
+    second = register_bundle(bundle, "t-v1", run.info.run_id, tags)
+    found, path = _student_start(cfg, uri, str(tmp / "champion"))
+    assert (found.version, checkpoint_sha256(path)) == (first, tags.checkpoint_sha256)  # the first is champion
+    pinned = load_config("tiny", ["model.variant=lite", "model_name=t", f"compress.student_from=v1:{second}"])
+    assert _student_start(pinned, uri, str(tmp / "pinned"))[0].version == second

@@ -175,6 +175,39 @@ def test_lite_under_an_mpnet_teacher_is_a_minilm_student(mpnet_teacher, small_sl
     assert result.student_params < result.teacher_params / 5
 
 
+def test_lite_under_an_mpnet_teacher_can_start_from_a_trained_minilm_member(mpnet_teacher, small_slice, tmp_path):
+    """compress.student_from: the student starts from a MiniLM classifier of the task (V1) instead of
+    the pretrained encoder. With no training and nothing pruned it is that classifier's kept blocks and
+    head; a checkpoint on another base than student_base is refused by name before the teacher labels."""
+    from safetensors.torch import load_file
+
+    from yanjin.components.distill import StudentMismatch, distill_classifier
+    from yanjin.components.train import TrainParams, train_classifier
+    from yanjin.config import CompressParams
+
+    out, _, _ = mpnet_teacher
+    train, _, labels = small_slice
+    minilm = tmp_path / "v1"
+    train_classifier(train, train.iloc[1::2], labels, ModelSpec(n_layers=2, max_length=32),
+                     TrainParams(epochs=1, batch_size=16, seed=7), minilm, progress=False)
+    params = CompressParams(epochs=0, recovery_epochs=0, head_keep=1.0, ffn_keep=1.0, importance_batches=1,
+                            prune_vocab=False)
+    student = ModelSpec(variant="lite", n_layers=2, max_length=32)
+    result = distill_classifier(train, train.iloc[1::2], labels, out / "ckpt", out / "bundle", [], params,
+                                TrainParams(seed=7), tmp_path / "lite", progress=False, student=student,
+                                student_checkpoint=minilm)
+    assert result.student_start == "checkpoint"
+    v1, lite = load_file(str(minilm / "model.safetensors")), load_file(str(tmp_path / "lite" / "model.safetensors"))
+    assert torch.equal(lite["head.weight"], v1["head.weight"])     # the fine-tuned head, not a fresh one
+    block = [k for k in lite if k.startswith("encoder.blocks.0.")]
+    assert block and all(torch.equal(lite[k], v1[k.replace("blocks.0.", "blocks.1.")]) for k in block)  # kept: [1]
+    with pytest.raises(StudentMismatch, match=f"{out / 'ckpt'}.*'mpnet'.*'minilm'"):
+        distill_classifier(train, train.iloc[1::2], labels, out / "ckpt", out / "bundle", [], params,
+                           TrainParams(seed=7), tmp_path / "bad", progress=False, student=student,
+                           student_checkpoint=out / "ckpt")
+    assert not (tmp_path / "bad").exists()
+
+
 def test_pruning_an_mpnet_head_slices_its_relative_position_column():
     from yanjin.models.compress import prune_heads, rebuild
 

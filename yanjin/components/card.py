@@ -127,7 +127,9 @@ def _details(r: VersionRecord, cfg: PipelineConfig | None) -> list[str]:
     start = recipe.start if recipe else ""
     if start == TEACHER or t.teacher_model:
         lines.append(f"- **Base:** distilled from {t.teacher_model} version {t.teacher_version} "
-                     f"(run {t.teacher_run_id}), itself built on {base_encoder(m)}")
+                     f"(run {t.teacher_run_id}), itself built on {base_encoder(m)}"
+                     + (f"; the student started from {t.student_init_model} version {t.student_init_version}"
+                        if t.student_init_model else ""))
     elif start == ADAPTED:
         lines.append(f"- **Base encoder:** {base_encoder(m)}, adapted on unlabeled in-domain text "
                      f"({r.params.get(R.RUN_PARAM_CORPUS, 'sources not recorded')})")

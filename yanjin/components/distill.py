@@ -47,10 +47,15 @@ class DistillResult:
     student_params: int
     vocab_size: int
     history: list[dict] = field(default_factory=list)
+    student_start: str = "teacher"  # teacher (its own blocks), pretrained (student_base) or checkpoint
 
 
 class TeacherMismatch(ValueError):
     """The teacher cannot teach this task (other labels)."""
+
+
+class StudentMismatch(ValueError):
+    """The checkpoint named to start the student cannot (another base, other labels)."""
 
 
 def every_other_layer(n_layers: int) -> list[int]:
@@ -80,26 +85,28 @@ def distill_classifier(
     teacher_bundle: str | Path, corpus: list[str], params: CompressParams, train: TrainParams,
     out_dir: str | Path, on_epoch: Callable[[dict], None] | None = None, progress: bool = True,
     student: ModelSpec = ModelSpec(variant="lite"), place: Placement = CPU, world: World = SINGLE,
-    resume: Resume | None = None,
+    resume: Resume | None = None, student_checkpoint: str | Path | None = None,
 ) -> DistillResult:
     """Compress the teacher into `student.variant` (built by `student.builder`) on `place`; the best
-    validation epoch after pruning is saved to `out_dir`. The student starts as the teacher, or as
-    `params.student_base`'s pretrained encoder when the teacher is built on another base; its sizes
-    then come from the pruning. Under torchrun the frames are this rank's shards: the kept vocabulary
-    and the importance scores are pooled over all ranks, so every rank prunes the same network."""
+    validation epoch after pruning is saved to `out_dir`. The student starts as the teacher, or, when
+    the teacher is built on another base, as `student_checkpoint` (a classifier on `params.student_base`
+    trained on these labels, e.g. V1) or else that base's pretrained encoder; its sizes then come from
+    the pruning. Under torchrun the frames are this rank's shards: the kept vocabulary and the
+    importance scores are pooled over all ranks, so every rank prunes the same network."""
     seed_everything(train.seed)
     start = time.perf_counter()
-    ckpt = Path(teacher_checkpoint)
-    state = load_file(str(ckpt / CHECKPOINT_WEIGHTS))
-    spec = ModelSpec.from_dict(json.loads((ckpt / CHECKPOINT_SPEC).read_text()))
-    if json.loads((ckpt / LABELS_FILE).read_text()) != labels:
-        raise TeacherMismatch(f"teacher checkpoint {ckpt} was trained on other labels than this task's")
-    positions = 512 + encoder_config(spec).position_offset  # V2 teachers' 4096 back to the base's 512
-    state["encoder.pos_emb.weight"] = state["encoder.pos_emb.weight"][:positions]
+    state, spec, source_tokenizer = _classifier_checkpoint(Path(teacher_checkpoint), labels, TeacherMismatch, "teacher")
     teacher_size = n_params(state)
-    source_tokenizer = ckpt / TOKENIZER_FILE
-    if params.student_base not in ("teacher", spec.base):
+    student_start = "teacher"
+    if params.student_base not in ("teacher", spec.base) and student_checkpoint:
+        state, spec, source_tokenizer = _classifier_checkpoint(Path(student_checkpoint), labels, StudentMismatch, "student")
+        if spec.base != params.student_base:
+            raise StudentMismatch(f"student checkpoint {student_checkpoint} is built on {spec.base!r}, not on "
+                                  f"compress.student_base {params.student_base!r}")
+        student_start = "checkpoint"
+    elif params.student_base not in ("teacher", spec.base):
         state, spec, source_tokenizer = _pretrained_student(student, params.student_base, len(labels), train.seed)
+        student_start = "pretrained"
     spec = replace(spec, variant=student.variant, builder=student.network,
                    max_positions=state["encoder.pos_emb.weight"].shape[0], max_length=min(spec.max_length, 512))
 
@@ -152,7 +159,19 @@ def distill_classifier(
         state=pruned, on_epoch=on_epoch, progress=progress, phase="recover ", place=place, world=world,
         resume=resume, key="recover")
     return DistillResult(pruned.best_epoch, pruned.best_val_accuracy, time.perf_counter() - start,
-                         teacher_size, n_params(model.state_dict()), spec.vocab_size, pruned.history)
+                         teacher_size, n_params(model.state_dict()), spec.vocab_size, pruned.history, student_start)
+
+
+def _classifier_checkpoint(ckpt: Path, labels: list[str], mismatch: type[ValueError],
+                           role: str) -> tuple[dict[str, torch.Tensor], ModelSpec, Path]:
+    """A trained classifier's weights, spec and tokenizer file; it must predict this task's labels."""
+    state = load_file(str(ckpt / CHECKPOINT_WEIGHTS))
+    spec = ModelSpec.from_dict(json.loads((ckpt / CHECKPOINT_SPEC).read_text()))
+    if json.loads((ckpt / LABELS_FILE).read_text()) != labels:
+        raise mismatch(f"{role} checkpoint {ckpt} was trained on other labels than this task's")
+    positions = 512 + encoder_config(spec).position_offset  # V2's 4096 back to the base's 512
+    state["encoder.pos_emb.weight"] = state["encoder.pos_emb.weight"][:positions]
+    return state, spec, ckpt / TOKENIZER_FILE
 
 
 def teacher_only_texts(train_texts: list[str], val_texts: list[str], corpus: list[str], params: CompressParams,

@@ -5,6 +5,7 @@ batch and sequence axes), tokenizer.json, labels.json and model_config.json.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import warnings
@@ -14,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..models.attention import masks_per_query
 from ..models.family import load_checkpoint
 from ..models.inference import OnnxClassifier
 from ..registry import CHECKPOINT_SPEC, LABELS_FILE, ONNX_FILE, TOKENIZER_FILE
@@ -66,7 +68,8 @@ def export_onnx(ckpt_dir: str | Path, out_dir: str | Path, tolerance: float = 1e
     T = min(spec.max_length, spec.dense_below + 37) if switches else 11
     example = (torch.full((2, T), 1000, dtype=torch.long), torch.ones(2, T, dtype=torch.long))
     batch, seq = Dim("batch", min=1, max=4096), Dim("seq", min=1, max=spec.max_length)
-    with warnings.catch_warnings():
+    # opset 23 exports attention as its Attention op, whose ORT kernel needs the mask per query
+    with warnings.catch_warnings(), masks_per_query() if opset >= 23 else contextlib.nullcontext():
         warnings.simplefilter("ignore")
         torch.onnx.export(
             model, example, str(onnx_path), dynamo=True, external_data=False, opset_version=opset,

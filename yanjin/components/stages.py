@@ -234,6 +234,21 @@ def _teacher(cfg: PipelineConfig, tracking_uri: str, tmp: str, version: str | No
     return found, R.download_checkpoint(found, os.path.join(tmp, "ckpt"), tracking_uri)
 
 
+def _student_start(cfg: PipelineConfig, tracking_uri: str, tmp: str) -> tuple[R.Downloaded, Path] | None:
+    """compress.student_from's checkpoint, verified: the version it names, else the member's champion."""
+    if not cfg.compress.student_from:
+        return None
+    member, _, version = cfg.compress.student_from.partition(":")
+    name = R.registered_model_name(cfg.model_name, member)
+    bundle = os.path.join(tmp, "student-bundle")
+    found = (R.download_version(name, version, bundle, tracking_uri) if version
+             else R.find_champion(name, bundle, tracking_uri=tracking_uri))
+    if found is None:
+        raise RuntimeError(f"compress.student_from: {name}@{R.CHAMPION} does not exist in {tracking_uri}; "
+                           f"build it first: yanjin pipeline run --variant {member}")
+    return found, R.download_checkpoint(found, os.path.join(tmp, "student-ckpt"), tracking_uri)
+
+
 def train_member(train_set: str, val_set: str, labels: list[str], domain_dir: str, cfg: PipelineConfig,
                  tracking_uri: str, run_id: str, out_dir: str, teacher_version: str | None = None,
                  world: World | None = None, resume_dir: str = "") -> Trained:
@@ -278,18 +293,27 @@ def train_member(train_set: str, val_set: str, labels: list[str], domain_dir: st
             log.log_params(_params("compress", cfg.compress))
             with tempfile.TemporaryDirectory() as tmp:
                 teacher, teacher_ckpt = _teacher(cfg, tracking_uri, tmp, teacher_version, world)
+                init = _student_start(cfg, tracking_uri, tmp)
                 corpus = json.loads(Path(domain_dir, "corpus.json").read_text())
                 result = distill_classifier(train, val, labels, teacher_ckpt, teacher.bundle_dir, corpus, cfg.compress,
                                             cfg.train, out_dir, on_epoch=on_epoch, student=cfg.model, place=place,
-                                            world=world, resume=resume)
+                                            world=world, resume=resume, student_checkpoint=init[1] if init else None)
             lineage = {"teacher_model": teacher.model, "teacher_version": teacher.version,
                        "teacher_run_id": teacher.run_id}
+            if init and result.student_start == "checkpoint":
+                lineage |= {"student_init_model": init[0].model, "student_init_version": init[0].version}
+            elif init and world.lead:
+                print(f"compress.student_from {cfg.compress.student_from!r} unused: the teacher shares the student's "
+                      f"base, so the student starts as the teacher's own blocks")
             log.set_tags(lineage)
             log.log_metrics({"teacher_params": result.teacher_params, "student_params": result.student_params,
                              "student_vocab_size": result.vocab_size})
             if world.lead:
+                began = {"teacher": "the teacher's blocks", "pretrained": f"pretrained {cfg.compress.student_base}",
+                         "checkpoint": f"{lineage.get('student_init_model')} v{lineage.get('student_init_version')}"}
                 print(f"distilled {teacher.model} v{teacher.version}: {result.teacher_params:,} -> "
-                      f"{result.student_params:,} parameters, vocabulary {result.vocab_size:,}")
+                      f"{result.student_params:,} parameters, vocabulary {result.vocab_size:,}; the student started "
+                      f"as {began[result.student_start]}")
         else:
             adapted = os.path.join(domain_dir, "encoder.safetensors") if cfg.recipe.start == ADAPTED else None
             result = train_classifier(train, val, labels, cfg.model, cfg.train, out_dir, on_epoch=on_epoch,

@@ -5,6 +5,7 @@ Shapes: B batch, T tokens, C channels, H heads, D head size, W window radius, N 
 """
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -69,10 +70,24 @@ class RelativePositionBias(nn.Module):
         return self.table(self.bucket(relative)).permute(2, 0, 1)        # (H, T, T)
 
 
+_mask_per_query = False  # a plain global: torch.cond's branches are traced by dynamo, which reads no ContextVar
+
+
+@contextlib.contextmanager
+def masks_per_query():
+    """While exporting to opset 23 (components/export.py): ONNX Runtime's kernel for its Attention op
+    does not broadcast the mask over queries. Other opsets spell attention out and broadcast."""
+    global _mask_per_query
+    before, _mask_per_query = _mask_per_query, True
+    try:
+        yield
+    finally:
+        _mask_per_query = before
+
+
 def per_query(keep: torch.Tensor) -> torch.Tensor:
-    """(B, 1, 1, T) -> (B, 1, T, T) in an exported graph: ONNX Runtime's kernel for opset 23's Attention
-    does not broadcast the mask over queries (the INT8 export, components/export.py). Eager: unchanged."""
-    return keep.expand(-1, -1, keep.shape[-1], -1) if torch.compiler.is_exporting() else keep
+    """(B, 1, 1, T) -> (B, 1, T, T) in a graph exported under `masks_per_query`; otherwise unchanged."""
+    return keep.expand(-1, -1, keep.shape[-1], -1) if _mask_per_query and torch.compiler.is_exporting() else keep
 
 
 class DenseAttention(_Projections):

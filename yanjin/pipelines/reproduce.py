@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from .. import registry as R
@@ -110,6 +110,9 @@ def reproduce(model: str, version: str, state: LocalState, tracking_uri: str | N
     if tags.git_commit.endswith("-dirty"):
         notes.append("the version was built from a checkout with uncommitted changes: its code cannot be matched exactly")
     config = PipelineConfig.from_json(tags.config)
+    if tags.student_init_version:  # the exact member version the student started from, not today's champion
+        member = config.compress.student_from.partition(":")[0]
+        config = replace(config, compress=replace(config.compress, student_from=f"{member}:{tags.student_init_version}"))
     corpus = params.get(R.RUN_PARAM_CORPUS)
     start = time.perf_counter()
     outcome = run_local(config, data["train"], data["test"], data["labels"], state, tracking_uri, running_commit,
