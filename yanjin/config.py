@@ -401,10 +401,10 @@ def from_dict(values: dict) -> PipelineConfig:
     except ValueError as e:
         raise ConfigError(f"config.recipe: {e}") from None
     if config.compress.student_from:
-        member, _, version = config.compress.student_from.partition(":")
-        if member not in FAMILY or member == config.model.variant or (version and not version.isdigit()):
-            raise ConfigError(f"config.compress.student_from {config.compress.student_from!r}: expected another "
-                              f"member, optionally with a version (e.g. v1 or v1:7); members: {list(FAMILY)}")
+        member, sep, version = config.compress.student_from.partition(":")
+        if member not in FAMILY or (sep and not version.isdigit()):
+            raise ConfigError(f"config.compress.student_from {config.compress.student_from!r}: expected a member, "
+                              f"optionally with a version (e.g. v1 or v1:7); members: {list(FAMILY)}")
     try:
         config.distributed.check({"train.batch_size": config.train.batch_size, "adapt.batch_size": config.adapt.batch_size,
                                   "compress.batch_size": config.compress.batch_size})
