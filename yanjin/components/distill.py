@@ -98,13 +98,13 @@ def distill_classifier(
     state, spec, source_tokenizer = _classifier_checkpoint(Path(teacher_checkpoint), labels, TeacherMismatch, "teacher")
     teacher_size = n_params(state)
     student_start = "teacher"
-    if params.student_base not in ("teacher", spec.base) and student_checkpoint:
+    if params.student_base not in ("teacher", spec.base) and student_checkpoint:  # e.g. V1 under an MPNet Pro
         state, spec, source_tokenizer = _classifier_checkpoint(Path(student_checkpoint), labels, StudentMismatch, "student")
         if spec.base != params.student_base:
             raise StudentMismatch(f"student checkpoint {student_checkpoint} is built on {spec.base!r}, not on "
                                   f"compress.student_base {params.student_base!r}")
         student_start = "checkpoint"
-    elif params.student_base not in ("teacher", spec.base):
+    elif params.student_base not in ("teacher", spec.base):  # its blocks would not fit: a pretrained start
         state, spec, source_tokenizer = _pretrained_student(student, params.student_base, len(labels), train.seed)
         student_start = "pretrained"
     spec = replace(spec, variant=student.variant, builder=student.network,
