@@ -166,7 +166,7 @@ def lite(teacher_arm: str, seed: int, data: Path, state_dir: Path, sets: list[st
     cfg = load_config("full", ["model.variant=lite", *sets])
     name = lite_recipe(teacher_arm, cfg.compress, sets)
     tr, va, test, labels = splits("full", data)
-    student_arm = cfg.compress.student_from.partition(":")[0]
+    student_arm = cfg.compress.student_source[0]
     bundles = {}
     for arm in dict.fromkeys(("v1", teacher_arm)):
         ckpt = checkpoint_dir(state_dir, "full", arm, seed)

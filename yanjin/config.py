@@ -126,6 +126,12 @@ class CompressParams:
     kd_copies: int = 0           # copies of each training text with words dropped at random
     kd_drop: float = 0.15        # share of a copy's words dropped (at least one word stays)
 
+    @property
+    def student_source(self) -> tuple[str, str]:
+        """student_from as (member, version): "v1:7" -> ("v1", "7"), "v1" -> ("v1", "") for its champion."""
+        member, _, version = self.student_from.partition(":")
+        return member, version
+
 
 @dataclass(frozen=True)
 class ComputeParams:
@@ -401,8 +407,8 @@ def from_dict(values: dict) -> PipelineConfig:
     except ValueError as e:
         raise ConfigError(f"config.recipe: {e}") from None
     if config.compress.student_from:
-        member, sep, version = config.compress.student_from.partition(":")
-        if member not in FAMILY or (sep and not version.isdigit()):
+        member, version = config.compress.student_source
+        if member not in FAMILY or (":" in config.compress.student_from and not version.isdigit()):
             raise ConfigError(f"config.compress.student_from {config.compress.student_from!r}: expected a member, "
                               f"optionally with a version (e.g. v1 or v1:7); members: {list(FAMILY)}")
     try:

@@ -21,7 +21,7 @@ def runs(tmp_path_factory, data_dir):
     first = run_family_local(load_config("tiny", ["gate.min_improvement=-0.5"]), *args, adapt_corpus=corpus)
     # then Pro and Lite again on the default margin: Pro loses to V1, so Lite distils the Pro champion, and
     # held to a size ceiling it cannot meet, the compression gate blocks Lite; its student_from (V1's champion)
-    # is fetched but unused, as the MiniLM teacher's own blocks fit the student
+    # is unused and not fetched, as the MiniLM teacher's own blocks fit the student
     again = run_family_local(load_config("tiny", ["gate.max_teacher_size_ratio=0.0001", "compress.student_from=v1"]),
                              *args, adapt_corpus=corpus, members=["pro", "lite"])
     mlflow.set_tracking_uri(state.tracking_uri)

@@ -63,6 +63,16 @@ def every_other_layer(n_layers: int) -> list[int]:
     return list(range(n_layers - 1, -1, -2))[::-1]
 
 
+def starts_elsewhere(teacher_base: str, params: CompressParams) -> bool:
+    """Whether the student is built on another base than the teacher, so cannot start as its blocks."""
+    return params.student_base not in ("teacher", teacher_base)
+
+
+def checkpoint_base(ckpt: str | Path) -> str:
+    """The base encoder a saved classifier is built on, read without loading its weights."""
+    return ModelSpec.from_dict(json.loads((Path(ckpt) / CHECKPOINT_SPEC).read_text())).base
+
+
 def n_params(state: dict[str, torch.Tensor]) -> int:
     return sum(t.numel() for t in state.values())
 
@@ -98,15 +108,17 @@ def distill_classifier(
     state, spec, source_tokenizer = _classifier_checkpoint(Path(teacher_checkpoint), labels, TeacherMismatch, "teacher")
     teacher_size = n_params(state)
     student_start = "teacher"
-    if params.student_base not in ("teacher", spec.base) and student_checkpoint:  # e.g. V1 under an MPNet Pro
-        state, spec, source_tokenizer = _classifier_checkpoint(Path(student_checkpoint), labels, StudentMismatch, "student")
-        if spec.base != params.student_base:
-            raise StudentMismatch(f"student checkpoint {student_checkpoint} is built on {spec.base!r}, not on "
-                                  f"compress.student_base {params.student_base!r}")
-        student_start = "checkpoint"
-    elif params.student_base not in ("teacher", spec.base):  # its blocks would not fit: a pretrained start
-        state, spec, source_tokenizer = _pretrained_student(student, params.student_base, len(labels), train.seed)
-        student_start = "pretrained"
+    if starts_elsewhere(spec.base, params):  # the teacher's blocks would not fit the student
+        if student_checkpoint:  # e.g. V1 under an MPNet Pro
+            state, spec, source_tokenizer = _classifier_checkpoint(Path(student_checkpoint), labels, StudentMismatch,
+                                                                   "student")
+            if spec.base != params.student_base:
+                raise StudentMismatch(f"student checkpoint {student_checkpoint} is built on {spec.base!r}, not on "
+                                      f"compress.student_base {params.student_base!r}")
+            student_start = "checkpoint"
+        else:
+            state, spec, source_tokenizer = _pretrained_student(student, params.student_base, len(labels), train.seed)
+            student_start = "pretrained"
     spec = replace(spec, variant=student.variant, builder=student.network,
                    max_positions=state["encoder.pos_emb.weight"].shape[0], max_length=min(spec.max_length, 512))
 

@@ -24,7 +24,8 @@ log = logging.getLogger(__name__)
 OPSET = 20       # what ONNX Runtime (CPU, CUDA) and TensorRT 10 all parse
 # INT8 members run on CPUs: opset 23 has ONNX's own Attention op, one ORT kernel where opset 20 spells
 # out the mask and head glue (Lite's INT8 graph 157 -> 126 nodes, 0.400 -> 0.338 ms at batch 1); TensorRT unchecked
-INT8_OPSET = 23
+ATTENTION_OPSET = 23  # the first opset with ONNX's own Attention op
+INT8_OPSET = ATTENTION_OPSET
 
 
 class ParityError(RuntimeError):
@@ -68,8 +69,8 @@ def export_onnx(ckpt_dir: str | Path, out_dir: str | Path, tolerance: float = 1e
     T = min(spec.max_length, spec.dense_below + 37) if switches else 11
     example = (torch.full((2, T), 1000, dtype=torch.long), torch.ones(2, T, dtype=torch.long))
     batch, seq = Dim("batch", min=1, max=4096), Dim("seq", min=1, max=spec.max_length)
-    # opset 23 exports attention as its Attention op, whose ORT kernel needs the mask per query
-    with warnings.catch_warnings(), masks_per_query() if opset >= 23 else contextlib.nullcontext():
+    # from ATTENTION_OPSET attention is exported as one Attention op, whose ORT kernel needs the mask per query
+    with warnings.catch_warnings(), masks_per_query() if opset >= ATTENTION_OPSET else contextlib.nullcontext():
         warnings.simplefilter("ignore")
         torch.onnx.export(
             model, example, str(onnx_path), dynamo=True, external_data=False, opset_version=opset,

@@ -238,7 +238,7 @@ def _student_start(cfg: PipelineConfig, tracking_uri: str, tmp: str) -> tuple[R.
     """compress.student_from's checkpoint, verified: the version it names, else the member's champion."""
     if not cfg.compress.student_from:
         return None
-    member, _, version = cfg.compress.student_from.partition(":")
+    member, version = cfg.compress.student_source
     name = R.registered_model_name(cfg.model_name, member)
     bundle = os.path.join(tmp, "student-bundle")
     found = (R.download_version(name, version, bundle, tracking_uri) if version
@@ -288,21 +288,23 @@ def train_member(train_set: str, val_set: str, labels: list[str], domain_dir: st
             progress.note(line)
 
         if cfg.recipe.start == TEACHER:
-            from .distill import distill_classifier
+            from .distill import checkpoint_base, distill_classifier, starts_elsewhere
 
             log.log_params(_params("compress", cfg.compress))
             with tempfile.TemporaryDirectory() as tmp:
                 teacher, teacher_ckpt = _teacher(cfg, tracking_uri, tmp, teacher_version, world)
-                init = _student_start(cfg, tracking_uri, tmp)
+                # student_from only matters when the teacher's blocks cannot be the student's
+                needed = starts_elsewhere(checkpoint_base(teacher_ckpt), cfg.compress)
+                init = _student_start(cfg, tracking_uri, tmp) if needed else None
                 corpus = json.loads(Path(domain_dir, "corpus.json").read_text())
                 result = distill_classifier(train, val, labels, teacher_ckpt, teacher.bundle_dir, corpus, cfg.compress,
                                             cfg.train, out_dir, on_epoch=on_epoch, student=cfg.model, place=place,
                                             world=world, resume=resume, student_checkpoint=init[1] if init else None)
             lineage = {"teacher_model": teacher.model, "teacher_version": teacher.version,
                        "teacher_run_id": teacher.run_id}
-            if init and result.student_start == "checkpoint":
+            if init:
                 lineage |= {"student_init_model": init[0].model, "student_init_version": init[0].version}
-            elif init and world.lead:
+            elif cfg.compress.student_from and world.lead:
                 print(f"compress.student_from {cfg.compress.student_from!r} unused: the teacher shares the student's "
                       f"base, so the student starts as the teacher's own blocks")
             log.set_tags(lineage)

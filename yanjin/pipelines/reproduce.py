@@ -111,7 +111,7 @@ def reproduce(model: str, version: str, state: LocalState, tracking_uri: str | N
         notes.append("the version was built from a checkout with uncommitted changes: its code cannot be matched exactly")
     config = PipelineConfig.from_json(tags.config)
     if tags.student_init_version:  # the exact member version the student started from, not today's champion
-        member = config.compress.student_from.partition(":")[0]
+        member, _ = config.compress.student_source
         config = replace(config, compress=replace(config.compress, student_from=f"{member}:{tags.student_init_version}"))
     corpus = params.get(R.RUN_PARAM_CORPUS)
     start = time.perf_counter()
