@@ -186,6 +186,9 @@ class TrainParams:
     warmup_ratio: float = 0.1    # share of all steps spent ramping the learning rate up
     eval_batch_size: int = 128
     seed: int = 13
+    # temperature scaling on the validation rows after training (components/calibrate.py): the same
+    # predictions, confidences that mean what they say (the gate's ECE ceiling, serving's review threshold)
+    calibrate: bool = False
 
 
 @dataclass(frozen=True)

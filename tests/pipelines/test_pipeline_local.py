@@ -19,9 +19,9 @@ def run(tmp, data_dir, overrides=(), train=None, test=None):
 
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory, data_dir):
-    """Two runs in one registry: a good candidate, then a worse one (untrained head, floors off)."""
+    """Two runs in one registry: a good candidate (calibrated), then a worse one (untrained head, floors off)."""
     tmp = tmp_path_factory.mktemp("pipeline")
-    first = run(tmp, data_dir)
+    first = run(tmp, data_dir, ["train.calibrate=true"])
     worse = run(tmp, data_dir, ["train.epochs=0", "gate.min_accuracy=0", "gate.min_macro_f1=0", "gate.max_ece=1"])
     mlflow.set_tracking_uri(LocalState(tmp / "state").tracking_uri)
     yield first, worse, mlflow.MlflowClient()
@@ -44,6 +44,12 @@ def test_registered_version_carries_lineage_tags(registry, data_dir):
     assert json.loads(tags["config"])["profile"] == "tiny"
     assert len(tags["artifact_sha256"]) == 64
     assert float(tags["accuracy"]) == pytest.approx(first.evaluation["accuracy"])
+
+
+def test_training_calibrates_its_checkpoint_only_when_asked(registry):
+    first, worse, client = registry
+    assert client.get_run(first.evaluation["run_id"]).data.metrics["calibration_temperature"] > 0
+    assert "calibration_temperature" not in client.get_run(worse.evaluation["run_id"]).data.metrics
 
 
 def test_evaluation_figures_are_complete(registry):

@@ -321,6 +321,12 @@ def train_member(train_set: str, val_set: str, labels: list[str], domain_dir: st
             result = train_classifier(train, val, labels, cfg.model, cfg.train, out_dir, on_epoch=on_epoch,
                                       encoder_weights=adapted, place=place, world=world, resume=resume)
         log.log_metrics({"best_val_accuracy": result.best_val_accuracy, "train_seconds": result.seconds})
+        if cfg.train.calibrate and world.lead:  # on every validation row, not this rank's shard
+            from .calibrate import calibrate_checkpoint
+
+            temperature = calibrate_checkpoint(out_dir, read_shard(val_set), cfg.train.eval_batch_size, place)
+            log.log_metric("calibration_temperature", temperature)
+            print(f"calibrated: logits / {temperature:.3f} (temperature fitted on the validation rows)")
         log.log_artifacts(out_dir, R.CHECKPOINT_ARTIFACT)
     if not world.lead:  # the checkpoint and its record are rank 0's
         return Trained({}, result.best_epoch, result.best_val_accuracy, result.seconds)
