@@ -129,7 +129,9 @@ class CompressParams:
     @property
     def student_source(self) -> tuple[str, str]:
         """student_from as (member, version): "v1:7" -> ("v1", "7"), "v1" -> ("v1", "") for its champion."""
-        member, _, version = self.student_from.partition(":")
+        member, colon, version = self.student_from.partition(":")
+        if colon and not version.isdigit():
+            raise ValueError(f"the version after ':' must be a number, e.g. v1:7; got {self.student_from!r}")
         return member, version
 
 
@@ -410,8 +412,11 @@ def from_dict(values: dict) -> PipelineConfig:
     except ValueError as e:
         raise ConfigError(f"config.recipe: {e}") from None
     if config.compress.student_from:
-        member, version = config.compress.student_source
-        if member not in FAMILY or (":" in config.compress.student_from and not version.isdigit()):
+        try:
+            member, _ = config.compress.student_source
+        except ValueError as e:
+            raise ConfigError(f"config.compress.student_from: {e}") from None
+        if member not in FAMILY:
             raise ConfigError(f"config.compress.student_from {config.compress.student_from!r}: expected a member, "
                               f"optionally with a version (e.g. v1 or v1:7); members: {list(FAMILY)}")
     try:

@@ -25,11 +25,11 @@ from safetensors.torch import load_file
 from ..config import CompressParams, ModelSpec
 from ..models.compress import (UNLABELLED, distillation_loss, domain_vocabulary, keep_layers, prune_ffn, prune_heads,
                                prune_tokenizer, prune_vocab, rebuild, structure_importance, top_k)
-from ..models.family import build_classifier, encoder_config, save_checkpoint
+from ..models.family import build_classifier, checkpoint_spec, encoder_config, save_checkpoint
 from ..models.inference import OnnxClassifier
 from ..models.pretrained import load_pretrained_encoder, resolve_base
 from ..models.tokenizer import TextTokenizer
-from ..registry import CHECKPOINT_SPEC, CHECKPOINT_WEIGHTS, LABELS_FILE, TOKENIZER_FILE
+from ..registry import CHECKPOINT_WEIGHTS, LABELS_FILE, TOKENIZER_FILE
 from .data import LABEL, TEXT
 from .device import CPU, Placement
 from .distributed import SINGLE, World
@@ -66,11 +66,6 @@ def every_other_layer(n_layers: int) -> list[int]:
 def starts_elsewhere(teacher_base: str, params: CompressParams) -> bool:
     """Whether the student is built on another base than the teacher, so cannot start as its blocks."""
     return params.student_base not in ("teacher", teacher_base)
-
-
-def checkpoint_base(ckpt: str | Path) -> str:
-    """The base encoder a saved classifier is built on, read without loading its weights."""
-    return ModelSpec.from_dict(json.loads((Path(ckpt) / CHECKPOINT_SPEC).read_text())).base
 
 
 def n_params(state: dict[str, torch.Tensor]) -> int:
@@ -178,7 +173,7 @@ def _classifier_checkpoint(ckpt: Path, labels: list[str], mismatch: type[ValueEr
                            role: str) -> tuple[dict[str, torch.Tensor], ModelSpec, Path]:
     """A trained classifier's weights, spec and tokenizer file; it must predict this task's labels."""
     state = load_file(str(ckpt / CHECKPOINT_WEIGHTS))
-    spec = ModelSpec.from_dict(json.loads((ckpt / CHECKPOINT_SPEC).read_text()))
+    spec = checkpoint_spec(ckpt)
     if json.loads((ckpt / LABELS_FILE).read_text()) != labels:
         raise mismatch(f"{role} checkpoint {ckpt} was trained on other labels than this task's")
     positions = 512 + encoder_config(spec).position_offset  # V2's 4096 back to the base's 512

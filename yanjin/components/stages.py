@@ -288,13 +288,14 @@ def train_member(train_set: str, val_set: str, labels: list[str], domain_dir: st
             progress.note(line)
 
         if cfg.recipe.start == TEACHER:
-            from .distill import checkpoint_base, distill_classifier, starts_elsewhere
+            from ..models.family import checkpoint_spec
+            from .distill import distill_classifier, starts_elsewhere
 
             log.log_params(_params("compress", cfg.compress))
             with tempfile.TemporaryDirectory() as tmp:
                 teacher, teacher_ckpt = _teacher(cfg, tracking_uri, tmp, teacher_version, world)
                 # student_from only matters when the teacher's blocks cannot be the student's
-                needed = starts_elsewhere(checkpoint_base(teacher_ckpt), cfg.compress)
+                needed = starts_elsewhere(checkpoint_spec(teacher_ckpt).base, cfg.compress)
                 init = _student_start(cfg, tracking_uri, tmp) if needed else None
                 corpus = json.loads(Path(domain_dir, "corpus.json").read_text())
                 result = distill_classifier(train, val, labels, teacher_ckpt, teacher.bundle_dir, corpus, cfg.compress,

@@ -114,9 +114,14 @@ def save_checkpoint(model: Classifier, spec: ModelSpec, labels: list[str], out_d
     return out
 
 
+def checkpoint_spec(ckpt_dir: str | Path) -> ModelSpec:
+    """The spec a saved classifier was built from, read without loading its weights."""
+    return ModelSpec.from_dict(json.loads((Path(ckpt_dir) / CHECKPOINT_SPEC).read_text()))
+
+
 def load_checkpoint(ckpt_dir: str | Path) -> tuple[Classifier, ModelSpec, list[str]]:
     ckpt = Path(ckpt_dir)
-    spec = ModelSpec.from_dict(json.loads((ckpt / CHECKPOINT_SPEC).read_text()))
+    spec = checkpoint_spec(ckpt)
     labels = json.loads((ckpt / LABELS_FILE).read_text())
     model = build_classifier(spec, len(labels))
     model.load_state_dict(load_file(str(ckpt / CHECKPOINT_WEIGHTS)), strict=True)
