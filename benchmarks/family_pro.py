@@ -145,7 +145,7 @@ def run_arm(arm: str, part: str, seed: int, tr, va, test, labels, state_dir: Pat
     # a run cut short (a session's end) continues from its last checkpoint when started again
     resume = Resume(out.with_name(out.name + "-resume"), every=100)
     fitted = train_classifier(tr, va, labels, replace(cfg.model, **spec_fields), params, out, progress=False,
-                              resume=resume)
+                              resume=resume, on_epoch=epoch_line(f"{part} {arm} seed {seed}"))
     shutil.rmtree(resume.directory, ignore_errors=True)  # done: the best epoch is in `out`
     if params.calibrate:  # as the pipeline's train step does; no prediction changes
         from yanjin.components.calibrate import calibrate_checkpoint
@@ -159,6 +159,12 @@ def run_arm(arm: str, part: str, seed: int, tr, va, test, labels, state_dir: Pat
     print(f"{part} {arm} seed {seed}: test accuracy {acc:.4f} ({time.perf_counter() - start:.0f} s); "
           f"val accuracy by epoch {curve}, best epoch {fitted.best_epoch}", flush=True)
     return acc, {"val_accuracy_by_epoch": curve, "best_epoch": fitted.best_epoch}
+
+
+def epoch_line(what: str):
+    """on_epoch for runs of hours: a line per epoch in the log, the only sign of progress (progress=False)."""
+    return lambda rec: print(f"{time.strftime('%H:%M:%S')} {what} epoch {rec['epoch']}: train loss "
+                             f"{rec['train_loss']:.4f}, val accuracy {rec['val_accuracy']:.4f}", flush=True)
 
 
 def checkpoint_dir(state_dir: Path, part: str, arm: str, seed: int) -> Path:
@@ -200,7 +206,7 @@ def lite(teacher_arm: str, seed: int, data: Path, state_dir: Path, sets: list[st
                              test[TEXT].tolist())
     start = time.perf_counter()
     result = distill_classifier(tr, va, labels, teacher_ckpt, teacher_bundle, corpus, cfg.compress, cfg.train, out,
-                                progress=False, student=cfg.model,
+                                progress=False, student=cfg.model, on_epoch=epoch_line(f"lite {name} seed {seed}"),
                                 student_checkpoint=checkpoint_dir(state_dir, "full", student_arm, seed) if student_arm else None)
     seconds = time.perf_counter() - start
     if cfg.train.calibrate:
