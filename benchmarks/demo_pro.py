@@ -12,11 +12,13 @@ Parts:
              kept, and a fresh MiniLM is fine-tuned on labelled + pseudo-labelled rows
   nlupp      intermediate training on NLU++ banking's own labels (48 intents, multi-label; its
              test-set texts removed), then the demo's fine-tune from that encoder
+  probe      the demo's Pro as `make demo` builds it (all-mpnet-base-v2, frozen, a head fitted by logistic
+             regression: `train.probe`), and the same probe on V1's MiniLM (the base's share of the gain)
 
 A checkpoint already in --state-dir is measured, not retrained (runs of a quarter of an hour add up
 across sessions).
 
-    python benchmarks/demo_pro.py --parts cost selftrain nlupp
+    python benchmarks/demo_pro.py --parts cost selftrain nlupp probe
 """
 from __future__ import annotations
 
@@ -43,18 +45,22 @@ def demo_splits(data: Path):
     return cfg, tr, va, test, labels, rest
 
 
-def test_accuracy(ckpt: Path, test, labels) -> tuple[float, object]:
-    import numpy as np
-
-    from yanjin.components.data import LABEL, TEXT
-    from yanjin.components.train import predict_logits
+def load(ckpt: Path):
     from yanjin.models.family import load_checkpoint
     from yanjin.models.tokenizer import TextTokenizer
 
     model, spec, _ = load_checkpoint(ckpt)
-    tokenizer = TextTokenizer(ckpt / "tokenizer.json", spec.max_length)
-    pred = predict_logits(model, tokenizer, test[TEXT].tolist(), 128).argmax(1)
-    return float(np.mean(pred == np.array([labels.index(y) for y in test[LABEL]]))), (model, tokenizer)
+    return model, TextTokenizer(ckpt / "tokenizer.json", spec.max_length)
+
+
+def test_accuracy(ckpt: Path, test, labels) -> float:
+    import numpy as np
+
+    from yanjin.components.data import LABEL, TEXT
+    from yanjin.components.train import predict_logits
+
+    pred = predict_logits(*load(ckpt), test[TEXT].tolist(), 128).argmax(1)
+    return float(np.mean(pred == np.array([labels.index(y) for y in test[LABEL]])))
 
 
 def trained(ckpt: Path, train_fn) -> float:
@@ -71,7 +77,7 @@ def v1(cfg, tr, va, test, labels, state: Path) -> dict:
 
     ckpt = state / "v1"
     seconds = trained(ckpt, lambda: train_classifier(tr, va, labels, cfg.model, cfg.train, ckpt, progress=False))
-    return {"accuracy": test_accuracy(ckpt, test, labels)[0], "train_seconds": seconds or None}
+    return {"accuracy": test_accuracy(ckpt, test, labels), "train_seconds": seconds or None}
 
 
 def selftrain(cfg, tr, va, test, labels, rest, state: Path, per_class: int, epochs: int) -> dict:
@@ -82,7 +88,7 @@ def selftrain(cfg, tr, va, test, labels, rest, state: Path, per_class: int, epoc
     from yanjin.components.data import LABEL, TEXT
     from yanjin.components.train import predict_logits, train_classifier
 
-    _, (model, tokenizer) = test_accuracy(state / "v1", test, labels)
+    model, tokenizer = load(state / "v1")
     pool = rest[TEXT].tolist()
     p = torch.softmax(torch.as_tensor(predict_logits(model, tokenizer, pool, 128)), 1).numpy()
     pred, conf = p.argmax(1), p.max(1)
@@ -93,7 +99,7 @@ def selftrain(cfg, tr, va, test, labels, rest, state: Path, per_class: int, epoc
     ckpt = state / f"selftrain-{per_class}-{epochs}"
     seconds = trained(ckpt, lambda: train_classifier(pd.concat([tr, pseudo], ignore_index=True), va, labels, cfg.model,
                                                      replace(cfg.train, epochs=epochs), ckpt, progress=False))
-    return {"accuracy": test_accuracy(ckpt, test, labels)[0], "pool": len(pool), "kept": len(keep),
+    return {"accuracy": test_accuracy(ckpt, test, labels), "pool": len(pool), "kept": len(keep),
             "pseudo_label_accuracy_pool": float(np.mean(pred == truth)),
             "pseudo_label_accuracy_kept": float(np.mean(pred[keep] == truth[keep])),
             "per_class": per_class, "epochs": epochs, "train_seconds": seconds or None}
@@ -146,8 +152,27 @@ def nlupp(cfg, tr, va, test, labels, data: Path, state: Path, epochs: int, learn
                          encoder_weights=encoder)
 
     seconds = trained(ckpt, intermediate)
-    return {"accuracy": test_accuracy(ckpt, test, labels)[0], "texts": len(rows), "intents": len(intents),
+    return {"accuracy": test_accuracy(ckpt, test, labels), "texts": len(rows), "intents": len(intents),
             "epochs": epochs, "learning_rate": learning_rate, "train_seconds": seconds or None}
+
+
+def probe(cfg, tr, va, test, labels, state: Path) -> dict:
+    """The demo's Pro (all-mpnet-base-v2 frozen, a fitted head: `recipes.pro` of the demo profile) and the probe
+    alone on V1's MiniLM, so the gain splits into the base's and the probe's."""
+    from dataclasses import replace
+
+    from yanjin.components.train import train_classifier
+    from yanjin.config import with_variant
+
+    pro = with_variant(cfg, "pro")
+    out = {}
+    for name, spec, params in (("minilm", cfg.model, replace(cfg.train, probe=True)), ("mpnet", pro.model, pro.train)):
+        ckpt, record = state / f"probe-{name}", []
+        seconds = trained(ckpt, lambda: record.extend(train_classifier(tr, va, labels, spec, params, ckpt,
+                                                                       progress=False).history))
+        out[name] = {"accuracy": test_accuracy(ckpt, test, labels), "train_seconds": seconds or None,
+                     "base": spec.base} | (record[0] if record else {})
+    return out
 
 
 def cost(cfg, tr) -> dict:
@@ -208,6 +233,8 @@ def main() -> None:
     if "selftrain" in args.parts:
         result.setdefault("selftrain", {})[f"{args.per_class}-{args.epochs}"] = selftrain(
             cfg, tr, va, test, labels, rest, args.state_dir, args.per_class, args.epochs)
+    if "probe" in args.parts:
+        result["probe"] = probe(cfg, tr, va, test, labels, args.state_dir)
     if "nlupp" in args.parts:
         result.setdefault("nlupp", {})[f"{args.epochs}-{args.learning_rate:g}"] = nlupp(
             cfg, tr, va, test, labels, args.data, args.state_dir, args.epochs, args.learning_rate)

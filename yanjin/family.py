@@ -25,6 +25,7 @@ class Recipe:
     int8: bool = False          # export: quantize the FP32 ONNX to INT8 with ONNX Runtime
     also_beat: str = ""         # comma-separated members whose champions a candidate must also beat
     model: dict = field(default_factory=dict)  # ModelSpec fields the member sets in every profile
+    train: dict = field(default_factory=dict)  # TrainParams fields the member sets (e.g. a profile's probe Pro)
     summary: str = ""           # one line for people: the UI, the docs
 
     @property

@@ -61,3 +61,29 @@ def test_a_run_form_resolves_to_the_config_it_describes():
         from_run_form("", "tiny", overrides="train.epoch=2")
     with pytest.raises(ConfigError, match="section.field=value"):
         from_run_form("", "tiny", overrides="epochs 2")
+
+
+def test_a_profile_recipe_change_reaches_its_member_only():
+    """The demo's Pro: MPNet and a probe for Pro, the profile's MiniLM fine-tuning for the others, by every route."""
+    from yanjin.config import from_run_form, with_variant
+
+    profile = load_config("demo")                                      # V1: what the CLI submits
+    for pro in (load_config("demo", ["model.variant=pro"]), with_variant(profile, "pro"),
+                from_run_form(profile.to_json(), "full", "pro")):
+        assert (pro.model.base, pro.model.n_layers, pro.train.probe, pro.recipe.start) == ("mpnet", 12, True, "pretrained")
+        assert pro.train.epochs == profile.train.epochs and pro.gate.also_beat == "v1"
+    for member in ("v1", "v2", "lite"):
+        other = with_variant(profile, member)
+        assert (other.model.base, other.train.probe) == ("minilm", False), member
+
+
+@pytest.mark.parametrize("change, error", [
+    ("recipes.pro.teacher=v1", r"\['teacher'\] order the family graph"),
+    ("recipes.nope.start=pretrained", "config.recipes.nope: unknown family member"),
+    ("recipes.pro.model.bogus=1", r"config.recipes.pro.model: unknown field\(s\) \['bogus'\]"),
+    ("recipes.pro.train.probe=3", "config.recipes.pro.train.probe: expected bool"),
+    ("recipes.pro.start=elsewhere", "config.recipes.pro: .*start 'elsewhere'"),
+])
+def test_a_wrong_recipe_change_is_rejected_with_its_path(change, error):
+    with pytest.raises(ConfigError, match=error):
+        load_config("demo", [change])

@@ -79,3 +79,37 @@ def test_bundle_digest_changes_when_any_file_changes(trained, tmp_path):
     before = bundle_sha256(bundle)
     (bundle / "labels.json").write_text((bundle / "labels.json").read_text().replace("card", "kard", 1))
     assert bundle_sha256(bundle) != before
+
+
+def test_a_probe_fits_the_head_and_leaves_the_encoder_as_it_started(small_slice, tmp_path):
+    """train.probe: the base's encoder untouched, a head that predicts, the chosen strength on record."""
+    from dataclasses import replace
+
+    from yanjin.components.data import LABEL
+    from yanjin.components.train import PROBE_C, predict_logits
+    from yanjin.models.family import pretrained_classifier
+    from yanjin.models.tokenizer import TextTokenizer
+
+    train, test, labels = small_slice
+    epochs = []
+    result = train_classifier(train, train.iloc[1::2], labels, SPEC, replace(PARAMS, probe=True), tmp_path,
+                              on_epoch=epochs.append, progress=False)
+    assert len(epochs) == 1 and epochs[0]["probe_c"] in PROBE_C and result.best_val_accuracy == epochs[0]["val_accuracy"]
+    probe, _, _ = load_checkpoint(tmp_path)
+    base, _, _ = pretrained_classifier(SPEC, len(labels))
+    for (name, p), q in zip(probe.encoder.state_dict().items(), base.encoder.state_dict().values()):
+        torch.testing.assert_close(p, q, msg=name)
+    pred = predict_logits(probe, TextTokenizer(tmp_path / "tokenizer.json", SPEC.max_length), test["text"].tolist(), 32)
+    accuracy = float(np.mean(pred.argmax(1) == np.array([labels.index(y) for y in test[LABEL]])))
+    assert accuracy > 0.6, accuracy  # 6 intents: chance is 0.17
+
+
+def test_a_probe_needs_a_training_row_of_every_label(small_slice, tmp_path):
+    from dataclasses import replace
+
+    from yanjin.components.data import LABEL
+
+    train, _, labels = small_slice
+    short = train[train[LABEL] != labels[2]]
+    with pytest.raises(ValueError, match=r"label indices \[2\] have no training row"):
+        train_classifier(short, short.iloc[1::2], labels, SPEC, replace(PARAMS, probe=True), tmp_path, progress=False)

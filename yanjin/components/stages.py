@@ -320,7 +320,8 @@ def train_member(train_set: str, val_set: str, labels: list[str], domain_dir: st
         else:
             adapted = os.path.join(domain_dir, "encoder.safetensors") if cfg.recipe.start == ADAPTED else None
             result = train_classifier(train, val, labels, cfg.model, cfg.train, out_dir, on_epoch=on_epoch,
-                                      encoder_weights=adapted, place=place, world=world, resume=resume)
+                                      encoder_weights=adapted, place=place, world=world, resume=resume,
+                                      start=cfg.recipe.start)
         log.log_metrics({"best_val_accuracy": result.best_val_accuracy, "train_seconds": result.seconds})
         if cfg.train.calibrate and world.lead:  # on every validation row, not this rank's shard
             from .calibrate import calibrate_checkpoint

@@ -62,15 +62,55 @@ def on_device(place: Placement, *arrays: np.ndarray) -> tuple[torch.Tensor, ...]
 
 
 @torch.no_grad()
-def predict_logits(model: Classifier, tokenizer: TextTokenizer, texts: list[str], batch_size: int,
-                   place: Placement = CPU) -> np.ndarray:
-    model.eval()
+def _batched(forward: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], tokenizer: TextTokenizer,
+             texts: list[str], batch_size: int, place: Placement, width: int) -> np.ndarray:
     out = []
     for i in range(0, len(texts), batch_size):
         ids, mask = on_device(place, *tokenizer(texts[i : i + batch_size]))
         with place.autocast():
-            out.append(model(ids, mask).float().cpu().numpy())
-    return np.concatenate(out) if out else np.zeros((0, model.head.out_features), dtype=np.float32)
+            out.append(forward(ids, mask).float().cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, width), dtype=np.float32)
+
+
+def predict_logits(model: Classifier, tokenizer: TextTokenizer, texts: list[str], batch_size: int,
+                   place: Placement = CPU) -> np.ndarray:
+    model.eval()
+    return _batched(model, tokenizer, texts, batch_size, place, model.head.out_features)  # (N, labels)
+
+
+def pooled_embeddings(model: Classifier, tokenizer: TextTokenizer, texts: list[str], batch_size: int,
+                      place: Placement = CPU) -> np.ndarray:
+    """What the head reads: the encoder's mean-pooled output, (N, C)."""
+    model.eval()
+    return _batched(model.embed, tokenizer, texts, batch_size, place, model.head.in_features)
+
+
+PROBE_C = (0.1, 1.0, 10.0, 100.0)  # inverse L2 strengths (scikit-learn's C) tried; the validation rows pick one
+
+
+def fit_probe(model: Classifier, tokenizer: TextTokenizer, texts: list[str], y: np.ndarray, val_texts: list[str],
+              val_y: np.ndarray, batch_size: int, place: Placement = CPU) -> dict:
+    """Fit the head alone: multinomial logistic regression (scikit-learn, L2) on the frozen encoder's pooled
+    embeddings, computed once; the strength with the best validation accuracy is copied into the head.
+    At a few dozen examples per intent a strong base's probe beats fine-tuning a small base, for the
+    price of one forward pass (benchmarks/demo_pro.py). Returns the record of its one "epoch"."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import log_loss
+
+    missing = sorted(set(range(model.head.out_features)) - set(y.tolist()))
+    if missing:
+        raise ValueError(f"train.probe: label indices {missing} have no training row, so the probe has no weights "
+                         f"for them")
+    model.to(place.torch_device)
+    x, x_val = (pooled_embeddings(model, tokenizer, t, batch_size, place) for t in (texts, val_texts))
+    fits = [LogisticRegression(C=c, max_iter=3000).fit(x, y) for c in PROBE_C]
+    scores = [float(f.score(x_val, val_y)) if len(val_y) else 0.0 for f in fits]
+    best = fits[scores.index(max(scores))]  # on a tie the strongest regularisation
+    with torch.no_grad():
+        model.head.weight.copy_(torch.as_tensor(best.coef_).to(model.head.weight))    # (labels, C)
+        model.head.bias.copy_(torch.as_tensor(best.intercept_).to(model.head.bias))   # (labels,)
+    return {"epoch": 1, "train_loss": float(log_loss(y, best.predict_proba(x))), "val_accuracy": max(scores),
+            "probe_c": float(best.C)}
 
 
 def val_accuracy(model: Classifier, tokenizer: TextTokenizer, texts: list[str], y: np.ndarray, batch_size: int,
@@ -202,11 +242,14 @@ def train_classifier(
     place: Placement = CPU,
     world: World = SINGLE,
     resume: Resume | None = None,
+    start: str = "",
 ) -> TrainResult:
     """Fine-tune the `spec.variant` preset on `place`; the best validation epoch is saved to `out_dir`.
     Under torchrun the frames are this rank's shards (`fit`).
 
-    `encoder_weights` starts from an adapted encoder (Pro) instead of the pretrained base (`spec.base`).
+    `encoder_weights` starts from an adapted encoder (Pro) instead of the pretrained base (`spec.base`);
+    `start`: the run's recipe's start (`pretrained_classifier`).
+    `params.probe`: the encoder stays as it starts and only the head is fitted (`fit_probe`).
     """
     seed_everything(params.seed)
     index = {name: i for i, name in enumerate(labels)}
@@ -215,10 +258,18 @@ def train_classifier(
     val_texts, val_y = val_df[TEXT].tolist(), np.array([index[l] for l in val_df[LABEL]])
 
     adapted = Path(encoder_weights) if encoder_weights else None
-    model, spec, tokenizer_file = pretrained_classifier(spec, len(labels), adapted)  # spec: with the base's architecture
+    model, spec, tokenizer_file = pretrained_classifier(spec, len(labels), adapted, start)  # spec: with the base's architecture
     tokenizer = TextTokenizer(tokenizer_file, spec.max_length)
     save = lambda: save_checkpoint(model, spec, labels, out_dir, tokenizer_file)  # noqa: E731
     start = time.perf_counter()
+    if params.probe:
+        if world.parallel:
+            raise ValueError("train.probe fits the head in one process: run it without torchrun (distributed.ranks=1)")
+        record = fit_probe(model, tokenizer, texts, y.cpu().numpy(), val_texts, val_y, params.eval_batch_size, place)
+        if on_epoch:
+            on_epoch(record)
+        save()
+        return TrainResult(1, record["val_accuracy"], time.perf_counter() - start, [record])
     if params.epochs == 0:  # no training asked: the untrained head is the candidate
         acc = val_accuracy(model, tokenizer, val_texts, val_y, params.eval_batch_size, world=world)
         if world.lead:

@@ -72,17 +72,19 @@ def build_classifier(spec: ModelSpec, num_labels: int) -> Classifier:
     return builder(spec.network)(spec, num_labels)
 
 
-def pretrained_classifier(spec: ModelSpec, num_labels: int, encoder_weights: Path | None = None
+def pretrained_classifier(spec: ModelSpec, num_labels: int, encoder_weights: Path | None = None, start: str = ""
                           ) -> tuple[Classifier, ModelSpec, Path]:
     """The network on the verified base (`spec.base`), or on an adapted encoder's weights, with a fresh head.
+    `start`: where the member's weights start (its run's recipe, which a profile may change); "": the table's.
 
     Returns the model, the spec with the base's architecture (what the checkpoint records) and the
     base's verified tokenizer file."""
     recipe = FAMILY.get(spec.variant)
-    if recipe and recipe.start == TEACHER:
+    start = start or (recipe.start if recipe else "")
+    if start == TEACHER:
         raise ValueError(f"{spec.variant} is not fine-tuned from a base encoder: it is compressed from a trained "
                          f"teacher (components/distill.py)")
-    if recipe and recipe.start == ADAPTED and encoder_weights is None:
+    if start == ADAPTED and encoder_weights is None:
         raise ValueError(f"the {spec.variant} variant needs the adapted encoder from the adapt step")
     spec, base = resolve_base(spec)
     model = build_classifier(spec, num_labels)
