@@ -166,12 +166,12 @@ def probe(cfg, tr, va, test, labels, state: Path) -> dict:
 
     pro = with_variant(cfg, "pro")
     out = {}
-    for name, spec, params in (("minilm", cfg.model, replace(cfg.train, probe=True)), ("mpnet", pro.model, pro.train)):
+    for name, c in (("minilm", replace(cfg, train=replace(cfg.train, probe=True))), ("mpnet", pro)):
         ckpt, record = state / f"probe-{name}", []
-        seconds = trained(ckpt, lambda: record.extend(train_classifier(tr, va, labels, spec, params, ckpt,
-                                                                       progress=False).history))
+        seconds = trained(ckpt, lambda: record.extend(train_classifier(
+            tr, va, labels, c.model, c.train, ckpt, progress=False, start=c.recipe.start).history))
         out[name] = {"accuracy": test_accuracy(ckpt, test, labels), "train_seconds": seconds or None,
-                     "base": spec.base} | (record[0] if record else {})
+                     "base": c.model.base} | (record[0] if record else {})
     return out
 
 
