@@ -169,7 +169,7 @@ def probe(cfg, tr, va, test, labels, state: Path) -> dict:
     for name, c in (("minilm", replace(cfg, train=replace(cfg.train, probe=True))), ("mpnet", pro)):
         ckpt, record = state / f"probe-{name}", []
         seconds = trained(ckpt, lambda: record.extend(train_classifier(
-            tr, va, labels, c.model, c.train, ckpt, progress=False, start=c.recipe.start).history))
+            tr, va, labels, c.model, c.train, ckpt, progress=False, recipe_start=c.recipe.start).history))
         out[name] = {"accuracy": test_accuracy(ckpt, test, labels), "train_seconds": seconds or None,
                      "base": c.model.base} | (record[0] if record else {})
     return out

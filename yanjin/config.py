@@ -195,6 +195,9 @@ class TrainParams:
     # embeddings (strength picked on the validation rows; epochs and learning rate unused). At 40 examples
     # per intent MPNet's probe beats MiniLM fine-tuned by 1.8 points (the demo's Pro, benchmarks/demo_pro.py)
     probe: bool = False
+    # training batches of similar length (still a random order of random batches): a batch pads to its
+    # longest text, and random batches of banking queries hold ~3x the real tokens (components/train.py)
+    group_by_length: bool = False
 
 
 @dataclass(frozen=True)

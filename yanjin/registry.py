@@ -103,6 +103,7 @@ class VersionTags:
     artifact_sha256: str = ""    # the stored ONNX bundle (set at registration, from what was stored)
     checkpoint_sha256: str = ""  # the logged PyTorch checkpoint
     training_data_sha256: str = ""  # the logged training split
+    test_sha256: str = ""        # the test rows its figures were measured on (data.frame_sha256)
     accuracy: str = ""
     macro_f1: str = ""
     ece: str = ""

@@ -1,7 +1,7 @@
 """Every loader refuses stored bytes that no longer hash to what registration recorded: the serving
 bundle (tests/serving/test_server.py), Lite's teacher checkpoint, the gate's champions, the drift
 monitor's checkpoint and training split, and the family benchmark. The stored files are changed, not
-the tags."""
+the tags. And the gate takes a version's recorded accuracy only for the very rows it was measured on."""
 from pathlib import Path
 
 import mlflow
@@ -65,6 +65,34 @@ def test_the_gate_refuses_to_score_a_champion_whose_bundle_was_altered(registry,
     with pytest.raises(R.TamperedArtifact, match="banking77-gated version .* artifact sha256"):
         stages.gate_member("unused", str(test_set), {"run_id": "unused"}, {}, load_config("tiny"),
                            state.tracking_uri, "banking77-gated")
+
+
+def test_the_gate_reuses_a_champions_recorded_accuracy_only_on_the_rows_it_was_measured_on(registry, tmp_path,
+                                                                                             small_slice):
+    from yanjin.components.data import frame_sha256
+    from yanjin.components.evaluate import accuracy_on, evaluate_bundle
+    from yanjin.config import EvalParams
+
+    state, client = registry
+    assert len(client.get_model_version(MODEL, "1").tags["test_sha256"]) == 64  # the pipeline records its rows
+    version = copy_version(client, MODEL, "1", "banking77-recorded")
+    client.set_registered_model_alias("banking77-recorded", R.CHAMPION, version)
+    test = small_slice[1]
+    found = R.download_version("banking77-recorded", version, tmp_path / "b", state.tracking_uri)
+    measured = evaluate_bundle(found.bundle_dir, test, EvalParams(latency_runs=1, throughput_batches=1))
+    assert measured["test_sha256"] == frame_sha256(test) != frame_sha256(test.iloc[1:])
+    for key in ("test_sha256", "accuracy"):  # as if registered from this evaluation
+        client.set_model_version_tag("banking77-recorded", version, key, str(measured[key]))
+    candidate = {"run_id": client.create_run("0").info.run_id, "accuracy": 1.0, "macro_f1": 1.0, "ece": 0.0}
+
+    def champion_on(rows):
+        rows.to_parquet(tmp_path / "test.parquet")
+        return stages.gate_member("unused", str(tmp_path / "test.parquet"), candidate, {}, load_config("tiny"),
+                                  state.tracking_uri, "banking77-recorded").champions[0]
+
+    same, fewer = champion_on(test), champion_on(test.iloc[1:])
+    assert (same.source, same.accuracy) == ("recorded", measured["accuracy"])
+    assert (fewer.source, fewer.accuracy) == ("re-scored", accuracy_on(found.bundle_dir, test.iloc[1:]))
 
 
 @pytest.mark.parametrize("altered", ["checkpoint", "training split"])

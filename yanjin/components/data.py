@@ -32,6 +32,15 @@ def combine_digests(digests: list[str]) -> str:
     return hashlib.sha256("".join(digests).encode()).hexdigest()
 
 
+def frame_sha256(df: pd.DataFrame) -> str:
+    """sha256 of the rows' (text, label) in order: the same rows whatever file holds them. A version records it
+    for its test figures, so the gate can tell when re-scoring it would only repeat them."""
+    digest = hashlib.sha256()
+    for text, label in zip(df[TEXT], df[LABEL]):
+        digest.update(json.dumps([text, label]).encode())
+    return digest.hexdigest()
+
+
 def read_table(path: str | Path, text_column: str, label_column: str) -> pd.DataFrame:
     """CSV or Parquet -> DataFrame with columns (text, label), both strings."""
     path = Path(path)

@@ -78,11 +78,7 @@ def teacher_logits(teacher_bundle: str | Path, texts: list[str], labels: list[st
     if teacher.labels != labels:
         raise TeacherMismatch(f"teacher {teacher_bundle} predicts {len(teacher.labels)} labels that differ from "
                               f"this task's {len(labels)}; distil from a teacher trained on the same label set")
-    chunks = []
-    for i in range(0, len(texts), 128):
-        ids, mask = teacher.tokenizer(texts[i : i + 128])
-        chunks.append(teacher.logits(ids, mask))
-    return torch.from_numpy(np.concatenate(chunks))  # (N, num_labels)
+    return torch.from_numpy(teacher.text_logits(texts, 128))  # (N, num_labels)
 
 
 def distill_classifier(

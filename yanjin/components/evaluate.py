@@ -14,7 +14,7 @@ from sklearn.metrics import accuracy_score, classification_report, confusion_mat
 
 from ..config import EvalParams
 from ..models.inference import OnnxClassifier
-from .data import LABEL, TEXT
+from .data import LABEL, TEXT, frame_sha256
 
 
 def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins: int) -> float:
@@ -116,6 +116,7 @@ def evaluate_bundle(bundle_dir: str | Path, test_df: pd.DataFrame, params: EvalP
     metrics.update(measure_speed(model, texts, params))
     metrics["onnx_bytes"] = model.onnx_path.stat().st_size
     metrics["n_test"] = len(texts)
+    metrics["test_sha256"] = frame_sha256(test_df)  # the rows these figures hold for (the gate reuses them)
     metrics["provider"] = model.providers[0]
     metrics["review_share"] = float((probs.max(1) < params.review_threshold).mean())
     if out_dir is not None:

@@ -6,19 +6,24 @@ from dataclasses import asdict, dataclass, field
 from ..config import GateParams
 
 
+RESCORED, RECORDED = "re-scored", "recorded"
+
+
 @dataclass(frozen=True)
 class ChampionScore:
     model: str          # registered model name, e.g. banking77-v1
     version: str
-    accuracy: float     # re-scored on the candidate's test set
+    accuracy: float     # on the candidate's test set
+    source: str = RESCORED  # or RECORDED: the version's own figure, measured on these very rows
 
 
 @dataclass(frozen=True)
 class TeacherScore:
     model: str
     version: str
-    accuracy: float     # re-scored on the candidate's test set
+    accuracy: float     # on the candidate's test set
     onnx_bytes: int
+    source: str = RESCORED
 
 
 @dataclass

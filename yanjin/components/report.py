@@ -32,11 +32,13 @@ def gate_markdown(decision: dict, evaluation: dict, floors: dict, member: str, a
     lines += ["", "| condition | required | candidate |", "|---|---|---|"]
     lines += [f"| {name} | {bound} | {_shown(evaluation.get(metric, '–'))} |" for name, (metric, bound) in floors.items()]
     if decision["champions"]:
-        lines += ["", "| champion | version | accuracy on this test set |", "|---|---|---|"]
-        lines += [f"| {c['model']} | {c['version']} | {c['accuracy']:.4f} |" for c in decision["champions"]]
+        lines += ["", "| champion | version | accuracy on this test set | how |", "|---|---|---|---|"]
+        lines += [f"| {c['model']} | {c['version']} | {c['accuracy']:.4f} | {c.get('source', 're-scored')} |"
+                  for c in decision["champions"]]
     if decision.get("teacher"):
         t = decision["teacher"]
-        lines += ["", f"Teacher: {t['model']} v{t['version']}, accuracy {t['accuracy']:.4f}, ONNX {t['onnx_bytes']:,} bytes"]
+        lines += ["", f"Teacher: {t['model']} v{t['version']}, accuracy {t['accuracy']:.4f} "
+                      f"({t.get('source', 're-scored')}), ONNX {t['onnx_bytes']:,} bytes"]
     return "\n".join(lines) + "\n"
 
 

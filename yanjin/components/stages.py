@@ -321,7 +321,7 @@ def train_member(train_set: str, val_set: str, labels: list[str], domain_dir: st
             adapted = os.path.join(domain_dir, "encoder.safetensors") if cfg.recipe.start == ADAPTED else None
             result = train_classifier(train, val, labels, cfg.model, cfg.train, out_dir, on_epoch=on_epoch,
                                       encoder_weights=adapted, place=place, world=world, resume=resume,
-                                      start=cfg.recipe.start)
+                                      recipe_start=cfg.recipe.start)
         log.log_metrics({"best_val_accuracy": result.best_val_accuracy, "train_seconds": result.seconds})
         if cfg.train.calibrate and world.lead:  # on every validation row, not this rank's shard
             from .calibrate import calibrate_checkpoint
@@ -401,29 +401,41 @@ def gate_floors(params) -> dict[str, tuple[str, str]]:
             "margin over each champion": ("accuracy", f"{params.min_improvement:+} over the champions' accuracy")}
 
 
+def _accuracy_on(found: R.Downloaded, test: pd.DataFrame, test_sha256: str) -> tuple[float, str]:
+    """A registered version's accuracy on `test`: the figure it recorded when it was measured on these very
+    rows (its verified ONNX file on the same texts answers the same), else re-scored here."""
+    from .evaluate import accuracy_on
+    from .gate import RECORDED, RESCORED
+
+    if found.tags.test_sha256 == test_sha256 and found.tags.accuracy:
+        return float(found.tags.accuracy), RECORDED
+    return accuracy_on(found.bundle_dir, test), RESCORED
+
+
 def gate_member(bundle: str, test_set: str, evaluation: dict, lineage: dict, cfg: PipelineConfig,
                 tracking_uri: str, registered_model: str):
-    """Floors, every champion the recipe must beat (re-scored on this test set) and, for a compressed
-    member, the exact teacher version; the decision and its reasons are logged to the run."""
+    """Floors, every champion the recipe must beat (on this test set) and, for a compressed member, the exact
+    teacher version; the decision and its reasons are logged to the run."""
     import mlflow
 
-    from .evaluate import accuracy_on
     from .gate import ChampionScore, TeacherScore, decide
 
     test = pd.read_parquet(test_set)
+    test_sha256 = D.frame_sha256(test)
     others = [R.registered_model_name(cfg.model_name, v.strip()) for v in cfg.gate.also_beat.split(",") if v.strip()]
     champions = []
     for name in [registered_model] + others:
         with tempfile.TemporaryDirectory() as tmp:
             champion = R.find_champion(name, tmp, tracking_uri=tracking_uri)
             if champion:
-                champions.append(ChampionScore(name, champion.version, accuracy_on(champion.bundle_dir, test)))
+                champions.append(ChampionScore(name, champion.version, *_accuracy_on(champion, test, test_sha256)))
     teacher = None
     if lineage.get("teacher_model"):
         with tempfile.TemporaryDirectory() as tmp:
             t = R.download_version(lineage["teacher_model"], lineage["teacher_version"], tmp, tracking_uri)
-            teacher = TeacherScore(t.model, t.version, accuracy_on(t.bundle_dir, test),
-                                   R.bundle_file(t.bundle_dir, R.ONNX_FILE).stat().st_size)
+            accuracy, source = _accuracy_on(t, test, test_sha256)
+            teacher = TeacherScore(t.model, t.version, accuracy, R.bundle_file(t.bundle_dir, R.ONNX_FILE).stat().st_size,
+                                   source)
     decision = decide(evaluation, cfg.gate, champions, teacher)
     with _logging_to(tracking_uri, evaluation["run_id"]):
         mlflow.set_tag(R.RUN_GATE, decision.verdict)
@@ -446,6 +458,7 @@ def register_member(bundle: str, evaluation: dict, lineage: dict, cfg: PipelineC
 
     tags = R.VersionTags(variant=cfg.model.variant, profile=cfg.profile, config=cfg.to_json(),
                          data_sha256=data_sha256, git_commit=git_commit, training_data_sha256=split_sha256,
+                         test_sha256=evaluation.get("test_sha256", ""),
                          **{k: str(evaluation[k]) for k in R.METRIC_TAGS}, **lineage)
     mlflow.set_tracking_uri(tracking_uri)
     return R.register_bundle(bundle, registered_model, evaluation["run_id"], tags)

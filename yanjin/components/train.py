@@ -64,12 +64,12 @@ def on_device(place: Placement, *arrays: np.ndarray) -> tuple[torch.Tensor, ...]
 @torch.no_grad()
 def _batched(forward: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], tokenizer: TextTokenizer,
              texts: list[str], batch_size: int, place: Placement, width: int) -> np.ndarray:
-    out = []
-    for i in range(0, len(texts), batch_size):
-        ids, mask = on_device(place, *tokenizer(texts[i : i + batch_size]))
+    out = np.zeros((len(texts), width), dtype=np.float32)
+    for idx in tokenizer.length_batches(texts, batch_size):  # similar lengths: ~3x fewer padded tokens
+        ids, mask = on_device(place, *tokenizer([texts[i] for i in idx]))
         with place.autocast():
-            out.append(forward(ids, mask).float().cpu().numpy())
-    return np.concatenate(out) if out else np.zeros((0, width), dtype=np.float32)
+            out[idx] = forward(ids, mask).float().cpu().numpy()
+    return out
 
 
 def predict_logits(model: Classifier, tokenizer: TextTokenizer, texts: list[str], batch_size: int,
@@ -119,6 +119,21 @@ def val_accuracy(model: Classifier, tokenizer: TextTokenizer, texts: list[str], 
     correct, n = world.sum(float((predict_logits(model, tokenizer, texts, batch_size, place).argmax(1) == y).sum()),
                            float(len(y)))
     return correct / max(n, 1.0)
+
+
+def length_grouped(order: torch.Tensor, lengths: torch.Tensor, batch_size: int, generator: torch.Generator,
+                   window: int = 50) -> torch.Tensor:
+    """`order` regrouped so that every run of `batch_size` rows has similar lengths, still random: it is cut
+    into windows of `window` batches, each sorted by length and cut into batches, and the full batches are
+    shuffled; a short one stays last, so every other batch keeps its boundaries (as Hugging Face's
+    `group_by_length`)."""
+    batches = []
+    for w in range(0, len(order), window * batch_size):
+        chunk = order[w : w + window * batch_size]
+        batches += list(chunk[torch.argsort(lengths[chunk], descending=True, stable=True)].split(batch_size))
+    short = [batches.pop()] if batches and len(batches[-1]) < batch_size else []
+    shuffled = [batches[i] for i in torch.randperm(len(batches), generator=generator)]
+    return torch.cat(shuffled + short) if shuffled or short else order
 
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (logits, batch indices) -> loss
@@ -177,6 +192,7 @@ def fit(model: Classifier, tokenizer: TextTokenizer, texts: list[str], loss_fn: 
             where = "finished before the restart" if first == epochs else f"epoch {first + 1}, step {skip}"
             print(f"{phase}resumed from {resume.path(key)}: {where}")
     last = len(state.history) - first + epochs
+    lengths = torch.from_numpy(tokenizer.lengths(texts)) if params.group_by_length else None
 
     def checkpoint(epoch_index: int, step: int, epoch_start, running: float) -> None:
         resume.save(key, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
@@ -190,6 +206,8 @@ def fit(model: Classifier, tokenizer: TextTokenizer, texts: list[str], loss_fn: 
         net.train()
         epoch_start = generator.get_state()  # a resumed epoch draws the same order again
         order = torch.randperm(len(texts), generator=generator)
+        if lengths is not None:
+            order = length_grouped(order, lengths, local_batch, generator)
         positions = torch.arange(epoch_rows) % len(texts)  # a shorter shard wraps around
         bar = progress_bar(range(steps_per_epoch), f"{phase}epoch {epoch}/{last}", disable=not progress or not world.lead)
         for step in bar:
@@ -242,13 +260,13 @@ def train_classifier(
     place: Placement = CPU,
     world: World = SINGLE,
     resume: Resume | None = None,
-    start: str = "",
+    recipe_start: str = "",
 ) -> TrainResult:
     """Fine-tune the `spec.variant` preset on `place`; the best validation epoch is saved to `out_dir`.
     Under torchrun the frames are this rank's shards (`fit`).
 
     `encoder_weights` starts from an adapted encoder (Pro) instead of the pretrained base (`spec.base`);
-    `start`: the run's recipe's start (`pretrained_classifier`).
+    `recipe_start`: the run's recipe's start (`pretrained_classifier`).
     `params.probe`: the encoder stays as it starts and only the head is fitted (`fit_probe`).
     """
     seed_everything(params.seed)
@@ -258,7 +276,7 @@ def train_classifier(
     val_texts, val_y = val_df[TEXT].tolist(), np.array([index[l] for l in val_df[LABEL]])
 
     adapted = Path(encoder_weights) if encoder_weights else None
-    model, spec, tokenizer_file = pretrained_classifier(spec, len(labels), adapted, start)  # spec: with the base's architecture
+    model, spec, tokenizer_file = pretrained_classifier(spec, len(labels), adapted, recipe_start)  # spec: with the base's architecture
     tokenizer = TextTokenizer(tokenizer_file, spec.max_length)
     save = lambda: save_checkpoint(model, spec, labels, out_dir, tokenizer_file)  # noqa: E731
     start = time.perf_counter()

@@ -60,13 +60,16 @@ class OnnxClassifier:
         (out,) = self.session.run(["logits"], {"input_ids": input_ids, "attention_mask": attention_mask})
         return out
 
+    def text_logits(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
+        """(N, num_labels) logits in the order of `texts`, run in batches of similar length (`length_batches`)."""
+        out = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
+        for idx in self.tokenizer.length_batches(texts, batch_size):
+            out[idx] = self.logits(*self.tokenizer([texts[i] for i in idx]))
+        return out
+
     def predict_proba(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
         """(N, num_labels) class probabilities."""
-        chunks = []
-        for i in range(0, len(texts), batch_size):
-            ids, mask = self.tokenizer(texts[i : i + batch_size])
-            chunks.append(softmax(self.logits(ids, mask)))
-        return np.concatenate(chunks) if chunks else np.zeros((0, len(self.labels)), dtype=np.float32)
+        return softmax(self.text_logits(texts, batch_size))
 
     def predict(self, texts: list[str], batch_size: int = 64) -> list[str]:
         return [self.labels[i] for i in self.predict_proba(texts, batch_size).argmax(1)]

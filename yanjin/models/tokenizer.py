@@ -32,3 +32,14 @@ class TextTokenizer:
         ids = np.asarray([e.ids for e in enc], dtype=np.int64)              # (B, T)
         mask = np.asarray([e.attention_mask for e in enc], dtype=np.int64)  # (B, T)
         return ids, mask
+
+    def lengths(self, texts: list[str]) -> np.ndarray:
+        """(N,) tokens per text after truncation, padding not counted."""
+        return np.asarray([sum(e.attention_mask) for e in self._tok.encode_batch(list(texts))], dtype=np.int64)
+
+    def length_batches(self, texts: list[str], batch_size: int) -> list[np.ndarray]:
+        """Indices of `texts` in batches of similar length, shortest first. A batch pads to its longest text,
+        so random batches of banking queries hold ~3x the real tokens (median 13, a long tail to 64)."""
+        order = np.argsort(self.lengths(texts), kind="stable")
+        return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
