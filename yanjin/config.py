@@ -352,6 +352,9 @@ class PipelineConfig:
     # this profile's changes to members' recipes: member -> Recipe fields (e.g. the demo's Pro: another base, a probe);
     # with_variant applies them, so every member of a family run built from this config gets its own
     recipes: dict = field(default_factory=dict)
+    # the profile's model and train values that `recipe` replaced ({"model": {...}, "train": {...}}): with_variant
+    # puts them back before it applies another member's recipe, so a Pro config's MPNet base never leaks into V1
+    before_recipe: dict = field(default_factory=dict)
     adapt: AdaptParams = AdaptParams()
     compress: CompressParams = CompressParams()
     train: TrainParams = TrainParams()
@@ -529,7 +532,10 @@ def with_variant(config: PipelineConfig, variant: str, recipe: Recipe | None = N
     """The config of another family member: its recipe (the table's, with this config's `recipes` changes),
     and the model, training and gate settings it implies."""
     recipe = recipe or replace(recipe_for(variant), **config.recipes.get(variant, {}))
-    model = replace(config.model, variant=variant, builder=recipe.builder, **recipe.model)
-    train = replace(config.train, **recipe.train)
+    model = replace(config.model, **config.before_recipe.get("model", {}))
+    train = replace(config.train, **config.before_recipe.get("train", {}))
+    before = {"model": {k: getattr(model, k) for k in recipe.model}, "train": {k: getattr(train, k) for k in recipe.train}}
+    model = replace(model, variant=variant, builder=recipe.builder, **recipe.model)
+    train = replace(train, **recipe.train)
     gate = replace(config.gate, also_beat=recipe.also_beat)
-    return replace(config, model=model, train=train, gate=gate, recipe=recipe)
+    return replace(config, model=model, train=train, gate=gate, recipe=recipe, before_recipe=before)

@@ -77,6 +77,20 @@ def test_a_profile_recipe_change_reaches_its_member_only():
         assert (other.model.base, other.train.probe) == ("minilm", False), member
 
 
+@pytest.mark.parametrize("start", ["pro", "v2", "lite"])
+def test_a_member_built_from_another_members_config_gets_the_profiles_settings_not_that_members(start):
+    """A recorded Pro config (MPNet, a probe) or V2's (4096 tokens) pasted into the run form for V1: nothing leaks."""
+    from yanjin.config import from_run_form, with_variant
+
+    profile = load_config("demo")
+    recorded = with_variant(profile, start)
+    for member in ("v1", "v2", "pro", "lite"):
+        direct = with_variant(profile, member)
+        assert with_variant(recorded, member) == direct, (start, member)
+        assert from_run_form(recorded.to_json(), "full", member) == direct, (start, member)
+    assert with_variant(recorded, "v1").model.max_length == 64 and with_variant(recorded, "v1").model.base == "minilm"
+
+
 @pytest.mark.parametrize("change, error", [
     ("recipes.pro.teacher=v1", r"\['teacher'\] order the family graph"),
     ("recipes.nope.start=pretrained", "config.recipes.nope: unknown family member"),
@@ -87,3 +101,23 @@ def test_a_profile_recipe_change_reaches_its_member_only():
 def test_a_wrong_recipe_change_is_rejected_with_its_path(change, error):
     with pytest.raises(ConfigError, match=error):
         load_config("demo", [change])
+
+
+def test_the_full_profile_ships_the_pro_and_lite_the_benchmark_measured():
+    """benchmarks/results/family_pro.json holds Pro's measured recipe and Lite's overrides: the profile users run is them."""
+    import json
+    from pathlib import Path
+
+    from yanjin.config import apply_override, with_variant
+
+    measured = json.loads((Path(__file__).parents[2] / "benchmarks/results/family_pro.json").read_text())
+    arm = measured["recipes"][measured["pro_arm"]["full"]]
+    pro, lite = (with_variant(load_config("full"), m) for m in ("pro", "lite"))
+    assert pro.recipe.start == "pretrained" and pro.gate.also_beat == "v1"
+    assert {k: getattr(pro.model, k) for k in arm["model"]} == arm["model"]
+    assert {k: getattr(pro.train, k) for k in arm["train"]["full"]} == arm["train"]["full"]
+    assert measured["lite_teacher"].split(":")[1] == measured["pro_arm"]["full"]
+    values = json.loads(lite.to_json())
+    for assignment in measured["lite_sets"] + ["train.calibrate=true"]:
+        apply_override(values, assignment)
+    assert PipelineConfig.from_json(json.dumps(values)) == lite, "the full profile's Lite lacks a measured override"
