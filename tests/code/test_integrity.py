@@ -2,6 +2,7 @@
 bundle (tests/serving/test_server.py), Lite's teacher checkpoint, the gate's champions, the drift
 monitor's checkpoint and training split, and the family benchmark. The stored files are changed, not
 the tags. And the gate takes a version's recorded accuracy only for the very rows it was measured on."""
+import json
 from pathlib import Path
 
 import mlflow
@@ -10,6 +11,7 @@ import pytest
 from tests.tampering import copy_version, flip_byte, stored_bundle, stored_run_files
 from yanjin import registry as R
 from yanjin.components import stages
+from yanjin.components.data import LABEL
 from yanjin.config import MonitorParams, load_config, with_variant
 from yanjin.monitoring.monitor import ServedMonitor
 from yanjin.pipelines.run import LocalState, run_local
@@ -124,12 +126,18 @@ def test_the_family_benchmark_fits_its_baseline_on_the_versions_own_training_spl
     from yanjin.components.compare import CompareParams, compare_family
 
     state, client = registry
-    version = copy_version(client, MODEL, "1", "banking77-fair-v1")
-    client.set_registered_model_alias("banking77-fair-v1", R.CHAMPION, version)
+    for member in ("v1", "pro", "lite"):  # one version thrice: what matters here is what each records
+        version = copy_version(client, MODEL, "1", f"banking77-fair-{member}")
+        client.set_registered_model_alias(f"banking77-fair-{member}", R.CHAMPION, version)
     train, test, _ = banking
-    result = compare_family("banking77-fair", ["v1"], train, test.head(50), CompareParams(10, 1), str(tmp_path))
     split = pd.read_parquet(training_split(client, "banking77-fair-v1", version))
+    known = test[test[LABEL].isin(set(split[LABEL]))].head(50)  # the intents it knows: ratios of non-zero accuracies
+    result = compare_family("banking77-fair", ["v1", "pro", "lite"], train, known, CompareParams(10, 1), str(tmp_path))
     baseline = result["tfidf_linearsvc"]
     assert baseline["n_train"] == len(split) < len(train)
     assert f"own training split ({len(split):,} texts" in baseline["fit_on"]
     assert baseline["fit_on"] in (tmp_path / "family.md").read_text()
+    # Lite's ratios to its teacher: as strict as the gate its version records, not the full profile's
+    recorded = json.loads(R.VersionTags.from_tags(dict(client.get_model_version("banking77-fair-lite", version).tags)).config)
+    goal = result["goals"]["lite_accuracy_ratio_vs_pro"]
+    assert goal["goal"] == f">= {recorded['gate']['min_teacher_accuracy_ratio']:.3g} (Lite's gate, profile {recorded['profile']})"
