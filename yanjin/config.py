@@ -355,6 +355,9 @@ class PipelineConfig:
     # the profile's model and train values that `recipe` replaced ({"model": {...}, "train": {...}}): with_variant
     # puts them back before it applies another member's recipe, so a Pro config's MPNet base never leaks into V1
     before_recipe: dict = field(default_factory=dict)
+    # the user's own model/train assignments (--set, the run form's fields): with_variant applies them over each
+    # member's recipe too, so `train.epochs=1` reaches a Pro whose recipe sets 5 (its `recipes.pro` changes the default)
+    sets: list = field(default_factory=list)
     adapt: AdaptParams = AdaptParams()
     compress: CompressParams = CompressParams()
     train: TrainParams = TrainParams()
@@ -484,6 +487,20 @@ def apply_override(values: dict, assignment: str) -> None:
     node[leaf] = yaml.safe_load(raw)
 
 
+def own_sets(assignments: list[str]) -> list[str]:
+    """The assignments a member's recipe could override: model and train fields (model.variant chooses the member)."""
+    return [a.strip() for a in assignments
+            if a.strip().startswith(("model.", "train.")) and not a.strip().startswith("model.variant")]
+
+
+def _apply_sets(params, section: str, sets: list[str]):
+    values = asdict(params)
+    for assignment in sets:
+        if assignment.startswith(section + "."):
+            apply_override({section: values}, assignment)
+    return build(type(params), values, f"config.{section}")
+
+
 def load_config(profile: str, overrides: list[str] | None = None) -> PipelineConfig:
     """The profile, its --set overrides, and the recipe of its `model.variant` from the family table
     (the profile's `recipes.<member>`, then a `recipe` section in the profile or the overrides, replace
@@ -493,6 +510,7 @@ def load_config(profile: str, overrides: list[str] | None = None) -> PipelineCon
     values.setdefault("profile", path.stem)
     for assignment in overrides or []:
         apply_override(values, assignment)
+    values["sets"] = list(values.get("sets") or []) + own_sets(overrides or [])
     member = (values.get("model") or {}).get("variant", ModelSpec.variant)
     try:
         table = asdict(recipe_for(member))
@@ -524,6 +542,7 @@ def from_run_form(config_json: str, profile: str, member: str = "", epochs: int 
     values = json.loads(config_json)
     for assignment in sets:
         apply_override(values, assignment)
+    values["sets"] = list(values.get("sets") or []) + own_sets(sets)
     config = from_dict(values)
     return with_variant(config, member) if member and member != config.model.variant else config
 
@@ -535,7 +554,7 @@ def with_variant(config: PipelineConfig, variant: str, recipe: Recipe | None = N
     model = replace(config.model, **config.before_recipe.get("model", {}))
     train = replace(config.train, **config.before_recipe.get("train", {}))
     before = {"model": {k: getattr(model, k) for k in recipe.model}, "train": {k: getattr(train, k) for k in recipe.train}}
-    model = replace(model, variant=variant, builder=recipe.builder, **recipe.model)
-    train = replace(train, **recipe.train)
+    model = _apply_sets(replace(model, variant=variant, builder=recipe.builder, **recipe.model), "model", config.sets)
+    train = _apply_sets(replace(train, **recipe.train), "train", config.sets)
     gate = replace(config.gate, also_beat=recipe.also_beat)
     return replace(config, model=model, train=train, gate=gate, recipe=recipe, before_recipe=before)

@@ -121,3 +121,19 @@ def test_the_full_profile_ships_the_pro_and_lite_the_benchmark_measured():
     for assignment in measured["lite_sets"] + ["train.calibrate=true"]:
         apply_override(values, assignment)
     assert PipelineConfig.from_json(json.dumps(values)) == lite, "the full profile's Lite lacks a measured override"
+
+
+def test_the_users_own_model_and_train_fields_win_over_a_members_recipe_by_every_route():
+    """The full Pro's recipe trains 5 epochs; `--set train.epochs=1` or the run form's epochs means 1 for Pro too."""
+    from yanjin.config import from_run_form, with_variant
+
+    quick = load_config("full", ["train.epochs=1"])                    # what the CLI submits for --variant all
+    for pro in (load_config("full", ["model.variant=pro", "train.epochs=1"]), with_variant(quick, "pro"),
+                from_run_form(quick.to_json(), "full", "pro"), from_run_form("", "full", "pro", epochs=1),
+                from_run_form(load_config("full").to_json(), "full", "pro", epochs=1),
+                from_run_form(load_config("full").to_json(), "full", "pro", overrides="train.epochs=1")):
+        assert (pro.train.epochs, pro.train.learning_rate, pro.model.base) == (1, 5e-5, "mpnet")  # the rest: the recipe's
+        assert PipelineConfig.from_json(pro.to_json()) == pro
+    assert with_variant(load_config("full"), "pro").train.epochs == 5                       # untouched: the recipe's
+    assert load_config("full", ["model.variant=pro", "recipes.pro.train.epochs=3"]).train.epochs == 3
+    assert with_variant(with_variant(quick, "pro"), "v1") == with_variant(quick, "v1")   # nothing of Pro stays

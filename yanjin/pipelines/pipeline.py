@@ -29,8 +29,8 @@ FORM = {
     "profile": "Config profile shipped in the image: tiny (CI), demo (minutes) or full (benchmark quality).",
     "member": "Family member to build: v1 (general), v2 (long inputs), pro (domain-adapted; must beat V1) or lite "
               "(Pro distilled, INT8); empty means the profile's, v1.",
-    "epochs": "Training epochs; 0 keeps the profile's.",
-    "learning_rate": "Peak learning rate of fine-tuning; 0 keeps the profile's.",
+    "epochs": "Training epochs of every member; 0 keeps the profile's (and a member's recipe's, e.g. the full Pro's 5).",
+    "learning_rate": "Peak learning rate of fine-tuning, every member; 0 keeps the profile's (and a member's recipe's).",
     "seed": "Random seed of the split and training; -1 keeps the profile's.",
     "min_improvement": "Accuracy margin a candidate needs over each champion (e.g. 0.005); -1 keeps the profile's.",
     "trainer_workers": "Kubeflow Trainer: hand fine-tuning, adaptation and distillation to a TrainJob of this many "
