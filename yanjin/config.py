@@ -489,8 +489,8 @@ def apply_override(values: dict, assignment: str) -> None:
 
 def own_sets(assignments: list[str]) -> list[str]:
     """The assignments a member's recipe could override: model and train fields (model.variant chooses the member)."""
-    return [a.strip() for a in assignments
-            if a.strip().startswith(("model.", "train.")) and not a.strip().startswith("model.variant")]
+    stripped = (a.strip() for a in assignments)
+    return [a for a in stripped if a.startswith(("model.", "train.")) and not a.startswith("model.variant")]
 
 
 def _apply_sets(params, section: str, sets: list[str]):

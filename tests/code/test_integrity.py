@@ -126,11 +126,11 @@ def test_the_family_benchmark_fits_its_baseline_on_the_versions_own_training_spl
     from yanjin.components.compare import CompareParams, compare_family
 
     state, client = registry
-    for member in ("v1", "pro", "lite"):  # one version thrice: what matters here is what each records
-        version = copy_version(client, MODEL, "1", f"banking77-fair-{member}")
+    versions = {m: copy_version(client, MODEL, "1", f"banking77-fair-{m}") for m in ("v1", "pro", "lite")}
+    for member, version in versions.items():  # one version thrice: what matters here is what each records
         client.set_registered_model_alias(f"banking77-fair-{member}", R.CHAMPION, version)
     train, test, _ = banking
-    split = pd.read_parquet(training_split(client, "banking77-fair-v1", version))
+    split = pd.read_parquet(training_split(client, "banking77-fair-v1", versions["v1"]))
     known = test[test[LABEL].isin(set(split[LABEL]))].head(50)  # the intents it knows: ratios of non-zero accuracies
     result = compare_family("banking77-fair", ["v1", "pro", "lite"], train, known, CompareParams(10, 1), str(tmp_path))
     baseline = result["tfidf_linearsvc"]
@@ -138,6 +138,6 @@ def test_the_family_benchmark_fits_its_baseline_on_the_versions_own_training_spl
     assert f"own training split ({len(split):,} texts" in baseline["fit_on"]
     assert baseline["fit_on"] in (tmp_path / "family.md").read_text()
     # Lite's ratios to its teacher: as strict as the gate its version records, not the full profile's
-    recorded = json.loads(R.VersionTags.from_tags(dict(client.get_model_version("banking77-fair-lite", version).tags)).config)
+    recorded = json.loads(R.VersionTags.from_tags(dict(client.get_model_version("banking77-fair-lite", versions["lite"]).tags)).config)
     goal = result["goals"]["lite_accuracy_ratio_vs_pro"]
     assert goal["goal"] == f">= {recorded['gate']['min_teacher_accuracy_ratio']:.3g} (Lite's gate, profile {recorded['profile']})"

@@ -190,11 +190,11 @@ def goals_for(lite_config: str) -> dict[str, tuple]:
     config): the full profile's gate asks what the goals do, the demo's lets Lite keep 90% of a demo Pro."""
     if not lite_config:
         return GOALS
-    gate = json.loads(lite_config).get("gate", {})
+    recorded = json.loads(lite_config)
+    gate, where = recorded.get("gate", {}), f"Lite's gate, profile {recorded.get('profile', '?')}"
     own = {"lite_size_ratio_vs_pro": ("<=", gate.get("max_teacher_size_ratio")),
            "lite_accuracy_ratio_vs_pro": (">=", gate.get("min_teacher_accuracy_ratio"))}
-    return GOALS | {k: (op, target, f"Lite's gate, profile {json.loads(lite_config).get('profile', '?')}")
-                    for k, (op, target) in own.items() if target is not None}
+    return GOALS | {k: (op, target, where) for k, (op, target) in own.items() if target is not None}
 
 
 def summarise(rows: dict[str, dict], baseline: dict, goals: dict[str, tuple] = GOALS) -> dict:
