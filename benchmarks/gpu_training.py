@@ -1,10 +1,18 @@
-"""Training on the GPU, side by side: fine-tuning, domain adaptation and distillation at fp32 and in
-mixed precision (compute.precision=auto: bf16, or fp16 with loss scaling), on one banking77 slice.
+"""Training on the GPU, side by side: fine-tuning, domain adaptation and distillation at fp32, in
+mixed precision (bf16 autocast) and with TF32 matrix products, on one banking77 slice. What it
+measured on an H200 decided compute.precision=auto (yanjin/components/device.py).
 
 For a session with a GPU (benchmarks/gpu_check.sh runs it first); needs a CUDA build of torch and
 the MiniLM package in the same environment. Writes benchmarks/results/gpu_training.json.
 
-    python benchmarks/gpu_training.py [--data DIR] [--per-class 40] [--placements cuda:fp32,auto:auto]
+    python benchmarks/gpu_training.py [--data DIR] [--per-class 40] [--placements cuda:fp32,cuda:bf16]
+                                      [--batch-sizes 32,256] [--steps fine_tune,adapt,distil] [--set KEY=VALUE ...]
+
+A placement is device:precision, or device:fp32:tf32 for fp32 weights and activations with TF32
+matrix products (torch.set_float32_matmul_precision("high")), which autocast never uses. Every
+placement runs at every batch size; the ratios compare each run with the first at its batch size.
+`--set` overrides the demo profile (e.g. model.base=<folder> model.base_sha256=... model.n_layers=0 to
+time another base encoder); `--steps` keeps only the steps named.
 
 `--placements cpu:fp32,cpu:bf16 --per-class 12` runs the same code on a CPU (a dry run of the script).
 """
@@ -36,50 +44,64 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "banking77"))
     ap.add_argument("--per-class", type=int, default=40)
-    ap.add_argument("--placements", default="cuda:fp32,auto:auto", help="device:precision pairs, compared in order")
+    ap.add_argument("--placements", default="cuda:fp32,cuda:bf16,cuda:fp32:tf32", help="device:precision[:tf32], compared in order")
+    ap.add_argument("--batch-sizes", default="", help="train and distil batch sizes to compare (default: the demo's)")
+    ap.add_argument("--steps", default="fine_tune,adapt,distil", help="the steps to time (distil needs fine_tune)")
+    ap.add_argument("--set", nargs="*", default=[], dest="sets", help="overrides of the demo profile")
+    ap.add_argument("--name", default="", help="the results file's name (default: gpu_training.json, or *_cpu_dry_run.json)")
     args = ap.parse_args()
 
-    places = [choose(ComputeParams(*p.split(":"))) for p in args.placements.split(",")]  # fails clearly without CUDA
-    cfg = load_config("demo")
+    specs = [p.split(":") for p in args.placements.split(",")]
+    places = [(choose(ComputeParams(*s[:2])), s[2:] == ["tf32"]) for s in specs]  # fails clearly without CUDA
+    cfg = load_config("demo", args.sets)
+    steps = set(args.steps.split(","))
+    batch_sizes = [int(b) for b in args.batch_sizes.split(",")] if args.batch_sizes else [cfg.train.batch_size]
     data = Path(args.data)
     train = read_table(data / "train.csv", "text", "category")
     labels = read_label_set(data / "categories.json", train)
     train, labels = subsample(train, labels, DataParams(max_per_class=args.per_class))
     tr, va = split_train_val(train, DataParams(val_fraction=0.2))
     result: dict = {"torch": torch.__version__, "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "",
-                    "n_train": len(tr), "n_val": len(va), "n_labels": len(labels), "runs": {}}
-    train_params = replace(cfg.train, epochs=2)
+                    "n_train": len(tr), "n_val": len(va), "n_labels": len(labels), "sets": args.sets, "runs": {}, "ratios": {}}
     with tempfile.TemporaryDirectory() as tmp:
-        for place in places:
-            key, out = str(place), Path(tmp, str(place).replace(", ", "-"))
-            start = time.perf_counter()
-            ft = train_classifier(tr, va, labels, cfg.model, train_params, out / "v1", progress=False, place=place)
-            fine_tune_s = time.perf_counter() - start
-            start = time.perf_counter()
-            ad = adapt_encoder(tr["text"].tolist() * 2, [], cfg.model, replace(cfg.adapt, max_texts=1024),
-                               out / "encoder.safetensors", progress=False, place=place)
-            adapt_s = time.perf_counter() - start
-            export_onnx(out / "v1", out / "bundle")
-            start = time.perf_counter()
-            lite = distill_classifier(tr, va, labels, out / "v1", out / "bundle", tr["text"].tolist(),
-                                      replace(cfg.compress, epochs=1, recovery_epochs=1), train_params, out / "lite",
-                                      progress=False, student=replace(cfg.model, variant="lite"), place=place)
-            distil_s = time.perf_counter() - start
-            result["runs"][key] = {"fine_tune_seconds": round(fine_tune_s, 2), "fine_tune_val_accuracy": ft.best_val_accuracy,
-                                   "adapt_seconds": round(adapt_s, 2), "adapt_final_loss": ad.final_loss,
-                                   "distil_seconds": round(distil_s, 2), "lite_val_accuracy": lite.best_val_accuracy}
-            print(key, json.dumps(result["runs"][key]))
-    first, last = (result["runs"][str(p)] for p in (places[0], places[-1]))
-    result["ratios"] = {  # the last placement against the first, measured in this run
-        "fine_tune_speedup": first["fine_tune_seconds"] / last["fine_tune_seconds"],
-        "adapt_speedup": first["adapt_seconds"] / last["adapt_seconds"],
-        "distil_speedup": first["distil_seconds"] / last["distil_seconds"],
-        "fine_tune_accuracy_delta": last["fine_tune_val_accuracy"] - first["fine_tune_val_accuracy"],
-        "lite_accuracy_delta": last["lite_val_accuracy"] - first["lite_val_accuracy"],
-    }
+        # one untimed short fine-tune first: CUDA's context, kernels and allocator warm up outside every timing
+        train_classifier(tr.head(256), va.head(64), labels, cfg.model, replace(cfg.train, epochs=1), Path(tmp, "warm-up"),
+                         progress=False, place=places[0][0])
+        for batch in batch_sizes:
+            train_params = replace(cfg.train, epochs=2, batch_size=batch)
+            for place, tf32 in places:
+                # a process-wide switch: set for every run, so one run's choice never leaks into the next
+                torch.set_float32_matmul_precision("high" if tf32 else "highest")
+                key = f"{place}{' +tf32' if tf32 else ''}, batch {batch}"
+                out = Path(tmp, key.replace(", ", "-").replace(" ", ""))
+                run: dict = {}
+                if "fine_tune" in steps:
+                    start = time.perf_counter()
+                    ft = train_classifier(tr, va, labels, cfg.model, train_params, out / "v1", progress=False, place=place)
+                    run |= {"fine_tune_seconds": round(time.perf_counter() - start, 2), "fine_tune_val_accuracy": ft.best_val_accuracy}
+                if "adapt" in steps:
+                    start = time.perf_counter()
+                    ad = adapt_encoder(tr["text"].tolist() * 2, [], cfg.model, replace(cfg.adapt, max_texts=1024),
+                                       out / "encoder.safetensors", progress=False, place=place)
+                    run |= {"adapt_seconds": round(time.perf_counter() - start, 2), "adapt_final_loss": ad.final_loss}
+                if "distil" in steps:
+                    export_onnx(out / "v1", out / "bundle")
+                    start = time.perf_counter()
+                    lite = distill_classifier(tr, va, labels, out / "v1", out / "bundle", tr["text"].tolist(),
+                                              replace(cfg.compress, epochs=1, recovery_epochs=1, batch_size=batch), train_params,
+                                              out / "lite", progress=False, student=replace(cfg.model, variant="lite"), place=place)
+                    run |= {"distil_seconds": round(time.perf_counter() - start, 2), "lite_val_accuracy": lite.best_val_accuracy}
+                result["runs"][key] = run
+                print(key, json.dumps(result["runs"][key]), flush=True)
+                first = next(r for k, r in result["runs"].items() if k.endswith(f", batch {batch}"))
+                if run is not first:  # against the first placement at this batch size, measured in this run
+                    result["ratios"][key] = {
+                        **{f"{s}_speedup": first[f"{s}_seconds"] / run[f"{s}_seconds"] for s in ("fine_tune", "adapt", "distil")
+                           if f"{s}_seconds" in run},
+                        **{f"{m}_delta": run[m] - first[m] for m in ("fine_tune_val_accuracy", "lite_val_accuracy") if m in run}}
     print(json.dumps(result["ratios"], indent=2))
     RESULTS.mkdir(parents=True, exist_ok=True)
-    name = "gpu_training.json" if any(p.device != "cpu" for p in places) else "gpu_training_cpu_dry_run.json"
+    name = args.name or ("gpu_training.json" if any(p.device != "cpu" for p, _ in places) else "gpu_training_cpu_dry_run.json")
     (RESULTS / name).write_text(json.dumps(result, indent=2) + "\n")
     if os.environ.get("OUT"):
         Path(os.environ["OUT"], name).write_text(json.dumps(result, indent=2) + "\n")
