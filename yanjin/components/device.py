@@ -64,7 +64,7 @@ def choose(params: ComputeParams, cuda: Cuda | None = None) -> Placement:
     """The placement `compute.device` / `compute.precision` ask for, checked against what is visible.
 
     device: auto (the first GPU if any, else the CPU), cpu, cuda or cuda:N. precision: auto (fp32: the
-    faster on every GPU measured, see above), fp32, bf16 (a GPU with bf16, or the CPU) or fp16 (a GPU only).
+    faster on the one GPU measured, an H200, see above), fp32, bf16 (a GPU with bf16, or the CPU) or fp16 (a GPU only).
     """
     cuda = cuda if cuda is not None else Cuda.probe()
     device = params.device.strip().lower()
