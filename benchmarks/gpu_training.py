@@ -5,7 +5,7 @@ measured on an H200 decided compute.precision=auto (yanjin/components/device.py)
 For a session with a GPU (benchmarks/gpu_check.sh runs it first); needs a CUDA build of torch and
 the MiniLM package in the same environment. Writes benchmarks/results/gpu_training.json.
 
-    python benchmarks/gpu_training.py [--data DIR] [--per-class 40] [--placements cuda:fp32,cuda:bf16]
+    python benchmarks/gpu_training.py [--data DIR] [--per-class 40] [--placements cuda:fp32,cuda:bf16,cuda:fp32:tf32]
                                       [--batch-sizes 32,256] [--steps fine_tune,adapt,distil] [--set KEY=VALUE ...]
 
 A placement is device:precision, or device:fp32:tf32 for fp32 weights and activations with TF32
@@ -69,6 +69,7 @@ def main() -> None:
                          progress=False, place=places[0][0])
         for batch in batch_sizes:
             train_params = replace(cfg.train, epochs=2, batch_size=batch)
+            first: dict | None = None   # the first placement's run at this batch size: the ratios' reference
             for place, tf32 in places:
                 # a process-wide switch: set for every run, so one run's choice never leaks into the next
                 torch.set_float32_matmul_precision("high" if tf32 else "highest")
@@ -93,8 +94,9 @@ def main() -> None:
                     run |= {"distil_seconds": round(time.perf_counter() - start, 2), "lite_val_accuracy": lite.best_val_accuracy}
                 result["runs"][key] = run
                 print(key, json.dumps(result["runs"][key]), flush=True)
-                first = next(r for k, r in result["runs"].items() if k.endswith(f", batch {batch}"))
-                if run is not first:  # against the first placement at this batch size, measured in this run
+                if first is None:
+                    first = run
+                else:  # against the first placement at this batch size, measured in this run
                     result["ratios"][key] = {
                         **{f"{s}_speedup": first[f"{s}_seconds"] / run[f"{s}_seconds"] for s in ("fine_tune", "adapt", "distil")
                            if f"{s}_seconds" in run},

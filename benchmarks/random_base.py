@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import struct
 from pathlib import Path
 
 SHAPES = "shapes.json"
@@ -24,6 +23,8 @@ SHAPES = "shapes.json"
 
 def write_shapes(like: str, to: Path) -> None:
     """The base's config and tokenizer, and each tensor's dtype and shape read from its safetensors header."""
+    from safetensors import safe_open
+
     from yanjin.config import ModelSpec
     from yanjin.models.pretrained import CONFIG_FILE, base_for
     from yanjin.registry import CHECKPOINT_WEIGHTS, TOKENIZER_FILE
@@ -32,10 +33,9 @@ def write_shapes(like: str, to: Path) -> None:
     to.mkdir(parents=True, exist_ok=True)
     for name in (CONFIG_FILE, TOKENIZER_FILE):
         shutil.copy(base.file(name), to / name)
-    with base.file(CHECKPOINT_WEIGHTS).open("rb") as f:
-        header = json.loads(f.read(struct.unpack("<Q", f.read(8))[0]))
-    header.pop("__metadata__", None)
-    (to / SHAPES).write_text(json.dumps({k: [v["dtype"], v["shape"]] for k, v in header.items()}))
+    with safe_open(str(base.file(CHECKPOINT_WEIGHTS)), framework="numpy") as f:   # reads the header, not the tensors
+        shapes = {k: [f.get_slice(k).get_dtype(), f.get_slice(k).get_shape()] for k in f.keys()}
+    (to / SHAPES).write_text(json.dumps(shapes))
 
 
 def write_weights(folder: Path) -> str:
@@ -44,7 +44,7 @@ def write_weights(folder: Path) -> str:
     from safetensors.torch import save_file
 
     from yanjin.models.pretrained import BASE_FILES
-    from yanjin.registry import sha256_file
+    from yanjin.registry import CHECKPOINT_WEIGHTS, sha256_file
 
     g = torch.Generator().manual_seed(0)
     tensors = {}
@@ -57,7 +57,7 @@ def write_weights(folder: Path) -> str:
             tensors[name] = torch.zeros(shape)
         else:
             tensors[name] = torch.randn(shape, generator=g) * 0.02
-    save_file(tensors, str(folder / "model.safetensors"))
+    save_file(tensors, str(folder / CHECKPOINT_WEIGHTS))
     return ",".join(f"{name}={sha256_file(folder / name)}" for name in BASE_FILES)
 
 
