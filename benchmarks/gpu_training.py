@@ -12,7 +12,9 @@ A placement is device:precision, or device:fp32:tf32 for fp32 weights and activa
 matrix products (torch.set_float32_matmul_precision("high")), which autocast never uses. Every
 placement runs at every batch size; the ratios compare each run with the first at its batch size.
 `--set` overrides the demo profile (e.g. model.base=<folder> model.base_sha256=... model.n_layers=0 to
-time another base encoder); `--steps` keeps only the steps named.
+time another base encoder); `--steps` keeps only the steps named. `--profile N` adds, per placement,
+where a 1-epoch fine-tune on N rows spends its time (torch.profiler): GPU busy against wall time,
+kernel launches, the top operators.
 
 `--placements cpu:fp32,cpu:bf16 --per-class 12` runs the same code on a CPU (a dry run of the script).
 """
@@ -28,6 +30,42 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
+
+
+LAUNCHES = {"cudaLaunchKernel", "cudaLaunchKernelExC", "cuLaunchKernel", "cuLaunchKernelEx"}
+
+
+def profile_fine_tune(tr, va, labels, cfg, places, tmp: Path) -> dict:
+    """Where a fine-tune's time goes, per placement: wall time, time the GPU was busy, kernels launched, and
+    the operators that took most GPU and CPU time. A GPU busy for a small part of the wall time is waiting
+    for the CPU (Python, launches, tokenising), and no precision changes that."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from yanjin.components.train import train_classifier
+
+    out = {}
+    for place, tf32 in places:
+        torch.set_float32_matmul_precision("high" if tf32 else "highest")
+        key = f"{place}{' +tf32' if tf32 else ''}"
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            start = time.perf_counter()
+            train_classifier(tr, va, labels, cfg.model, replace(cfg.train, epochs=1), tmp / "profile", progress=False,
+                             place=place)
+            wall = time.perf_counter() - start
+        events = prof.key_averages()
+
+        def top(attr: str) -> list[dict]:
+            return [{"op": e.key[:80], "ms": round(getattr(e, attr) / 1000, 2), "calls": e.count}
+                    for e in sorted(events, key=lambda e: -getattr(e, attr))[:12]]
+
+        out[key] = {"rows": len(tr), "wall_ms": round(wall * 1000, 1),
+                    "gpu_busy_ms": round(sum(e.self_device_time_total for e in events) / 1000, 1),
+                    "kernel_launches": sum(e.count for e in events if e.key in LAUNCHES),
+                    "top_gpu": top("self_device_time_total"), "top_cpu": top("self_cpu_time_total")}
+        print(key, "profile", json.dumps({k: v for k, v in out[key].items() if not k.startswith("top")}), flush=True)
+        print(events.table(sort_by="self_device_time_total", row_limit=12), flush=True)
+    return out
 
 
 def main() -> None:
@@ -48,6 +86,7 @@ def main() -> None:
     ap.add_argument("--batch-sizes", default="", help="train and distil batch sizes to compare (default: the demo's)")
     ap.add_argument("--steps", default="fine_tune,adapt,distil", help="the steps to time (distil needs fine_tune)")
     ap.add_argument("--set", nargs="*", default=[], dest="sets", help="overrides of the demo profile")
+    ap.add_argument("--profile", type=int, default=0, help="also profile a 1-epoch fine-tune on this many rows per placement")
     ap.add_argument("--name", default="", help="the results file's name (default: gpu_training.json, or *_cpu_dry_run.json)")
     args = ap.parse_args()
 
@@ -64,9 +103,14 @@ def main() -> None:
     result: dict = {"torch": torch.__version__, "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "",
                     "n_train": len(tr), "n_val": len(va), "n_labels": len(labels), "sets": args.sets, "runs": {}, "ratios": {}}
     with tempfile.TemporaryDirectory() as tmp:
-        # one untimed short fine-tune first: CUDA's context, kernels and allocator warm up outside every timing
-        train_classifier(tr.head(256), va.head(64), labels, cfg.model, replace(cfg.train, epochs=1), Path(tmp, "warm-up"),
-                         progress=False, place=places[0][0])
+        # an untimed short fine-tune per placement first: CUDA's context, allocator and each precision's kernels
+        # (loaded lazily, on first use) warm up outside every timing, so no placement pays for being first
+        for place, tf32 in places:
+            torch.set_float32_matmul_precision("high" if tf32 else "highest")
+            train_classifier(tr.head(256), va.head(64), labels, cfg.model, replace(cfg.train, epochs=1),
+                             Path(tmp, "warm-up"), progress=False, place=place)
+        if args.profile:
+            result["profiles"] = profile_fine_tune(tr.head(args.profile), va.head(64), labels, cfg, places, Path(tmp))
         for batch in batch_sizes:
             train_params = replace(cfg.train, epochs=2, batch_size=batch)
             first: dict | None = None   # the first placement's run at this batch size: the ratios' reference

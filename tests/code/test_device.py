@@ -56,3 +56,17 @@ def test_mixed_precision_training_learns_and_keeps_fp32_weights(small_slice, tmp
     assert result.history[-1]["train_loss"] < np.log(6)  # below chance-level cross-entropy
     weights = load_file(str(tmp_path / "model.safetensors"))
     assert {t.dtype for t in weights.values()} == {torch.float32}  # autocast computes in bf16, stores fp32
+
+
+@pytest.mark.parametrize("device, precision, cudnn_attention", [
+    ("cuda:0", "bf16", False),   # cuDNN's attention re-plans per shape: ~3x slower steps on an H200 (device.py)
+    ("cuda:0", "fp16", False),
+    ("cuda:0", "fp32", True),    # no autocast, nothing changed
+    ("cpu", "bf16", True),
+])
+@pytest.mark.filterwarnings("ignore:CUDA is not available")  # CUDA autocast on a CPU-only build
+def test_mixed_precision_on_a_gpu_keeps_attention_off_cudnn(device, precision, cudnn_attention):
+    before = torch.backends.cuda.cudnn_sdp_enabled()
+    with Placement(device, precision).autocast():
+        assert torch.backends.cuda.cudnn_sdp_enabled() is (before and cudnn_attention)
+    assert torch.backends.cuda.cudnn_sdp_enabled() is before      # restored on the way out

@@ -1,10 +1,12 @@
 """Where adaptation, fine-tuning and distillation run: the GPU when there is one, at fp32 unless
 mixed precision is asked for.
 
-`precision: auto` is fp32 on every device. Measured on an H200 (benchmarks/results/gpu_training.json,
-gpu_training_mpnet_shape.json): bf16 autocast fine-tuned MiniLM at 0.30x (batch 32) and 0.40x (batch
-256) fp32's speed, and an MPNet-sized encoder at 0.87x and 1.00x; steps this small are bound by kernel
-launches, which autocast's casts add to. bf16 (fp32's exponent range, no loss scaling) and fp16 (with a
+`precision: auto` is fp32 on every device. Measured on an H200, fine-tuning for 2 epochs side by side
+(benchmarks/results/gpu_training*.json): bf16 autocast ran MiniLM at 0.76x (batch 32) and 0.85x
+(batch 256) fp32's speed, an MPNet-sized encoder at 0.86x (batch 32). The profile says why: at fp32 the
+GPU is busy for about a quarter of each step's wall time, so the step waits on the CPU (Python, kernel
+launches), and autocast adds casts, about 30% more launches, while its faster matrix products save
+time only on the GPU side. bf16 (fp32's exponent range, no loss scaling) and fp16 (with a
 gradient scaler) stay available by name for larger models or batches. Autocast keeps softmax, layer
 norm and the losses in fp32 and the weights stay fp32 throughout (the optimizer steps fp32 master
 weights), so checkpoints, ONNX export and parity are the same in every case.
@@ -12,13 +14,16 @@ weights), so checkpoints, ONNX export and parity are the same in every case.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from ..config import ComputeParams
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+MIXED_ATTENTION = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]  # no cuDNN
 
 
 @dataclass(frozen=True)
@@ -43,11 +48,18 @@ class Placement:
     def torch_device(self) -> torch.device:
         return torch.device(self.device)
 
-    def autocast(self):
-        """The forward pass and loss under autocast (a no-op at fp32)."""
+    @contextlib.contextmanager
+    def autocast(self) -> Iterator[None]:
+        """The forward pass and loss under autocast (a no-op at fp32). On a GPU, attention keeps to the
+        flash, memory-efficient and math kernels: under autocast SDPA otherwise picks cuDNN's, which on
+        the H200 spent 4 ms (forward) and 11 ms (backward) of CPU per call planning for each new shape,
+        and our length-grouped batches vary in shape (benchmarks/results/gpu_training.json, profiles)."""
         if self.precision == "fp32":
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.torch_device.type, dtype=DTYPES[self.precision])
+            yield
+            return
+        kernels = sdpa_kernel(MIXED_ATTENTION) if self.torch_device.type == "cuda" else contextlib.nullcontext()
+        with torch.autocast(device_type=self.torch_device.type, dtype=DTYPES[self.precision]), kernels:
+            yield
 
     def scaler(self) -> torch.amp.GradScaler:
         """Loss scaling, needed by fp16 only (its gradients underflow); pass-through otherwise."""
