@@ -79,7 +79,7 @@ def lite_table(r: dict) -> str:
         gate = f.get("lite_gate", {}).get("verdict", "not run")  # recorded since the gate was applied here
         lines.append(f"| {name} | {f['lite_accuracy']:.4f} | {f['lite_accuracy_ratio_vs_pro']:.3f} | "
                      f"{f['lite_size_ratio_vs_pro']:.4f} | {f['lite_latency_ratio_vs_v1_eager']:.3f} | "
-                     f"{f['lite_distil_seconds']:.0f} | {gate} |")
+                     f"{f['lite_distil_seconds']:.0f}{' (resumed: last part)' if f.get('lite_distil_resumed') else ''} | {gate} |")
     return "\n".join(lines) + "\n"
 
 
@@ -195,6 +195,7 @@ def lite(teacher_arm: str, seed: int, data: Path, state_dir: Path, sets: list[st
     from yanjin.components.distill import distill_classifier
     from yanjin.components.export import INT8_OPSET, export_onnx, quantize_bundle
     from yanjin.components.gate import TeacherScore, decide
+    from yanjin.components.resume import Resume
     from yanjin.config import load_config
 
     cfg = load_config("full", ["model.variant=lite", *sets])
@@ -215,11 +216,16 @@ def lite(teacher_arm: str, seed: int, data: Path, state_dir: Path, sets: list[st
     # the domain text as the pipeline's domain step gives it: test texts removed
     corpus, _ = clean_corpus(read_corpus([data / "train.csv", data.parent / "nlupp" / "banking"], "text"),
                              test[TEXT].tolist())
+    # a distillation cut short (a session's end) continues from its last checkpoint when started again
+    resume = Resume(out.with_name(out.name + "-resume"), every=100)
+    resumed = resume.directory.is_dir() and any(resume.directory.iterdir())
     start = time.perf_counter()
     result = distill_classifier(tr, va, labels, teacher_ckpt, teacher_bundle, corpus, cfg.compress, cfg.train, out,
                                 progress=False, student=cfg.model, on_epoch=epoch_line(f"lite {name} seed {seed}"),
-                                student_checkpoint=checkpoint_dir(state_dir, "full", student_arm, seed) if student_arm else None)
-    seconds = time.perf_counter() - start
+                                student_checkpoint=checkpoint_dir(state_dir, "full", student_arm, seed) if student_arm else None,
+                                resume=resume)
+    seconds = time.perf_counter() - start  # this process's share when resumed
+    shutil.rmtree(resume.directory, ignore_errors=True)  # done: the best epoch is in `out`
     if cfg.train.calibrate:
         temperatures["lite"] = calibrate_checkpoint(out, va)
     lite_bundle = out.with_name(out.name + "-bundle")
@@ -237,7 +243,7 @@ def lite(teacher_arm: str, seed: int, data: Path, state_dir: Path, sets: list[st
                "lite_latency_ratio_vs_v1_eager": rows["lite"]["ort_latency_ms_p50_b1"] / rows["v1"]["eager_latency_ms_p50_b1"],
                "lite_accuracy_ratio_vs_pro": rows["lite"]["accuracy"] / rows["pro"]["accuracy"] if rows["pro"]["accuracy"] else None,
                "lite_teacher": f"full:{teacher_arm}:seed{seed}", "lite_sets": sets, "lite_recipe": name,
-               "lite_distil_seconds": seconds, "lite_student_start": result.student_start,
+               "lite_distil_seconds": seconds, "lite_distil_resumed": resumed, "lite_student_start": result.student_start,
                "lite_student_params": result.student_params, "lite_teacher_params": result.teacher_params,
                "lite_val_accuracy_by_epoch": [round(h["val_accuracy"], 4) for h in result.history],  # distil, then recover
                "lite_best_epoch": result.best_epoch,
