@@ -35,34 +35,47 @@ RESULTS = ROOT / "benchmarks" / "results"
 LAUNCHES = {"cudaLaunchKernel", "cudaLaunchKernelExC", "cuLaunchKernel", "cuLaunchKernelEx"}
 
 
+def use_tf32(tf32: bool) -> None:
+    """A process-wide switch: set before every run, so one run's choice never leaks into the next."""
+    import torch
+
+    torch.set_float32_matmul_precision("high" if tf32 else "highest")
+
+
+def label(place, tf32: bool) -> str:
+    return f"{place}{' +tf32' if tf32 else ''}"
+
+
 def profile_fine_tune(tr, va, labels, cfg, places, tmp: Path) -> dict:
     """Where a fine-tune's time goes, per placement: wall time, time the GPU was busy, kernels launched, and
     the operators that took most GPU and CPU time. A GPU busy for a small part of the wall time is waiting
     for the CPU (Python, launches, tokenising), and no precision changes that."""
-    import torch
+    from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
 
     from yanjin.components.train import train_classifier
 
     out = {}
     for place, tf32 in places:
-        torch.set_float32_matmul_precision("high" if tf32 else "highest")
-        key = f"{place}{' +tf32' if tf32 else ''}"
+        use_tf32(tf32)
+        key = label(place, tf32)
         with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
             start = time.perf_counter()
             train_classifier(tr, va, labels, cfg.model, replace(cfg.train, epochs=1), tmp / "profile", progress=False,
                              place=place)
             wall = time.perf_counter() - start
         events = prof.key_averages()
+        # the GPU's own events (kernels, copies): an operator's device time repeats its kernels' (as torch's table)
+        on_gpu = [e for e in events if e.device_type != DeviceType.CPU and not e.is_user_annotation]
 
-        def top(attr: str) -> list[dict]:
+        def top(rows, attr: str) -> list[dict]:
             return [{"op": e.key[:80], "ms": round(getattr(e, attr) / 1000, 2), "calls": e.count}
-                    for e in sorted(events, key=lambda e: -getattr(e, attr))[:12]]
+                    for e in sorted(rows, key=lambda e: -getattr(e, attr))[:12]]
 
         out[key] = {"rows": len(tr), "wall_ms": round(wall * 1000, 1),
-                    "gpu_busy_ms": round(sum(e.self_device_time_total for e in events) / 1000, 1),
+                    "gpu_busy_ms": round(sum(e.self_device_time_total for e in on_gpu) / 1000, 1),
                     "kernel_launches": sum(e.count for e in events if e.key in LAUNCHES),
-                    "top_gpu": top("self_device_time_total"), "top_cpu": top("self_cpu_time_total")}
+                    "top_gpu": top(on_gpu, "self_device_time_total"), "top_cpu": top(events, "self_cpu_time_total")}
         print(key, "profile", json.dumps({k: v for k, v in out[key].items() if not k.startswith("top")}), flush=True)
         print(events.table(sort_by="self_device_time_total", row_limit=12), flush=True)
     return out
@@ -106,7 +119,7 @@ def main() -> None:
         # an untimed short fine-tune per placement first: CUDA's context, allocator and each precision's kernels
         # (loaded lazily, on first use) warm up outside every timing, so no placement pays for being first
         for place, tf32 in places:
-            torch.set_float32_matmul_precision("high" if tf32 else "highest")
+            use_tf32(tf32)
             train_classifier(tr.head(256), va.head(64), labels, cfg.model, replace(cfg.train, epochs=1),
                              Path(tmp, "warm-up"), progress=False, place=place)
         if args.profile:
@@ -115,9 +128,8 @@ def main() -> None:
             train_params = replace(cfg.train, epochs=2, batch_size=batch)
             first: dict | None = None   # the first placement's run at this batch size: the ratios' reference
             for place, tf32 in places:
-                # a process-wide switch: set for every run, so one run's choice never leaks into the next
-                torch.set_float32_matmul_precision("high" if tf32 else "highest")
-                key = f"{place}{' +tf32' if tf32 else ''}, batch {batch}"
+                use_tf32(tf32)
+                key = f"{label(place, tf32)}, batch {batch}"
                 out = Path(tmp, key.replace(", ", "-").replace(" ", ""))
                 run: dict = {}
                 if "fine_tune" in steps:

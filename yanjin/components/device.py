@@ -4,7 +4,7 @@ mixed precision is asked for.
 `precision: auto` is fp32 on every device. Measured on an H200, fine-tuning for 2 epochs side by side
 (benchmarks/results/gpu_training*.json): bf16 autocast ran MiniLM at 0.76x (batch 32) and 0.85x
 (batch 256) fp32's speed, an MPNet-sized encoder at 0.86x (batch 32). The profile says why: at fp32 the
-GPU is busy for about a quarter of each step's wall time, so the step waits on the CPU (Python, kernel
+GPU is busy for about a tenth of each step's wall time, so the step waits on the CPU (Python, kernel
 launches), and autocast adds casts, about 30% more launches, while its faster matrix products save
 time only on the GPU side. bf16 (fp32's exponent range, no loss scaling) and fp16 (with a
 gradient scaler) stay available by name for larger models or batches. Autocast keeps softmax, layer
