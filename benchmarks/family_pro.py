@@ -127,8 +127,10 @@ def summarise(r: dict) -> None:
         r["lite_teacher_is_pro"] = teacher == PRO_ARMS["full"]
         runs = max(from_pro.values(), key=lambda fs: (all(f.get("lite_gate", {}).get("register") for f in fs),
                                                       statistics.mean(f["lite_accuracy"] for f in fs)))
-        # accuracy is the mean over seeds; the other lite_* figures (size, latency, gate, side by side)
-        # are one run's, the first recorded, and lite_figures_from names it
+        # accuracy is the mean over seeds; the other lite_* figures (size, latency, gate, side by side) are one
+        # run's, the lowest teacher seed's (not the first in the file: it is written with sorted keys), named
+        # by lite_figures_from
+        runs = sorted(runs, key=lambda f: int(f["lite_teacher"].rsplit(":seed", 1)[1]))
         r.update(runs[0])
         r["lite_figures_from"] = runs[0]["lite_teacher"]
         r["lite_accuracy_seeds"] = {f["lite_teacher"].rsplit(":", 1)[1]: f["lite_accuracy"] for f in runs}
@@ -260,7 +262,8 @@ def lite(teacher_arm: str, seed: int, data: Path, state_dir: Path, sets: list[st
     versions = {k: r | {"registered_model": f"benchmark {k} ({'full:' + teacher_arm if k == 'pro' else k})",
                         "version": f"seed{seed}"} for k, r in rows.items()}
     versions["v2"] = family["versions"]["v2"] | {"measured_in": "benchmarks/results/family.json (another run)"}
-    (RESULTS / "family_pro_side_by_side.json").write_text(json.dumps(
+    # one file per teacher seed: a later seed's run never replaces the figures the lite_* keys name
+    (RESULTS / f"family_pro_side_by_side_seed{seed}.json").write_text(json.dumps(
         {"versions": versions, "n_test": len(test), "tfidf_accuracy": None}, indent=2, sort_keys=True) + "\n")
     return figures
 
@@ -341,6 +344,11 @@ def main() -> None:
         merge(lambda r: None)
     final = json.loads(OUT.read_text())
     (RESULTS / "family_pro.md").write_text(ablation_table(final) + "\n" + lite_table(final))
+    # the advisor's input (select_seed_example.py): the side by side of the run the lite_* figures come from
+    if final.get("lite_teacher_is_pro"):
+        chosen = RESULTS / f"family_pro_side_by_side_{final['lite_figures_from'].rsplit(':', 1)[1]}.json"
+        if chosen.is_file():
+            (RESULTS / "family_pro_side_by_side.json").write_text(chosen.read_text())
     print(json.dumps({k: v for k, v in final.items() if k not in ("runs", "curves", "recipes", "side_by_side", "lite_runs")}, indent=2))
     print(ablation_table(final))
     print(lite_table(final))
