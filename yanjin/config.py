@@ -234,6 +234,8 @@ class RolloutPolicy:
     alpha: float = 0.05                  # error rate of the always-valid test, over all looks together
     tau: float = 0.05                    # mSPRT mixture scale: the size of difference it is tuned to see
     trust_client_feedback: bool = False  # count clients' /feedback labels in the verdict; off: reviewers' labels only
+    max_principal_share: float = 0.25    # most of an arm's labelled evidence one caller (API key) may supply; beyond it
+                                         # their predictions still count as traffic, not as evidence
 
     def steps(self) -> list[float]:
         """The plan as shares in (0, 1], strictly rising, ending at 1."""
@@ -244,6 +246,14 @@ class RolloutPolicy:
         if not shares or shares[-1] != 1.0 or any(not 0 < s <= 1 for s in shares) or shares != sorted(set(shares)):
             raise ValueError(f"rollout plan {self.plan!r}: percents must rise strictly within (0, 100] and end at 100")
         return shares
+
+
+@dataclass(frozen=True)
+class ReleasePolicy:
+    approvals: int = 0                   # approvals a promotion to champion needs, from people other than the one who
+                                         # proposed it and the one who trained the version (four eyes: 1)
+    lease_ttl_s: float = 120.0           # a release lease not renewed for this long (ledger clock) was left by a crash
+    controller_interval_s: float = 60.0  # seconds between two passes of `yanjin controller run`
 
 
 @dataclass(frozen=True)
@@ -332,6 +342,7 @@ class ServeSettings:
     ort_spin: bool = True               # ORT's idle threads spin (its default) or sleep, leaving the cores to HTTP
     api_keys: str = field(default_factory=lambda: str(LocalState().api_keys))  # keys file (hashed tokens): `yanjin keys add`
     open_predict: bool = True           # /predict without a key (embedded, on localhost); off on a cluster
+    ab_secret: str = field(default_factory=lambda: str(LocalState().ab_secret))  # HMAC key of the A/B arms (a Secret on a cluster)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -366,6 +377,7 @@ class PipelineConfig:
     evaluate: EvalParams = EvalParams()
     gate: GateParams = GateParams()
     rollout: RolloutPolicy = RolloutPolicy()   # A/B rollout guardrails (yanjin rollout)
+    release: ReleasePolicy = ReleasePolicy()   # approvals and leases of the release ledger (yanjin approve, controller)
     costs: CostParams = CostParams()           # prices for the version advisor (yanjin select)
     monitor: MonitorParams = MonitorParams()   # drift check and retraining trigger (yanjin monitor)
     resources: ResourceParams = ResourceParams()  # per Kubeflow step: requests, limits, timeouts, retries, GPU

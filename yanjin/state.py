@@ -40,6 +40,14 @@ class LocalState:
         return self.root / "api-keys.json"
 
     @property
+    def ab_secret(self) -> Path:
+        return self.root / "ab-secret"
+
+    @property
+    def ledger(self) -> Path:
+        return self.root / "release.db"
+
+    @property
     def monitoring(self) -> Path:
         return self.root / "monitoring"
 

@@ -6,10 +6,13 @@ import pytest
 from mlflow import MlflowClient
 
 from yanjin.release.policy import RolloutPolicy
-from yanjin.release.promotion import CHAMPION, PromotionRefused, alias_version, history
+from yanjin.registry import alias_version
+from yanjin.release.promotion import CHAMPION, PromotionRefused, history
 from yanjin.release.rollout import RolloutError, abort, assess, check, read_state, start
 from yanjin.serving.predlog import Prediction, PredictionLog
 from yanjin.registry import SHARE_TAG
+
+from .conftest import release_for
 
 MODEL = "demo-v1"
 POLICY = RolloutPolicy(plan="10,50,100", min_labelled=40, min_step_requests=40, accuracy_margin=0.05,
@@ -22,9 +25,9 @@ def setup(tmp_path):
     client.create_registered_model(MODEL)
     for v in range(1, 4):
         client.create_model_version(MODEL, str(tmp_path), tags={"gate": "passed" if v < 3 else "reject"})
-    client.set_registered_model_alias(MODEL, CHAMPION, "1")
+    client.set_registered_model_alias(MODEL, CHAMPION, "1")   # written before the ledger: migrated on first use
     log = PredictionLog(tmp_path / "predictions.db")
-    yield client, log
+    yield release_for(client, tmp_path / "release.db"), log
     log.close()
 
 
@@ -40,22 +43,24 @@ def traffic(log: PredictionLog, arm: str, version: str, n: int, accuracy: float,
 
 
 def test_start_needs_a_gated_version_and_moves_only_the_challenger(setup):
-    client, log = setup
+    release, log = setup
+    client = release.client
     with pytest.raises(PromotionRefused, match="gate"):
-        start(client, MODEL, "3", POLICY, "try")
+        start(release, MODEL, "3", POLICY, "try")
     with pytest.raises(RolloutError, match="already the champion"):
-        start(client, MODEL, "1", POLICY, "try")
-    state = start(client, MODEL, "2", POLICY, "try")
+        start(release, MODEL, "1", POLICY, "try")
+    state = start(release, MODEL, "2", POLICY, "try")
     assert (state.champion, state.challenger, state.share) == ("1", "2", 0.1)
     assert alias_version(client, MODEL, "challenger") == "2" and alias_version(client, MODEL, CHAMPION) == "1"
     assert client.get_registered_model(MODEL).tags[SHARE_TAG] == "0.1"
     with pytest.raises(RolloutError, match="already running"):
-        start(client, MODEL, "2", POLICY, "again")
+        start(release, MODEL, "2", POLICY, "again")
 
 
 def test_too_little_evidence_holds(setup):
-    client, log = setup
-    state = start(client, MODEL, "2", POLICY, "try")
+    release, log = setup
+    client = release.client
+    state = start(release, MODEL, "2", POLICY, "try")
     traffic(log, "champion", "1", 100, 0.9)
     traffic(log, "challenger", "2", 10, 0.0)
     a = assess(log, MODEL, state, POLICY)
@@ -63,34 +68,36 @@ def test_too_little_evidence_holds(setup):
 
 
 def test_a_worse_challenger_is_rolled_back_and_marked(setup):
-    client, log = setup
-    start(client, MODEL, "2", POLICY, "try")
+    release, log = setup
+    client = release.client
+    start(release, MODEL, "2", POLICY, "try")
     traffic(log, "champion", "1", 200, 0.9)
     traffic(log, "challenger", "2", 60, 0.5)
-    state, a = check(client, log, MODEL, POLICY)
+    state, a = check(release, log, MODEL, POLICY)
     assert a.decision == "rollback" and "significantly below" in a.reasons[0]
     assert state.status == "rolled_back" and client.get_registered_model(MODEL).tags[SHARE_TAG] == "0"
     assert alias_version(client, MODEL, CHAMPION) == "1"
     assert client.get_model_version(MODEL, "2").tags["rollout_outcome"] == "rolled_back"
-    assert history(client, MODEL)[-1].action == "rollout-rollback"
+    assert history(release, MODEL)[-1].action == "rollout-rollback"
     with pytest.raises(PromotionRefused, match="rolled back"):   # promoting it now needs --force
         from yanjin.release.promotion import promote
-        promote(client, MODEL, "2", "anyway", expected="1")
+        promote(release, MODEL, "2", "anyway", expected="1")
     report = client.download_artifacts(state.run_id, "rollout/report.md")
     assert "rolled_back" in open(report).read()
 
 
 def test_failures_and_slowness_roll_back(setup):
-    client, log = setup
-    state = start(client, MODEL, "2", POLICY, "try")
+    release, log = setup
+    client = release.client
+    state = start(release, MODEL, "2", POLICY, "try")
     traffic(log, "champion", "1", 200, 0.9)
     traffic(log, "challenger", "2", 60, 0.9)
     log.failure(MODEL, "2", "challenger", 5, "RuntimeError: boom")
     a = assess(log, MODEL, state, POLICY)
     assert a.decision == "rollback" and any("error rate" in r or "fails" in r for r in a.reasons)
-    abort(client, MODEL, "next case")
+    abort(release, MODEL, "next case")
 
-    state = start(client, MODEL, "2", POLICY, "try")
+    state = start(release, MODEL, "2", POLICY, "try")
     traffic(log, "champion", "1", 100, 0.9, latency_ms=2.0)
     traffic(log, "challenger", "2", 60, 0.9, latency_ms=9.0)
     a = assess(log, MODEL, state, POLICY)
@@ -98,22 +105,23 @@ def test_failures_and_slowness_roll_back(setup):
 
 
 def test_a_good_challenger_walks_the_plan_and_is_promoted(setup):
-    client, log = setup
-    start(client, MODEL, "2", POLICY, "try")
+    release, log = setup
+    client = release.client
+    start(release, MODEL, "2", POLICY, "try")
     decisions = []
     for _ in range(30):
         traffic(log, "champion", "1", 100, 0.9)
         traffic(log, "challenger", "2", 50, 0.96)
-        state, a = check(client, log, MODEL, POLICY)
+        state, a = check(release, log, MODEL, POLICY)
         decisions.append(a.decision)
         if state.status != "running":
             break
     assert [d for d in decisions if d != "hold"] == ["advance", "advance", "promote"], decisions
     assert decisions[0] == "hold"   # 50 labelled texts cannot yet rule out a 5-point loss
     assert alias_version(client, MODEL, CHAMPION) == "2"
-    assert [e.action for e in history(client, MODEL)] == ["rollout-start", "rollout-advance", "rollout-advance",
-                                                          "rollout-promote"]
-    assert read_state(client, MODEL).status == "promoted"
+    assert [e.action for e in history(release, MODEL)] == ["migrate", "rollout-start", "rollout-advance",
+                                                          "rollout-advance", "rollout-promote"]
+    assert read_state(release, MODEL).status == "promoted"
 
 
 def test_cli_start_status_abort(setup, tmp_path):
@@ -121,7 +129,8 @@ def test_cli_start_status_abort(setup, tmp_path):
 
     from yanjin.cli import app
 
-    client, log = setup
+    release, log = setup
+    client = release.client
     uri = client.tracking_uri
     run = lambda *a: CliRunner().invoke(app, list(a) + ["--tracking-uri", uri], env={"COLUMNS": "300"})  # noqa: E731
     started = run("rollout", "start", MODEL, "--challenger", "2", "--plan", "20,100", "--profile", "tiny")
@@ -129,7 +138,7 @@ def test_cli_start_status_abort(setup, tmp_path):
     traffic(log, "champion", "1", 50, 0.9)
     status = run("rollout", "status", MODEL, "--profile", "tiny", "--prediction-log", str(tmp_path / "predictions.db"))
     assert status.exit_code == 0 and "decision: hold" in status.output and "requests 50" in status.output, status.output
-    assert read_state(client, MODEL).checks == 0                      # without --apply nothing is recorded
+    assert read_state(release, MODEL).checks == 0                      # without --apply nothing is recorded
     aborted = run("rollout", "abort", MODEL, "--reason", "change of plan")
     assert aborted.exit_code == 0 and client.get_registered_model(MODEL).tags[SHARE_TAG] == "0"
     again = run("rollout", "status", MODEL, "--profile", "tiny", "--prediction-log", str(tmp_path / "predictions.db"))
@@ -142,27 +151,65 @@ def test_a_hold_never_writes_back_a_rollout_another_controller_moved(setup):
     import threading
     from dataclasses import replace
 
-    from yanjin.release.promotion import model_lock
     from yanjin.release.rollout import _write_state
 
-    client, log = setup
-    state = start(client, MODEL, "2", POLICY, "try")
+    from .conftest import as_principal
+
+    release, log = setup
+    client = release.client
+    state = start(release, MODEL, "2", POLICY, "try")
     traffic(log, "champion", "1", 100, 0.9)
     traffic(log, "challenger", "2", 10, 0.9)  # too little evidence: A's verdict is hold
     outcome = {}
 
     def controller_a() -> None:
         try:
-            outcome["a"] = check(client, log, MODEL, POLICY)
+            outcome["a"] = check(release, log, MODEL, POLICY)
         except RolloutError as e:
             outcome["a"] = e
 
-    with model_lock(client, MODEL):  # B holds the lock while A reads, assesses and waits for it
+    b = as_principal(release, "controller-b")
+    with b.holding(MODEL) as lease:  # B holds the lease while A reads, assesses and waits for it
         a = threading.Thread(target=controller_a)
         a.start()
         time.sleep(1.5)
-        _write_state(client, MODEL, replace(state, step=1, step_started_at=time.time()))  # B advanced to 50%
+        _write_state(b, lease, MODEL, replace(state, step=1, step_started_at=time.time()))  # B advanced to 50%
     a.join()
     assert isinstance(outcome["a"], RolloutError) and "changed while it was being assessed" in str(outcome["a"])
-    now = read_state(client, MODEL)
+    now = read_state(release, MODEL)
     assert (now.step, now.share, client.get_registered_model(MODEL).tags[SHARE_TAG]) == (1, 0.5, "0.5")
+
+
+def test_a_promotion_waits_for_its_approval_then_the_controller_completes_it(setup):
+    """release.approvals = 1: the rollout reaches its verdict, proposes the promotion in its starter's name
+    and keeps the champion; the starter cannot approve; another person can, and the controller promotes."""
+    from yanjin.release.controller import tick
+    from yanjin.release.policy import ReleasePolicy
+    from yanjin.release.promotion import approve
+
+    from .conftest import as_principal
+
+    release, log = setup
+    anna, ben = as_principal(release, "anna"), as_principal(release, "ben")
+    anna.ledger.record_version(MODEL, "2", "carl")          # carl trained v2
+    start(anna, MODEL, "2", replace_plan(POLICY, "100"), "try")
+    traffic(log, "champion", "1", 800, 0.9)
+    traffic(log, "challenger", "2", 800, 0.97)
+    four_eyes = ReleasePolicy(approvals=1)
+    done = tick(release, log, replace_plan(POLICY, "100"), four_eyes, [MODEL])
+    assert alias_version(release.client, MODEL, CHAMPION) == "1"
+    assert read_state(release, MODEL).reason.startswith("awaiting approval") and done.waiting, done
+    for who in (anna, as_principal(release, "carl")):        # the proposer and the trainer may not approve
+        with pytest.raises(PromotionRefused, match="someone else"):
+            approve(who, MODEL, "2", "looks good")
+    approve(ben, MODEL, "2", "CAB-123 approved")
+    done = tick(release, log, replace_plan(POLICY, "100"), four_eyes, [MODEL])
+    assert alias_version(release.client, MODEL, CHAMPION) == "2", done
+    assert read_state(release, MODEL).status == "promoted"
+    assert [a["principal"] for a in release.ledger.approvals_of(MODEL, "2")] == ["ben"]
+
+
+def replace_plan(policy: RolloutPolicy, plan: str) -> RolloutPolicy:
+    from dataclasses import replace
+
+    return replace(policy, plan=plan)

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from .options import LOG, STATE, TRACKING, client, data_dir, fail, state_of
+from .options import LOG, STATE, TRACKING, client, data_dir, fail, ledger_if_any, state_of
 
 MODEL = typer.Argument(..., help="Registered model, e.g. banking77-v1.")
 VERSION = typer.Argument(..., help="Its version number.")
@@ -25,8 +25,9 @@ def card(
     from ..components.card import card_html, card_markdown, read_record, write_card
 
     c = client(state_dir, tracking_uri)
+    ledger = ledger_if_any(state_dir, tracking_uri)
     try:
-        text = write_card(c, model, version) if write else card_markdown(read_record(c, model, version))
+        text = write_card(c, model, version, ledger) if write else card_markdown(read_record(c, model, version, ledger))
     except MlflowException as e:
         fail(f"{model} v{version}: {e.message}")
     typer.echo(text)
@@ -110,7 +111,7 @@ def status(
     log = open_log(state_dir, prediction_log) if exists else None
     try:
         result = family_status(client(state_dir, tracking_uri), {m: registered_model_name(model_name, m) for m in FAMILY},
-                               log, location)
+                               log, location, ledger_if_any(state_dir, tracking_uri))
     finally:
         if log is not None:
             log.close()

@@ -51,3 +51,38 @@ def prediction_log(state_dir: Path, location: str | None):
     from ..serving.predlog import PredictionLog
 
     return PredictionLog(location or state_of(state_dir).prediction_log)
+
+
+def release(state_dir: Path, tracking_uri: str | None, lease_ttl_s: float = 120.0):
+    """The release ledger and MLflow, acting as the principal the registry authenticates (never a flag)."""
+    import os
+
+    from ..registry.ledger import LEDGER_ENV, Ledger, LedgerError, ledger_url
+    from ..registry.mirror import Release
+    from ..registry.principal import PrincipalError, authenticated_principal
+
+    uri = tracking_uri or state_of(state_dir).tracking_uri
+    try:
+        who = authenticated_principal(uri, os.environ.get("MLFLOW_TRACKING_USERNAME"),
+                                      os.environ.get("MLFLOW_TRACKING_PASSWORD"))
+        ledger = Ledger(ledger_url(uri, os.environ.get(LEDGER_ENV)))
+    except (PrincipalError, LedgerError) as e:
+        fail(str(e))
+    except Exception as e:  # noqa: BLE001 - the database is unreachable or refuses us: one message, no traceback
+        fail(f"release ledger: {type(e).__name__}: {str(e).splitlines()[0]}")
+    return Release(client(state_dir, tracking_uri), ledger, who, lease_ttl_s)
+
+
+def ledger_if_any(state_dir: Path, tracking_uri: str | None):
+    """The release ledger for reading, or None where none was written yet (looking creates nothing)."""
+    import os
+
+    from ..registry.ledger import LEDGER_ENV, Ledger, LedgerError, ledger_url
+
+    try:
+        url = ledger_url(tracking_uri or state_of(state_dir).tracking_uri, os.environ.get(LEDGER_ENV))
+    except LedgerError:
+        return None
+    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).is_file():
+        return None
+    return Ledger(url, create=False)

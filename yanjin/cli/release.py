@@ -14,12 +14,22 @@ from .options import LOG, PROFILE, SETS, STATE, TRACKING
 from .options import client as _client
 from .options import fail as _fail
 from .options import prediction_log as _open_log
+from .options import release as _release
 from .options import profile as _config
 from .options import state_of
 
 rollout_app = typer.Typer(help="A/B rollout decided by measured outcomes, with automatic rollback.",
                           no_args_is_help=True)
-WHO = typer.Option(None, envvar="YANJIN_USER", help="Who acts, for the audit trail (default: OS user@host).")
+controller_app = typer.Typer(help="The release controller: runs rollouts and approved promotions by itself.",
+                             no_args_is_help=True)
+
+
+def _errors():
+    from ..registry.ledger import LedgerError
+    from ..release.promotion import PromotionConflict, PromotionRefused
+    from ..release.rollout import RolloutError
+
+    return (LedgerError, PromotionConflict, PromotionRefused, RolloutError, ValueError)
 
 
 def promote(
@@ -27,51 +37,131 @@ def promote(
     version: str = typer.Argument(..., help="Version to point the alias at."),
     reason: str = typer.Option(..., help="Why: kept in the audit trail."),
     alias: str = typer.Option(CHAMPION, help="Alias to move."),
-    expected: Optional[str] = typer.Option(None, help="Version you believe holds the alias now (default: read it first); "
+    expected: Optional[str] = typer.Option(None, help="Version you believe holds the alias now (default: the ledger's); "
                                                      "refused if it moved."),
     force: bool = typer.Option(False, help="Promote a version that did not pass its gates (recorded as forced)."),
-    who: Optional[str] = WHO, state_dir: Path = STATE, tracking_uri: Optional[str] = TRACKING,
+    profile: str = PROFILE, set_: List[str] = SETS, state_dir: Path = STATE, tracking_uri: Optional[str] = TRACKING,
 ) -> None:
-    """Move an alias with compare-and-set: refused when someone else moved it meanwhile."""
-    from ..release.promotion import PromotionConflict, PromotionRefused
+    """Move an alias with compare-and-set in the release ledger; a promotion to champion needs the profile's
+    approvals (release.approvals) from people other than you and the version's trainer."""
     from ..release.promotion import promote as do_promote
 
-    client = _client(state_dir, tracking_uri)
-    seen = expected if expected is not None else alias_version(client, model, alias)
+    policy = _config(profile, set_).release
+    rel = _release(state_dir, tracking_uri, policy.lease_ttl_s)
     try:
-        e = do_promote(client, model, version, reason, alias, seen, force, who)
-    except (PromotionConflict, PromotionRefused) as err:
+        e = do_promote(rel, model, version, reason, alias, expected, force, policy.approvals)
+    except _errors() as err:
         _fail(str(err))
-    typer.echo(f"{model}@{alias}: v{e.from_version} -> v{e.to_version}" + (" (forced)" if e.forced else ""))
+    typer.echo(f"{model}@{alias}: v{e.from_version} -> v{e.to_version}" + (" (forced)" if e.forced else "")
+               + f"  [{rel.principal}]")
+
+
+def approve(
+    model: str = typer.Argument(..., help="Registered model."),
+    version: str = typer.Argument(..., help="Version you approve for champion."),
+    reason: str = typer.Option(..., help="Why (e.g. the change ticket): kept in the audit trail and on the model card."),
+    state_dir: Path = STATE, tracking_uri: Optional[str] = TRACKING,
+) -> None:
+    """Approve a version for champion, as yourself (never its trainer or its proposer): the second pair of eyes."""
+    from ..release.promotion import approve as do_approve
+
+    rel = _release(state_dir, tracking_uri)
+    try:
+        e = do_approve(rel, model, version, reason)
+    except _errors() as err:
+        _fail(str(err))
+    typer.echo(f"{model} v{version}: approved by {e.principal} (audit entry {e.seq}); the controller promotes it "
+               f"once every approval the profile asks for is in (yanjin controller run --once)")
 
 
 def rollback(
     model: str = typer.Argument(..., help="Registered model."),
     reason: str = typer.Option("rollback", help="Why: kept in the audit trail."),
     alias: str = typer.Option(CHAMPION, help="Alias to roll back."),
-    who: Optional[str] = WHO, state_dir: Path = STATE, tracking_uri: Optional[str] = TRACKING,
+    state_dir: Path = STATE, tracking_uri: Optional[str] = TRACKING,
 ) -> None:
     """Give the alias back to the version that held it before (walks back one promotion per call)."""
-    from ..release.promotion import PromotionConflict, PromotionRefused
     from ..release.promotion import rollback as do_rollback
 
     try:
-        e = do_rollback(_client(state_dir, tracking_uri), model, reason, alias, who)
-    except (PromotionConflict, PromotionRefused) as err:
+        e = do_rollback(_release(state_dir, tracking_uri), model, reason, alias)
+    except _errors() as err:
         _fail(str(err))
     typer.echo(f"{model}@{alias}: v{e.from_version} -> v{e.to_version} (rolled back)")
 
 
-def history(model: str = typer.Argument(..., help="Registered model."), state_dir: Path = STATE,
-            tracking_uri: Optional[str] = TRACKING) -> None:
-    """Every alias change made through yanjin: when, who, what, from -> to, why."""
+def history(model: str = typer.Argument(..., help="Registered model."),
+            verify: bool = typer.Option(False, "--verify", help="Check the whole audit chain (and its anchors in "
+                                                                 "MLflow); exit 1 if any entry was deleted, edited or "
+                                                                 "reordered."),
+            state_dir: Path = STATE, tracking_uri: Optional[str] = TRACKING) -> None:
+    """Every alias change made through yanjin: when, who (as authenticated), what, from -> to, why; and any
+    alias moved outside yanjin."""
+    from ..registry.mirror import anchor_problems
     from ..release.promotion import history as read_history
 
-    entries = read_history(_client(state_dir, tracking_uri), model)
+    rel = _release(state_dir, tracking_uri)
+    try:
+        entries = read_history(rel, model)
+        drift = rel.drift(model)
+    except _errors() as err:
+        _fail(str(err))
     for e in entries:
-        typer.echo(f"{e.seq:>4}  {e.when}  {e.who:<24} {e.action:<16} @{e.alias:<10} v{e.from_version} -> "
+        typer.echo(f"{e.seq:>4}  {e.when}  {e.principal:<24} {e.action:<16} @{e.alias or '-':<10} v{e.from_version} -> "
                    f"v{e.to_version}{'  FORCED' if e.forced else ''}  {e.reason}")
     typer.echo(f"{len(entries)} change(s)")
+    for d in drift:
+        typer.secho(f"MIRROR: {d}", fg="yellow")
+    if verify:
+        problems = rel.ledger.verify() + anchor_problems(rel, rel.ledger.models())
+        if problems:
+            _fail("audit chain BROKEN:\n  " + "\n  ".join(problems))
+        head = rel.ledger.head()
+        typer.secho(f"audit chain verified: {head[0]} entries, head {head[1][:16]}…", fg="green")
+
+
+def reconcile(
+    model: str = typer.Argument(..., help="Registered model whose MLflow aliases were moved outside yanjin."),
+    undo: bool = typer.Option(False, "--undo", help="Set MLflow's aliases back to the ledger's."),
+    adopt: bool = typer.Option(False, "--adopt", help="Move the ledger to what MLflow shows (audited as adopted)."),
+    reason: str = typer.Option(..., help="Why: kept in the audit trail."),
+    state_dir: Path = STATE, tracking_uri: Optional[str] = TRACKING,
+) -> None:
+    """Undo or adopt alias moves made outside yanjin (e.g. in the MLflow UI); nothing else moves them."""
+    if undo == adopt:
+        raise typer.BadParameter("give exactly one of --undo and --adopt", param_hint="--undo / --adopt")
+    rel = _release(state_dir, tracking_uri)
+    try:
+        changed = rel.reconcile(model, adopt, reason)
+    except _errors() as err:
+        _fail(str(err))
+    typer.echo("\n".join(changed) if changed else f"{model}: MLflow's aliases already match the ledger")
+
+
+@controller_app.command("run")
+def controller_run(
+    interval: Optional[float] = typer.Option(None, min=0.1, help="Seconds between passes (default: the profile's "
+                                                                 "release.controller_interval_s)."),
+    once: bool = typer.Option(False, help="One pass, then exit (a CronJob, or to finish what waits now)."),
+    models: List[str] = typer.Option([], "--model", help="Also look at this model (default: every model the ledger knows)."),
+    report_dir: Optional[Path] = typer.Option(None, help="Where finished rollouts' reports go (also logged to MLflow)."),
+    profile: str = PROFILE, set_: List[str] = SETS, prediction_log: Optional[str] = LOG,
+    state_dir: Path = STATE, tracking_uri: Optional[str] = TRACKING,
+) -> None:
+    """Advance, promote (when approved) and roll back every rollout within policy, carry out approved
+    promotions, finish yanjin's unconfirmed alias moves. Several may run: one leads (a lease in the ledger)."""
+    from ..release.controller import run
+
+    config = _config(profile, set_)
+    rel = _release(state_dir, tracking_uri, config.release.lease_ttl_s)
+    log = _open_log(state_dir, prediction_log)
+    try:
+        run(rel, log, config.rollout, config.release, interval or config.release.controller_interval_s, once,
+            typer.echo, models or None)
+    except _errors() as err:
+        _fail(str(err))
+    finally:
+        log.close()
 
 
 def _print_assessment(a) -> None:
@@ -90,17 +180,16 @@ def rollout_start(
     plan: Optional[str] = typer.Option(None, help="Challenger traffic per step in percent, e.g. 10,50,100 (default: the profile's)."),
     reason: str = typer.Option("A/B rollout", help="Why: kept in the audit trail."),
     force: bool = typer.Option(False, help="Roll out a version that did not pass its gates (recorded as forced)."),
-    profile: str = PROFILE, set_: List[str] = SETS, who: Optional[str] = WHO, state_dir: Path = STATE,
+    profile: str = PROFILE, set_: List[str] = SETS, state_dir: Path = STATE,
     tracking_uri: Optional[str] = TRACKING,
 ) -> None:
     """Point @challenger at the version and give it the plan's first share; serving follows within a poll."""
-    from ..release.promotion import PromotionConflict, PromotionRefused
-    from ..release.rollout import RolloutError, start
+    from ..release.rollout import start
 
     policy = _config(profile, set_ + ([f"rollout.plan={plan}"] if plan else [])).rollout
     try:
-        state = start(_client(state_dir, tracking_uri), model, challenger, policy, reason, force, who)
-    except (RolloutError, PromotionConflict, PromotionRefused, ValueError) as err:
+        state = start(_release(state_dir, tracking_uri), model, challenger, policy, reason, force)
+    except _errors() as err:
         _fail(str(err))
     typer.echo(f"{model}: rolling out v{state.challenger} against champion v{state.champion}; "
                f"plan {', '.join(f'{p:.0%}' for p in state.plan)}; now {state.share:.0%} (MLflow run {state.run_id})")
@@ -111,18 +200,18 @@ def rollout_status(
     model: str = typer.Argument(..., help="Registered model."),
     apply: bool = typer.Option(False, "--apply", help="Act on the decision: advance, roll back or promote."),
     report_dir: Optional[Path] = typer.Option(None, help="Where the final report goes (also logged to MLflow)."),
-    profile: str = PROFILE, set_: List[str] = SETS, prediction_log: Optional[str] = LOG, who: Optional[str] = WHO,
+    profile: str = PROFILE, set_: List[str] = SETS, prediction_log: Optional[str] = LOG,
     state_dir: Path = STATE, tracking_uri: Optional[str] = TRACKING,
 ) -> None:
     """Compare the arms on the prediction log and feedback labels; with --apply, carry out the decision."""
-    from ..release.promotion import PromotionConflict
-    from ..release.rollout import RolloutError, check
+    from ..release.rollout import check
 
-    policy = _config(profile, set_).rollout
+    config = _config(profile, set_)
     log = _open_log(state_dir, prediction_log)
     try:
-        state, a = check(_client(state_dir, tracking_uri), log, model, policy, apply, who, report_dir)
-    except (RolloutError, PromotionConflict) as err:
+        state, a = check(_release(state_dir, tracking_uri, config.release.lease_ttl_s), log, model, config.rollout,
+                         apply, config.release.approvals, report_dir)
+    except _errors() as err:
         _fail(str(err))
     finally:
         log.close()
@@ -136,14 +225,14 @@ def rollout_abort(
     model: str = typer.Argument(..., help="Registered model."),
     reason: str = typer.Option(..., help="Why: kept in the audit trail."),
     report_dir: Optional[Path] = typer.Option(None, help="Where the report goes (also logged to MLflow)."),
-    who: Optional[str] = WHO, state_dir: Path = STATE, tracking_uri: Optional[str] = TRACKING,
+    state_dir: Path = STATE, tracking_uri: Optional[str] = TRACKING,
 ) -> None:
     """Stop the running rollout: all traffic back to the champion, aliases unchanged."""
-    from ..release.rollout import RolloutError, abort
+    from ..release.rollout import abort
 
     try:
-        state = abort(_client(state_dir, tracking_uri), model, reason, who, report_dir)
-    except RolloutError as err:
+        state = abort(_release(state_dir, tracking_uri), model, reason, report_dir)
+    except _errors() as err:
         _fail(str(err))
     typer.echo(f"{model}: rollout of v{state.challenger} aborted; champion v{state.champion} takes all traffic")
 
@@ -175,8 +264,10 @@ def rollout_rehearse(
         raise typer.BadParameter(f"{data} needs columns text and category, has {list(frame.columns)}", param_hint="--data")
     log = _open_log(state_dir, prediction_log)
     try:
-        out = rehearse(_client(state_dir, tracking_uri), log, url, model, challenger, policy, list(frame["text"]),
+        out = rehearse(_release(state_dir, tracking_uri), log, url, model, challenger, policy, list(frame["text"]),
                        list(frame["category"]), api_key, chunk, feedback_share, max_requests, force=force)
+    except _errors() as err:
+        _fail(str(err))
     finally:
         log.close()
     if output:
@@ -190,18 +281,21 @@ def rollout_watch(
     model: str = typer.Argument(..., help="Registered model."),
     interval: float = typer.Option(60.0, min=0.1, help="Seconds between checks."),
     report_dir: Optional[Path] = typer.Option(None, help="Where the final report goes (also logged to MLflow)."),
-    profile: str = PROFILE, set_: List[str] = SETS, prediction_log: Optional[str] = LOG, who: Optional[str] = WHO,
+    profile: str = PROFILE, set_: List[str] = SETS, prediction_log: Optional[str] = LOG,
     state_dir: Path = STATE, tracking_uri: Optional[str] = TRACKING,
 ) -> None:
     """Check and act every --interval seconds until the rollout is promoted or rolled back."""
     from ..release.rollout import RUNNING, check
 
-    policy = _config(profile, set_).rollout
-    client = _client(state_dir, tracking_uri)
+    config = _config(profile, set_)
+    rel = _release(state_dir, tracking_uri, config.release.lease_ttl_s)
     log = _open_log(state_dir, prediction_log)
     try:
         while True:
-            state, a = check(client, log, model, policy, True, who, report_dir)
+            try:
+                state, a = check(rel, log, model, config.rollout, True, config.release.approvals, report_dir)
+            except _errors() as err:
+                _fail(str(err))
             typer.echo(f"{time.strftime('%H:%M:%S')} {a.share:.0%}: {a.decision} ({'; '.join(a.reasons)[:200]})")
             if state.status != RUNNING:
                 break

@@ -23,7 +23,7 @@ def serve_settings(state_dir: Path, tracking_uri: Optional[str], model: str, pre
     state = state_of(state_dir)
     values: dict = {"tracking_uri": tracking_uri or state.tracking_uri, "model": model,
                     "prediction_log": prediction_log or str(state.prediction_log.resolve()),
-                    "api_keys": str(state.api_keys.resolve())}
+                    "api_keys": str(state.api_keys.resolve()), "ab_secret": str(state.ab_secret.resolve())}
     for assignment in overrides:
         apply_override(values, assignment)
     try:
@@ -43,6 +43,7 @@ def serve(
     import sys
 
     from ..serving.auth import KeysError, read_keys
+    from ..serving.routing import read_secret
     from ..serving.settings import ENV
 
     settings = serve_settings(state_dir, tracking_uri, model, prediction_log, set_)
@@ -55,6 +56,10 @@ def serve(
                                  f"predict; add one with `yanjin keys add NAME`", param_hint="--set")
     typer.echo(f"{len(keys)} API key(s) from {settings.api_keys}; /feedback and /review need one"
                + ("" if settings.open_predict else ", and so does /predict"))
+    try:
+        read_secret(settings.ab_secret, create=True)   # every replica of one deployment must share it
+    except (OSError, ValueError) as e:
+        raise typer.BadParameter(str(e), param_hint="--set ab_secret") from None
     env = os.environ | {ENV: settings.to_json()}
     typer.echo(f"serving {settings.model} on http://{host}:{port} (OpenAPI spec at /docs.json)")
     os.execvpe(sys.executable, [sys.executable, "-m", "bentoml", "serve", "yanjin.serving.service:Classifier",

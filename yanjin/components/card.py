@@ -54,7 +54,8 @@ class VersionRecord:
     gate: dict = field(default_factory=dict)          # GateDecision.to_dict
     validation: dict = field(default_factory=dict)    # the Great Expectations verdict
     network: dict = field(default_factory=dict)       # the checkpoint's own spec: Lite's after pruning
-    history: list[R.AuditEntry] = field(default_factory=list)   # alias changes that named this version
+    history: list = field(default_factory=list)     # ledger.AuditEntry: the confirmed alias changes naming this version
+    approvals: list = field(default_factory=list)   # {principal, reason, at}: who approved it for champion
 
     @property
     def config(self) -> PipelineConfig | None:
@@ -70,7 +71,9 @@ def _artifact_json(client, run_id: str, path: str, tmp: str) -> dict:
         return {}  # registered before this artifact existed: the card says it is not recorded
 
 
-def read_record(client, model: str, version: str) -> VersionRecord:
+def read_record(client, model: str, version: str, ledger=None) -> VersionRecord:
+    """The version's record; its release history and approvals from the release ledger (`ledger`, a
+    registry.ledger.Ledger), when there is one."""
     mv = client.get_model_version(model, version)
     run = client.get_run(mv.run_id)
     with tempfile.TemporaryDirectory() as tmp:
@@ -83,7 +86,10 @@ def read_record(client, model: str, version: str) -> VersionRecord:
             R.VersionTags.from_tags(dict(mv.tags)), mv.run_id, dict(run.data.params), dict(run.data.tags),
             art(f"{ev}/per_class.json"), art(f"{ev}/slices.json"), art(f"{ev}/confusion_matrix.json"),
             art(R.GATE_DECISION), art(R.VALIDATION_REPORT), art(f"{R.CHECKPOINT_ARTIFACT}/{R.CHECKPOINT_SPEC}"))
-    record.history = [e for e in R.history(client, model) if record.version in (e.to_version, e.from_version)]
+    if ledger is not None:
+        record.history = [e for e in ledger.history(model) if e.phase == "done" and
+                          record.version in (e.to_version, e.from_version)]
+        record.approvals = ledger.approvals_of(model, record.version)
     return record
 
 
@@ -280,6 +286,9 @@ def _lineage(r: VersionRecord, cfg: PipelineConfig | None) -> list[str]:
              "", "### Release history"]
     lines += [f"- {e.when} {e.who}: {e.action} @{e.alias} v{e.from_version or '–'} → v{e.to_version or '–'}"
               f" ({e.reason}{', forced' if e.forced else ''})" for e in r.history] or ["- no alias changes recorded"]
+    lines += ["", "### Approvals"]
+    lines += [f"- {_when(a['at'])} approved by {a['principal']}: {a['reason']}" for a in r.approvals] or \
+        ["- none recorded (the profile's `release.approvals` says how many a promotion to champion needs)"]
     if t.config:
         config = json.loads(t.config)  # a section a line: readable, and still JSON
         body = ",\n".join(f" {json.dumps(k)}: {json.dumps(v, sort_keys=True)}" for k, v in sorted(config.items()))
@@ -323,10 +332,10 @@ def card_summary(r: VersionRecord) -> str:
     return text if len(text) <= DESCRIPTION_CHARS else text[: DESCRIPTION_CHARS - 2] + " …"
 
 
-def write_card(client, model: str, version: str) -> str:
+def write_card(client, model: str, version: str, ledger=None) -> str:
     """The card of a version just registered: logged with its run (Markdown and HTML), its head set as the
     version's description, which the MLflow UI renders; returns the Markdown."""
-    record = read_record(client, model, version)
+    record = read_record(client, model, version, ledger)
     text = card_markdown(record)
     client.log_text(record.run_id, text, R.CARD_MARKDOWN)
     client.log_text(record.run_id, card_html(text, f"{model} v{version}"), R.CARD_HTML)

@@ -452,26 +452,46 @@ def gate_member(bundle: str, test_set: str, evaluation: dict, lineage: dict, cfg
 
 # -- register -------------------------------------------------------------------------------------------
 def register_member(bundle: str, evaluation: dict, lineage: dict, cfg: PipelineConfig, tracking_uri: str,
-                    registered_model: str, data_sha256: str, split_sha256: str, git_commit: str) -> str:
-    """Register the bundle with its complete record (recipe, lineage, digests, figures); returns the version."""
+                    registered_model: str, data_sha256: str, split_sha256: str, git_commit: str,
+                    ledger_url: str | None = None, credentials: tuple[str | None, str | None] = (None, None)) -> str:
+    """Register the bundle with its complete record (recipe, lineage, digests, figures); returns the version.
+    The release ledger (`ledger_url`, default beside an embedded MLflow) records who registered it, as the
+    registry authenticated them (`credentials`: the MLflow user and password of a tracking server)."""
     import mlflow
+
+    from ..registry.ledger import Ledger
+    from ..registry.ledger import ledger_url as default_ledger
+    from ..registry.mirror import Release
+    from ..registry.principal import authenticated_principal
 
     tags = R.VersionTags(variant=cfg.model.variant, profile=cfg.profile, config=cfg.to_json(),
                          data_sha256=data_sha256, git_commit=git_commit, training_data_sha256=split_sha256,
                          test_sha256=evaluation.get("test_sha256", ""),
                          **{k: str(evaluation[k]) for k in R.METRIC_TAGS}, **lineage)
     mlflow.set_tracking_uri(tracking_uri)
-    return R.register_bundle(bundle, registered_model, evaluation["run_id"], tags)
+    ledger = Ledger(default_ledger(tracking_uri, ledger_url), create=True)
+    try:
+        release = Release(R.client(tracking_uri), ledger, authenticated_principal(tracking_uri, *credentials),
+                          cfg.release.lease_ttl_s)
+        return R.register_bundle(bundle, registered_model, evaluation["run_id"], tags, release)
+    finally:
+        ledger.close()
 
 
-def card_member(registered_model: str, version: str, tracking_uri: str) -> str:
+def card_member(registered_model: str, version: str, tracking_uri: str, ledger_url: str | None = None) -> str:
     """The registered version's model card, logged with it (card.write_card); returns the Markdown. The
     version is registered already: a card that cannot be written is reported, and `yanjin card --write`
     writes it later."""
+    from ..registry.ledger import Ledger
+    from ..registry.ledger import ledger_url as default_ledger
     from .card import write_card
 
     try:
-        return write_card(R.client(tracking_uri), registered_model, version)
+        ledger = Ledger(default_ledger(tracking_uri, ledger_url))
+        try:
+            return write_card(R.client(tracking_uri), registered_model, version, ledger)
+        finally:
+            ledger.close()
     except Exception as e:  # noqa: BLE001 - the registration stands; say plainly what is missing
         message = f"model card of {registered_model} v{version} not written: {type(e).__name__}: {e}"
         print(message + f"; write it with: yanjin card {registered_model} {version} --write")

@@ -1,8 +1,9 @@
 """Where the family stands, on one screen (`yanjin status`): each member's champion and challenger, a
 running rollout, the last drift verdict, the last retraining, the review queue and the next quarter.
 
-Everything is read from where the running system keeps it (aliases and tags in MLflow, the drift
-checks' runs, the prediction log); nothing here writes.
+Everything is read from where the running system keeps it (the release ledger: rollouts, pending
+promotions and their approvals; aliases and tags in MLflow, checked against the ledger; the drift
+checks' runs; the prediction log); nothing here writes.
 """
 from __future__ import annotations
 
@@ -66,7 +67,7 @@ def _last_drift_check(client, model: str) -> dict | None:
             "version": run.data.tags.get("version", "")}
 
 
-def member_status(client, member: str, model: str) -> MemberStatus:
+def member_status(client, member: str, model: str, ledger=None) -> MemberStatus:
     from mlflow.exceptions import MlflowException
 
     try:
@@ -76,7 +77,9 @@ def member_status(client, member: str, model: str) -> MemberStatus:
     versions = client.search_model_versions(f"name='{model}'")
     retrained = [v for v in versions if R.RETRAINING_REASON in v.tags]
     newest = max(retrained, key=lambda v: int(v.version), default=None)
-    rollout = json.loads(tags[R.ROLLOUT_TAG]) if tags.get(R.ROLLOUT_TAG) else None
+    rollout = ledger.rollout(model) if ledger is not None else None
+    if rollout is None and tags.get(R.ROLLOUT_TAG):   # a registry not yet migrated into the ledger
+        rollout = json.loads(tags[R.ROLLOUT_TAG])
     trigger = TriggerState.from_json(tags.get(R.MONITOR_STATE_TAG))
     return MemberStatus(
         member, model, True, len(versions), _line(client, model, R.CHAMPION), _line(client, model, R.CHALLENGER),
@@ -86,13 +89,44 @@ def member_status(client, member: str, model: str) -> MemberStatus:
         trigger.last_quarterly)
 
 
-def family_status(client, members: dict[str, str], prediction_log, log_location: str,
+def release_notes(client, ledger, models: list[str]) -> list[str]:
+    """What waits for a person (pending promotions and who approved them so far) and every alias that MLflow
+    shows differently from the ledger (moved outside yanjin, or not yet mirrored)."""
+    from mlflow.exceptions import MlflowException
+
+    notes = []
+    for model in models:
+        for p in ledger.pending(model):
+            given = [a["principal"] for a in ledger.approvals_of(model, p["version"])]
+            notes.append(f"waiting: {model} v{p['version']} -> @{p['alias']}, proposed by {p['proposer']}: approvals "
+                         f"so far {', '.join(given) or 'none'} (yanjin approve {model} {p['version']} --reason ...; "
+                         f"not by {p['proposer']} nor its trainer {ledger.registered_by(model, p['version']) or '?'})")
+        try:
+            shown = {a: str(v) for a, v in client.get_registered_model(model).aliases.items()}
+        except MlflowException:
+            continue
+        kept = ledger.aliases_of(model)
+        if not kept and ledger.get_meta(f"migrated:{model}") is None:
+            continue   # written before the ledger: migrated on its first release action
+        for alias in sorted(set(shown) | set(kept)):
+            if shown.get(alias) != kept.get(alias):
+                notes.append(f"ALIAS MOVED OUTSIDE YANJIN: {model}@{alias} is v{shown.get(alias)} in MLflow but "
+                             f"v{kept.get(alias)} in the release ledger; undo or adopt: yanjin reconcile {model} "
+                             f"--undo | --adopt --reason ...")
+    return notes
+
+
+def family_status(client, members: dict[str, str], prediction_log, log_location: str, ledger=None,
                   now: float | None = None) -> FamilyStatus:
-    """`members`: member -> registered model; `prediction_log`: an open PredictionLog, or None when none exists."""
+    """`members`: member -> registered model; `prediction_log`: an open PredictionLog, or None when none exists;
+    `ledger`: the release ledger, or None when none was written yet."""
     now = now or time.time()
-    return FamilyStatus(now, [member_status(client, m, name) for m, name in members.items()],
-                        prediction_log.review_backlog() if prediction_log is not None else None, log_location,
-                        next_quarter_start(datetime.fromtimestamp(now, timezone.utc)))
+    status = FamilyStatus(now, [member_status(client, m, name, ledger) for m, name in members.items()],
+                          prediction_log.review_backlog() if prediction_log is not None else None, log_location,
+                          next_quarter_start(datetime.fromtimestamp(now, timezone.utc)))
+    if ledger is not None:
+        status.notes += release_notes(client, ledger, list(members.values()))
+    return status
 
 
 # -- one screen -------------------------------------------------------------------------------------------

@@ -160,15 +160,19 @@ def register_model(
 ) -> str:
     """Register the bundle, then write its model card (MLflow, and this step's Markdown for the Kubeflow UI)."""
     import json
+    import os
 
     from yanjin.components.stages import card_member, register_member
     from yanjin.config import PipelineConfig
+    from yanjin.registry.ledger import LEDGER_ENV
 
+    # the release ledger's database and this step's MLflow credentials come from the pod (a Secret)
     version = register_member(bundle.path, json.loads(evaluation), json.loads(lineage or "{}"),
                               PipelineConfig.from_json(config_json), tracking_uri, registered_model, data_sha256,
-                              split_sha256, git_commit)
+                              split_sha256, git_commit, os.environ.get(LEDGER_ENV),
+                              (os.environ.get("MLFLOW_TRACKING_USERNAME"), os.environ.get("MLFLOW_TRACKING_PASSWORD")))
     with open(card.path, "w") as f:
-        f.write(card_member(registered_model, version, tracking_uri))
+        f.write(card_member(registered_model, version, tracking_uri, os.environ.get(LEDGER_ENV)))
     return version
 
 

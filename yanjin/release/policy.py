@@ -1,4 +1,4 @@
-"""Release settings read from the profile (sections `rollout` and `costs`); the config schema owns them."""
-from ..config import CostParams, RolloutPolicy
+"""Release settings read from the profile (sections `rollout`, `release` and `costs`); the config schema owns them."""
+from ..config import CostParams, ReleasePolicy, RolloutPolicy
 
-__all__ = ["CostParams", "RolloutPolicy"]
+__all__ = ["CostParams", "ReleasePolicy", "RolloutPolicy"]

@@ -1,33 +1,35 @@
-"""Moving aliases safely: compare-and-set promotion, rollback and an audit trail in the registry.
+"""Moving aliases safely: compare-and-set promotion in the release ledger, four-eyes approval, rollback.
 
-MLflow aliases have no compare-and-set, so two promoters can silently overwrite each other. We
-serialise every alias change of a model through a lock that any MLflow backend makes atomic:
-creating a registered model whose name is taken fails (the lock and the audit trail live in the
-registry module, which registration uses too). Under the lock the alias is compared with
-what the caller last saw, set, and read back; a change made meanwhile (by another promoter, or by
-hand in the MLflow UI, which takes no lock) is refused with a message that says who moved it.
+Every alias change goes through the ledger (registry/ledger.py): a compare-and-set in one database
+transaction under the model's lease, an audit entry of intent before the MLflow alias moves and one
+confirming it after (registry/mirror.py). The person is the principal the registry authenticated.
 
-Every change is appended to the model's tags as `yanjin.audit.NNNNNN` = JSON (who, when,
-action, alias, from, to, reason, forced), readable in the MLflow UI and by `yanjin history`.
+Promotion to champion may need approvals (`release.approvals` in the profile): that many people other
+than the one who proposed it and the one who trained (registered) the version must have run
+`yanjin approve`. A promotion without them is recorded as a pending proposal and refused with a message
+naming what is missing; the controller carries it out once the approvals are in.
 """
 from __future__ import annotations
 
-from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from ..registry import (CHALLENGER, CHAMPION, GATE_PASSED, LOCK_TTL_S, ROLLED_BACK, ROLLOUT_OUTCOME,
-                        ROLLOUT_REASON, AliasConflict, AuditEntry, alias_version, current_user, history, lock_name,
-                        model_lock, record, set_alias, version_tags)
+from ..registry import CHALLENGER, CHAMPION, GATE_PASSED, ROLLED_BACK, ROLLOUT_OUTCOME, ROLLOUT_REASON, version_tags
+from ..registry.ledger import AliasConflict, AuditEntry, LedgerError
+from ..registry.mirror import Release
 
-ROLLED_BACK_TAG = ROLLOUT_OUTCOME  # on a version an A/B rollout rejected: promoting it needs --force
-PromotionConflict = AliasConflict  # the registry's: the alias (or its lock) moved; nothing was changed
+PromotionConflict = AliasConflict  # the ledger's: the alias (or the lease) moved; nothing was changed
+NOT_MOVES = ("propose", "approve", "lease-takeover")   # audit actions that move no alias
 
 
 class PromotionRefused(RuntimeError):
     """The version may not take the alias (missing, failed its gates without --force, nothing to roll back to)."""
 
 
-def gate_problem(client: MlflowClient, model: str, version: str) -> str | None:
+class ApprovalMissing(PromotionRefused):
+    """A promotion to champion that lacks the approvals the profile asks for; recorded as a proposal."""
+
+
+def gate_problem(client, model: str, version: str) -> str | None:
     """Why a version needs --force: it did not pass the registration gate, or a rollout rejected it."""
     tags = client.get_model_version(model, version).tags
     if tags.get(ROLLOUT_OUTCOME) == ROLLED_BACK:
@@ -38,7 +40,7 @@ def gate_problem(client: MlflowClient, model: str, version: str) -> str | None:
     return None
 
 
-def eligible(client: MlflowClient, model: str, version: str, force: bool, doing: str = "promote") -> bool:
+def eligible(client, model: str, version: str, force: bool, doing: str = "promote") -> bool:
     """Refuse a missing version, or one that failed its gates unless forced; returns whether it was forced."""
     try:
         client.get_model_version(model, version)
@@ -50,59 +52,113 @@ def eligible(client: MlflowClient, model: str, version: str, force: bool, doing:
     return problem is not None
 
 
-def set_alias_checked(client: MlflowClient, model: str, alias: str, version: str | None,
-                      expected: str | None, action: str, reason: str, forced: bool = False,
-                      who: str | None = None) -> AuditEntry:
-    """Compare-and-set under the lock already held: refuse if `alias` is not at `expected` any more."""
-    current = alias_version(client, model, alias)
-    if current != expected:
-        moved_by = next((f" by {e.who} at {e.when} ({e.reason})" for e in reversed(history(client, model))
-                         if e.alias == alias and e.to_version == current), " outside yanjin (e.g. the MLflow UI)")
-        raise PromotionConflict(f"{model}@{alias} moved from v{expected} to v{current}{moved_by} after you read it; "
-                                f"nothing changed; re-read and decide again")
-    set_alias(client, model, alias, version)
-    if alias_version(client, model, alias) != version:  # a writer that bypasses the lock got in between
-        raise PromotionConflict(f"{model}@{alias} was changed by someone else while it was being set to v{version}")
-    return record(client, model, action, alias, current, version, reason, forced, who)
+def trainer_of(release: Release, model: str, version: str) -> str:
+    """Who registered (trained) the version: the ledger's record, else the MLflow version's user."""
+    found = release.ledger.registered_by(model, version)
+    if found:
+        return found
+    try:
+        return release.client.get_model_version(model, version).user_id or "unknown"
+    except MlflowException:
+        return "unknown"
 
 
-def promote(client: MlflowClient, model: str, version: str, reason: str, alias: str = CHAMPION,
-            expected: str | None = None, force: bool = False, who: str | None = None,
-            action: str = "promote") -> AuditEntry:
-    """Point `model@alias` at `version` if it still points where the caller saw it (`expected`)."""
+def missing_approvals(release: Release, model: str, version: str, needed: int, proposer: str) -> str | None:
+    """What a promotion of `version` to champion still lacks, or None when its approvals are in."""
+    if needed <= 0:
+        return None
+    trainer = trainer_of(release, model, version)
+    given = release.ledger.approvals_of(model, version)
+    valid = [a["principal"] for a in given if a["principal"] not in (proposer, trainer)]
+    if len(valid) >= needed:
+        return None
+    have = f"{len(valid)} ({', '.join(valid)})" if valid else "none"
+    return (f"{model} v{version} needs {needed} approval(s) before it becomes {CHAMPION}, from people other than "
+            f"{proposer} (who proposed it) and {trainer} (who trained it); it has {have}. Ask an approver to run: "
+            f"yanjin approve {model} {version} --reason \"...\"")
+
+
+def approve(release: Release, model: str, version: str, reason: str) -> AuditEntry:
+    """Record the authenticated principal's approval of `version`; refused for its trainer and proposer."""
     if not reason.strip():
         raise PromotionRefused("a reason is required: it goes into the audit trail")
-    forced = eligible(client, model, version, force)
-    with model_lock(client, model):
-        return set_alias_checked(client, model, alias, version, expected, action, reason, forced, who)
+    eligible(release.client, model, version, force=True)
+    release.migrate(model)
+    me = release.principal
+    if me == trainer_of(release, model, version):
+        raise PromotionRefused(f"{me} trained {model} v{version}: an approval must come from someone else")
+    proposers = {p["proposer"] for p in release.ledger.pending(model) if p["version"] == version}
+    if me in proposers:
+        raise PromotionRefused(f"{me} proposed {model} v{version}: an approval must come from someone else")
+    try:
+        return release.ledger.approve(model, version, me, reason)
+    except LedgerError as e:
+        raise PromotionRefused(str(e)) from None
+
+
+def _who_moved(release: Release, model: str, alias: str, version: str | None) -> str:
+    for e in reversed(release.ledger.history(model)):
+        if e.alias == alias and e.to_version == version and e.action not in NOT_MOVES:
+            return f" by {e.principal} at {e.when} ({e.reason})"
+    return ""
+
+
+def promote(release: Release, model: str, version: str, reason: str, alias: str = CHAMPION,
+            expected: str | None = None, force: bool = False, approvals: int = 0, action: str = "promote",
+            proposer: str | None = None) -> AuditEntry:
+    """Point `model@alias` at `version` if the ledger still says `expected` (None: whatever it says now)."""
+    if not reason.strip():
+        raise PromotionRefused("a reason is required: it goes into the audit trail")
+    forced = eligible(release.client, model, version, force)
+    release.migrate(model)
+    proposer = proposer or release.principal
+    outside = [d for d in release.drift(model) if d.alias == alias and not d.unconfirmed]
+    if outside:
+        raise PromotionConflict(f"{outside[0]}; nothing changed")
+    if alias == CHAMPION and (missing := missing_approvals(release, model, version, approvals, proposer)):
+        fresh = release.ledger.propose(model, alias, version, proposer, reason)
+        raise ApprovalMissing(("proposal recorded: " if fresh else "proposal pending: ") + missing)
+    with release.holding(model) as lease:
+        seen = release.ledger.alias(model, alias) if expected is None else expected
+        try:
+            return release.move(lease, model, alias, seen, version, action, reason, forced)
+        except AliasConflict as e:
+            now = release.ledger.alias(model, alias)
+            raise PromotionConflict(f"{e}".replace("after you read it", f"{_who_moved(release, model, alias, now)} "
+                                                   "after you read it")) from None
 
 
 def rollback_target(entries: list[AuditEntry], current: str | None, alias: str = CHAMPION) -> str | None:
-    """The version `alias` held before the current one: the audit trail replayed as a stack, so
-    rolling back twice walks two promotions back instead of toggling between two versions."""
-    mine = [e for e in entries if e.alias == alias]
-    if mine and mine[-1].to_version != current:
-        return mine[-1].to_version  # moved outside yanjin (the MLflow UI): undo that move
+    """The version `alias` held before the current one: the audit's confirmed moves replayed as a stack,
+    so rolling back twice walks two promotions back instead of toggling between two versions."""
     stack: list[str] = []
-    for e in mine:
+    for e in entries:
+        if e.alias != alias or e.action in NOT_MOVES or e.phase not in ("done", "record"):
+            continue
         if e.action.endswith("rollback"):
             if stack:
                 stack.pop()
-        elif e.from_version is not None:
+        elif e.from_version is not None and e.from_version != e.to_version:
             stack.append(e.from_version)
     return stack[-1] if stack else None
 
 
-def rollback(client: MlflowClient, model: str, reason: str = "rollback", alias: str = CHAMPION,
-             who: str | None = None) -> AuditEntry:
-    """Give `alias` back to the version that held it before the current one."""
-    with model_lock(client, model):
-        current = alias_version(client, model, alias)
-        target = rollback_target(history(client, model), current, alias)
+def rollback(release: Release, model: str, reason: str = "rollback", alias: str = CHAMPION) -> AuditEntry:
+    """Give `alias` back to the version that held it before the current one (no approval: it restores a
+    version that had them; audited like every move)."""
+    release.migrate(model)
+    with release.holding(model) as lease:
+        current = release.ledger.alias(model, alias)
+        target = rollback_target(release.ledger.history(model), current, alias)
         if target is None:
             raise PromotionRefused(f"{model}@{alias} (v{current}) has no earlier version in its audit trail to return to")
-        return set_alias_checked(client, model, alias, target, current, "rollback", reason, who=who)
+        return release.move(lease, model, alias, current, target, "rollback", reason)
 
 
-__all__ = ["AuditEntry", "CHALLENGER", "CHAMPION", "LOCK_TTL_S", "PromotionConflict", "PromotionRefused", "alias_version",
-           "current_user", "history", "lock_name", "model_lock", "promote", "record", "rollback", "set_alias_checked"]
+def history(release: Release, model: str) -> list[AuditEntry]:
+    """The alias changes of `model` as confirmed in the audit, oldest first (intents and records aside)."""
+    return [e for e in release.ledger.history(model) if e.phase in ("done", "record") and e.action not in NOT_MOVES]
+
+
+__all__ = ["ApprovalMissing", "AuditEntry", "CHALLENGER", "CHAMPION", "PromotionConflict", "PromotionRefused", "approve",
+           "history", "missing_approvals", "promote", "rollback"]

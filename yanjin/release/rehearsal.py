@@ -15,7 +15,6 @@ import time
 from dataclasses import asdict, dataclass, field
 
 import httpx
-from mlflow import MlflowClient
 
 from ..registry import CHALLENGER, CHAMPION
 from ..serving.predlog import PredictionLog
@@ -56,14 +55,14 @@ def send_chunk(http: httpx.Client, url: str, texts: list[str], labels: list[str]
     return sent, given, arms
 
 
-def rehearse(client: MlflowClient, log: PredictionLog, url: str, model: str, challenger: str,
+def rehearse(release, log: PredictionLog, url: str, model: str, challenger: str,
              policy: RolloutPolicy, texts: list[str], labels: list[str], api_key: str, chunk: int = 64,
              feedback_share: float = 1.0, max_requests: int = 20_000, poll_wait_s: float = 0.0,
              seed: int = 0, reason: str = "rehearsal", force: bool = False) -> Rehearsal:
     """Start a rollout of `challenger`, then replay traffic chunk by chunk until it is promoted or rolled back.
     Each chunk cycles through the labelled texts with fresh user keys (sticky A/B per key)."""
     rng = random.Random(seed)
-    start(client, model, challenger, policy, reason, force)
+    start(release, model, challenger, policy, reason, force)
     out = Rehearsal()
     order = list(range(len(texts)))
     user = 0
@@ -79,7 +78,7 @@ def rehearse(client: MlflowClient, log: PredictionLog, url: str, model: str, cha
             out.feedback += given
             for arm, n in arms.items():
                 out.served_by[arm] += n
-            state, a = check(client, log, model, policy, act=True)
+            state, a = check(release, log, model, policy, act=True)
             out.checks.append({"requests": out.requests, "share": a.share, "decision": a.decision,
                                "labelled_champion": a.champion.labelled, "labelled_challenger": a.challenger.labelled,
                                "accuracy_champion": a.champion.accuracy, "accuracy_challenger": a.challenger.accuracy,

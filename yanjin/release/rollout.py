@@ -1,33 +1,32 @@
 """A/B rollout decided by measured outcomes: step the challenger's traffic up a plan, roll it back
 automatically when it is worse, promote it when it has held its own at 100%.
 
-State lives in the registry, so every serving replica and every controller sees the same thing:
+State lives in the release ledger (registry/ledger.py), written under the model's fenced lease, and is
+mirrored to MLflow, so every serving replica and every controller sees the same thing:
   - `@challenger` alias: the version under test;
   - tag `yanjin.challenger_share`: its traffic share, which serving polls with the aliases;
-  - tag `yanjin.rollout`: the plan, the current step and the outcome (JSON);
+  - tag `yanjin.rollout`: the plan, the current step and the outcome (JSON; the ledger's copy rules);
   - an MLflow run in experiment `<model>-rollouts`: one metric point per check, and the report.
 Each check reads the prediction log (labelled accuracy, review rate, failures, latency per arm)
 since the rollout started and compares the arms with an always-valid test (release.sequential),
-so checking after every batch of traffic does not inflate false alarms.
+so checking after every batch of traffic does not inflate false alarms. No single caller decides a
+verdict: one API key's labelled predictions count as evidence up to `max_principal_share` of an arm's.
 """
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from mlflow import MlflowClient
-
-from ..registry import (CHALLENGER, CHAMPION, ROLLED_BACK, ROLLOUT_OUTCOME, ROLLOUT_REASON, ROLLOUT_RUNNING, ROLLOUT_TAG,
-                        SHARE_TAG, alias_version, confirm_lock, rollouts_experiment, set_model_tag)
+from ..registry import CHALLENGER, CHAMPION, ROLLED_BACK, ROLLOUT_OUTCOME, ROLLOUT_REASON, ROLLOUT_RUNNING, rollouts_experiment
+from ..registry.ledger import Lease
+from ..registry.mirror import Release
 from ..serving.predlog import PredictionLog
 from .policy import RolloutPolicy
-from .promotion import eligible, model_lock, record, set_alias_checked
+from .promotion import eligible, missing_approvals
 from .sequential import Difference, confidence_sequence
 
-STATE_TAG = ROLLOUT_TAG
 MIN_FOR_VERDICT = 30   # labelled texts per arm before accuracy may condemn: the test is a normal approximation
 RUNNING, PROMOTED, ABORTED = ROLLOUT_RUNNING, "promoted", "aborted"   # and ROLLED_BACK, the registry's tag value
 
@@ -48,6 +47,7 @@ class RolloutState:
     status: str = RUNNING
     reason: str = ""
     checks: int = 0
+    started_by: str = ""      # the principal who started it: the promotion's proposer
 
     @property
     def share(self) -> float:
@@ -92,28 +92,36 @@ class Assessment:
     at: float = field(default_factory=time.time)
 
 
-def read_state(client: MlflowClient, model: str) -> RolloutState | None:
-    raw = client.get_registered_model(model).tags.get(STATE_TAG)
-    return RolloutState(**json.loads(raw)) if raw else None
+def read_state(release: Release, model: str) -> RolloutState | None:
+    release.migrate(model)
+    raw = release.ledger.rollout(model)
+    return RolloutState(**raw) if raw else None
 
 
-def _write_state(client: MlflowClient, model: str, state: RolloutState) -> None:
-    set_model_tag(client, model, STATE_TAG, json.dumps(asdict(state)))
-    share = state.share if state.status == RUNNING else 0.0
-    set_model_tag(client, model, SHARE_TAG, f"{share:g}")
+def _write_state(release: Release, lease: Lease, model: str, state: RolloutState, note: tuple[str, str] | None = None,
+                 ) -> None:
+    """The state in the ledger (with its audit entry, `note` = (action, reason)), fenced by the lease; then
+    its mirror in MLflow."""
+    with release.ledger.fenced(lease) as conn:
+        release.ledger.write_rollout(conn, model, asdict(state))
+        if note:
+            release.ledger.append(conn, release.principal, model, note[0], "record", note[1], alias=CHALLENGER,
+                                  from_version=state.challenger, to_version=state.challenger)
+    release.mirror_rollout(model, asdict(state))
 
 
-def start(client: MlflowClient, model: str, challenger: str, policy: RolloutPolicy, reason: str,
-          force: bool = False, who: str | None = None) -> RolloutState:
+def start(release: Release, model: str, challenger: str, policy: RolloutPolicy, reason: str,
+          force: bool = False) -> RolloutState:
     """Point @challenger at `challenger` and give it the plan's first share of traffic. Everything it
-    reads (a running rollout, the champion) is read under the model lock, so two starts cannot both run."""
+    reads (a running rollout, the champion) is read under the model's lease, so two starts cannot both run."""
     plan = policy.steps()
-    with model_lock(client, model):
-        current = read_state(client, model)
+    client = release.client
+    with release.holding(model) as lease:
+        current = read_state(release, model)
         if current is not None and current.status == RUNNING:
             raise RolloutError(f"{model}: a rollout of v{current.challenger} is already running "
                                f"(step {current.step + 1}/{len(current.plan)}); finish or roll it back first")
-        champion = alias_version(client, model, CHAMPION)
+        champion = release.ledger.alias(model, CHAMPION)
         if champion is None:
             raise RolloutError(f"{model} has no @champion to compare against")
         if champion == challenger:
@@ -127,17 +135,35 @@ def start(client: MlflowClient, model: str, challenger: str, policy: RolloutPoli
         for key, value in asdict(policy).items():
             client.log_param(run.info.run_id, key, value)
         now = time.time()
-        state = RolloutState(champion, challenger, plan, 0, now, now, run.info.run_id)
-        set_alias_checked(client, model, CHALLENGER, challenger, alias_version(client, model, CHALLENGER),
-                          "rollout-start", f"{reason} (plan {policy.plan})", forced, who)
-        _write_state(client, model, state)
+        state = RolloutState(champion, challenger, plan, 0, now, now, run.info.run_id, started_by=release.principal)
+        release.move(lease, model, CHALLENGER, release.ledger.alias(model, CHALLENGER), challenger, "rollout-start",
+                     f"{reason} (plan {policy.plan})", forced)
+        _write_state(release, lease, model, state)
     return state  # the run stays open until the rollout ends
 
 
-def _arm(rows: list[dict], failed: int, version: str) -> ArmStats:
+def capped_evidence(rows: list[dict], max_share: float) -> list[dict]:
+    """An arm's labelled rows, each identified caller's counted up to `max_share` of them (the earliest
+    first), so no single API key decides a verdict by what it sends through an arm. Callers without a
+    key cannot choose their arm and are not capped."""
+    labelled = [r for r in rows if r["true_label"] is not None]
+    cap = max(1, math.ceil(max_share * len(labelled)))
+    counted: dict[str, int] = {}
+    kept = []
+    for r in labelled:
+        who = r.get("principal")
+        if who:
+            counted[who] = counted.get(who, 0) + 1
+            if counted[who] > cap:
+                continue
+        kept.append(r)
+    return kept
+
+
+def _arm(rows: list[dict], failed: int, version: str, max_share: float = 1.0) -> ArmStats:
     import numpy as np
 
-    labelled = [r for r in rows if r["true_label"] is not None]
+    labelled = capped_evidence(rows, max_share)
     latencies = [r["latency_ms"] for r in rows]
     return ArmStats(version, len(rows), len(labelled), sum(r["label"] == r["true_label"] for r in labelled),
                     sum(bool(r["needs_review"]) for r in rows), failed,
@@ -150,8 +176,9 @@ def assess(log: PredictionLog, model: str, state: RolloutState, policy: RolloutP
     failed = log.failed_items(model, state.started_at)
     mine = {arm: [r for r in rows if r["arm"] == arm and r["version"] == version]
             for arm, version in ((CHAMPION, state.champion), (CHALLENGER, state.challenger))}
-    champ = _arm(mine[CHAMPION], failed.get((CHAMPION, state.champion), 0), state.champion)
-    chal = _arm(mine[CHALLENGER], failed.get((CHALLENGER, state.challenger), 0), state.challenger)
+    champ = _arm(mine[CHAMPION], failed.get((CHAMPION, state.champion), 0), state.champion, policy.max_principal_share)
+    chal = _arm(mine[CHALLENGER], failed.get((CHALLENGER, state.challenger), 0), state.challenger,
+                policy.max_principal_share)
     step_requests = sum(r["created_at"] >= state.step_started_at for r in mine[CHALLENGER])
     test = dict(alpha=policy.alpha, tau=policy.tau)
     accuracy = confidence_sequence(champ.correct, champ.labelled, chal.correct, chal.labelled, **test)
@@ -201,7 +228,7 @@ def assess(log: PredictionLog, model: str, state: RolloutState, policy: RolloutP
     return Assessment(decision, reasons, champ, chal, step_requests, accuracy, review, errors, state.share)
 
 
-def _log_check(client: MlflowClient, state: RolloutState, a: Assessment) -> None:
+def _log_check(client, state: RolloutState, a: Assessment) -> None:
     from mlflow.entities import Metric
 
     ms = int(a.at * 1000)
@@ -215,78 +242,83 @@ def _log_check(client: MlflowClient, state: RolloutState, a: Assessment) -> None
                                             if not math.isnan(float(v))])
 
 
-def apply(client: MlflowClient, model: str, state: RolloutState, a: Assessment, who: str | None = None,
+def apply(release: Release, model: str, state: RolloutState, a: Assessment, approvals: int = 0,
           report_dir: Path | None = None) -> RolloutState:
-    """Carry out the decision under the model lock, unless another controller moved the rollout meanwhile."""
-    with model_lock(client, model):
-        fresh = _unchanged(client, model, state)
+    """Carry out the decision under the model's lease, unless another controller moved the rollout meanwhile.
+    A promotion that lacks its approvals is proposed and waits (the rollout keeps running at 100%)."""
+    client = release.client
+    with release.holding(model) as lease:
+        fresh = _unchanged(release, model, state)
         _log_check(client, fresh, a)
         fresh = replace(fresh, checks=fresh.checks + 1)
         note = "; ".join(a.reasons)
+        audit = None
         if a.decision == "advance":
             fresh = replace(fresh, step=fresh.step + 1, step_started_at=time.time())
-            record(client, model, "rollout-advance", CHALLENGER, fresh.challenger, fresh.challenger,
-                   f"share {a.share:.0%} -> {fresh.share:.0%}: {note}", who=who)
+            audit = ("rollout-advance", f"share {a.share:.0%} -> {fresh.share:.0%}: {note}")
         elif a.decision == "rollback":
             fresh = replace(fresh, status=ROLLED_BACK, reason=note)
-            confirm_lock(client, model)
-            client.set_model_version_tag(model, fresh.challenger, ROLLOUT_OUTCOME, ROLLED_BACK)
-            client.set_model_version_tag(model, fresh.challenger, ROLLOUT_REASON, note[:4000])
-            record(client, model, "rollout-rollback", CHALLENGER, fresh.challenger, fresh.challenger,
-                   f"all traffic back to champion v{fresh.champion}: {note}", who=who)
+            with release.ledger.fenced(lease):   # only the lease's holder marks the version
+                client.set_model_version_tag(model, fresh.challenger, ROLLOUT_OUTCOME, ROLLED_BACK)
+                client.set_model_version_tag(model, fresh.challenger, ROLLOUT_REASON, note[:4000])
+            audit = ("rollout-rollback", f"all traffic back to champion v{fresh.champion}: {note}")
         elif a.decision == "promote":
-            set_alias_checked(client, model, CHAMPION, fresh.challenger, fresh.champion, "rollout-promote",
-                              f"A/B rollout finished: {note}", who=who)
-            fresh = replace(fresh, status=PROMOTED, reason=note)
-        _write_state(client, model, fresh)
+            proposer = fresh.started_by or release.principal
+            missing = missing_approvals(release, model, fresh.challenger, approvals, proposer)
+            if missing:
+                release.ledger.propose(model, CHAMPION, fresh.challenger, proposer, f"A/B rollout finished: {note}")
+                fresh = replace(fresh, reason=f"awaiting approval: {missing}")
+            else:
+                release.move(lease, model, CHAMPION, fresh.champion, fresh.challenger, "rollout-promote",
+                             f"A/B rollout finished: {note}", principal=release.principal)
+                fresh = replace(fresh, status=PROMOTED, reason=note)
+        _write_state(release, lease, model, fresh, audit)
     if fresh.status != RUNNING:
         write_report(client, model, fresh, report_dir)
     return fresh
 
 
-def abort(client: MlflowClient, model: str, reason: str, who: str | None = None,
-          report_dir: Path | None = None) -> RolloutState:
+def abort(release: Release, model: str, reason: str, report_dir: Path | None = None) -> RolloutState:
     """Stop a running rollout by hand: all traffic back to the champion, aliases unchanged."""
-    with model_lock(client, model):
-        state = read_state(client, model)
+    with release.holding(model) as lease:
+        state = read_state(release, model)
         if state is None or state.status != RUNNING:
             raise RolloutError(f"{model}: no rollout is running")
         state = replace(state, status=ABORTED, reason=reason)
-        record(client, model, "rollout-abort", CHALLENGER, state.challenger, state.challenger,
-               f"all traffic back to champion v{state.champion}: {reason}", who=who)
-        _write_state(client, model, state)
-    write_report(client, model, state, report_dir)
+        _write_state(release, lease, model, state,
+                     ("rollout-abort", f"all traffic back to champion v{state.champion}: {reason}"))
+    write_report(release.client, model, state, report_dir)
     return state
 
 
-def check(client: MlflowClient, log: PredictionLog, model: str, policy: RolloutPolicy, act: bool = True,
-          who: str | None = None, report_dir: Path | None = None) -> tuple[RolloutState, Assessment]:
+def check(release: Release, log: PredictionLog, model: str, policy: RolloutPolicy, act: bool = True,
+          approvals: int = 0, report_dir: Path | None = None) -> tuple[RolloutState, Assessment]:
     """One look at a running rollout: assess, and (act=True) advance, roll back or promote."""
-    state = read_state(client, model)
+    state = read_state(release, model)
     if state is None or state.status != RUNNING:
         raise RolloutError(f"{model}: no rollout is running" + (f" (last one: {state.status})" if state else ""))
     a = assess(log, model, state, policy)
     if act and a.decision != "hold":
-        state = apply(client, model, state, a, who, report_dir)
-    elif act:  # hold: count the check on the state as it is now, not as it was read before the lock
-        with model_lock(client, model):
-            fresh = _unchanged(client, model, state)
-            _log_check(client, fresh, a)
+        state = apply(release, model, state, a, approvals, report_dir)
+    elif act:  # hold: count the check on the state as it is now, not as it was read before the lease
+        with release.holding(model) as lease:
+            fresh = _unchanged(release, model, state)
+            _log_check(release.client, fresh, a)
             state = replace(fresh, checks=fresh.checks + 1)
-            set_model_tag(client, model, STATE_TAG, json.dumps(asdict(state)))
+            _write_state(release, lease, model, state)
     return state, a
 
 
-def _unchanged(client: MlflowClient, model: str, state: RolloutState) -> RolloutState:
-    """The rollout as stored now (call under the model lock), if it is still the one that was assessed."""
-    fresh = read_state(client, model)
+def _unchanged(release: Release, model: str, state: RolloutState) -> RolloutState:
+    """The rollout as stored now (call under the model's lease), if it is still the one that was assessed."""
+    fresh = read_state(release, model)
     if fresh is None or fresh.run_id != state.run_id or fresh.step != state.step or fresh.status != RUNNING:
         raise RolloutError(f"{model}: the rollout changed while it was being assessed (another controller?); "
                            f"nothing was written; check again")
     return fresh
 
 
-def write_report(client: MlflowClient, model: str, state: RolloutState, out_dir: Path | None = None) -> Path:
+def write_report(client, model: str, state: RolloutState, out_dir: Path | None = None) -> Path:
     """report.md + arms.png from the run's metric history; logged to the run, which then ends."""
     import tempfile
 

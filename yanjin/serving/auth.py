@@ -34,6 +34,7 @@ TOKEN_PREFIX = "yj_"
 # who may call what; a route not named here needs no key (probes, metrics, /info, the API docs)
 ROUTE_ROLES = {"/feedback": ROLES, "/review": (REVIEWER,)}
 PREDICT = "/predict"
+MAX_KEY_CHARS = 256   # the API's own limit on a sticky key (longer: 422)
 
 
 class KeysError(ValueError):
@@ -134,6 +135,33 @@ def principal(headers) -> tuple[str, str] | None:
     return name, role
 
 
+def bind_keys(body: bytes, name: str | None) -> bytes:
+    """A /predict body with each item's sticky A/B key bound to the caller: an authenticated caller's
+    key becomes "<API key name>:<digest of (name, key)>", so two callers never share a key's arm; an
+    anonymous caller's key is dropped (it gets a random arm). Keys that are not strings or are too long
+    are left for validation to refuse."""
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        return body
+    items = parsed.get("items") if isinstance(parsed, dict) else None
+    if not isinstance(items, list):
+        return body
+    for item in items:
+        if isinstance(item, dict) and isinstance(item.get("key"), str) and len(item["key"]) <= MAX_KEY_CHARS:
+            if name is None:
+                del item["key"]
+            else:
+                digest = hashlib.sha256(f"{name}\0{item['key']}".encode("utf-8")).hexdigest()
+                item["key"] = f"{name}:{digest}"   # the service reads the caller back from it (key_principal)
+    return json.dumps(parsed).encode("utf-8")
+
+
+def key_principal(bound_key: str | None) -> str | None:
+    """The caller a bound sticky key came from (every string key a client sends is rebound or dropped)."""
+    return bound_key.split(":", 1)[0] if bound_key and ":" in bound_key else None
+
+
 def bearer(headers: dict[bytes, bytes]) -> str | None:
     """The token of `Authorization: Bearer <token>`, or of `X-API-Key: <token>`."""
     auth = headers.get(b"authorization", b"")
@@ -180,4 +208,27 @@ class Authenticator:
                 return await reply(429, f"key {key.name!r}: rate limit of {key.per_minute} requests a minute "
                                              f"reached", [(b"retry-after", str(max(1, round(wait))).encode())])(send)
             raw.append((PRINCIPAL_HEADER, f"{key.name}:{key.role}".encode()))
+        if scope["path"] == PREDICT and scope.get("method") == "POST":
+            receive = _bound(receive, key.name if key else None)
+            raw = [(k, v) for k, v in raw if k.lower() != b"content-length"]
         await self.app(scope | {"headers": raw}, receive, send)
+
+
+def _bound(receive, name: str | None):
+    """`receive` with the whole body read and its sticky keys bound to the caller (bind_keys)."""
+    done = False
+
+    async def bound():
+        nonlocal done
+        if done:
+            return await receive()
+        chunks, more = [], True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                return message
+            chunks.append(message.get("body", b""))
+            more = message.get("more_body", False)
+        done = True
+        return {"type": "http.request", "body": bind_keys(b"".join(chunks), name), "more_body": False}
+    return bound

@@ -41,6 +41,7 @@ predictions = sa.Table(
     sa.Column("needs_review", sa.Boolean, nullable=False, index=True),
     sa.Column("reviewed_label", sa.String(200)),      # the latest reviewer's label: takes it off the review queue
     sa.Column("labelled_at", sa.Float),
+    sa.Column("principal", sa.String(200)),           # the API key that asked with a sticky key: caps its evidence
 )
 labels = sa.Table(  # every label anyone gave, never overwritten: who said what, and when
     "labels", metadata,
@@ -77,6 +78,7 @@ class Prediction:
     arm: str
     latency_ms: float
     needs_review: bool
+    principal: str | None = None   # the API key whose sticky key chose the arm (None: the arm was drawn)
 
 
 class UnknownPrediction(KeyError):
@@ -99,7 +101,7 @@ def database_url(location: str | Path) -> str:
 
 
 def make_engine(url: str) -> sa.Engine:
-    engine = sa.create_engine(url, pool_pre_ping=True)  # after a database restart, pooled connections are dead
+    engine = sa.create_engine(url, pool_pre_ping=True, hide_parameters=True)  # after a database restart, pooled connections are dead
     if engine.dialect.name == "sqlite":
         @sa.event.listens_for(engine, "connect")
         def _wal(conn, _record):  # per connection: WAL + fsync at checkpoints is crash-safe for committed rows
@@ -107,6 +109,9 @@ def make_engine(url: str) -> sa.Engine:
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA busy_timeout=5000")
     metadata.create_all(engine)
+    with engine.begin() as conn:   # a log written before predictions recorded their principal
+        if "principal" not in {c["name"] for c in sa.inspect(conn).get_columns("predictions")}:
+            conn.exec_driver_sql("ALTER TABLE predictions ADD COLUMN principal VARCHAR(200)")
     return engine
 
 
@@ -303,7 +308,8 @@ class PredictionLog:
         true label when a trusted source gave one (a reviewer; client feedback only with trust_feedback)."""
         self.flush()
         c = predictions.c
-        q = (sa.select(c.id, c.created_at, c.arm, c.version, c.label, c.confidence, c.needs_review, c.latency_ms)
+        q = (sa.select(c.id, c.created_at, c.arm, c.version, c.label, c.confidence, c.needs_review, c.latency_ms,
+                       c.principal)
              .where(c.model == model, c.created_at >= since).order_by(c.created_at))
         truth = self._true_labels(trust_feedback, since)
         with self.engine.connect() as conn:

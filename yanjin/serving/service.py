@@ -14,18 +14,19 @@ import random
 import unicodedata
 import time
 import uuid
+from dataclasses import replace
 from typing import Annotated, Optional
 
 import bentoml
 import numpy as np
 from pydantic import BaseModel, Field, field_validator
 
-from .auth import Authenticator, principal, read_keys
+from .auth import Authenticator, key_principal, principal, read_keys
 from .batch import classify_each
 from .guard import RequestGuard
 from .predlog import FEEDBACK, REVIEW, Prediction, PredictionLog, UnknownPrediction
-from .registry import AliasWatcher, ServedModel, VersionCache
-from .routing import CHALLENGER, CHAMPION, assign_arm
+from .watcher import AliasWatcher, ServedModel, VersionCache
+from .routing import CHALLENGER, CHAMPION, assign_arm, read_secret
 from .settings import from_env
 
 log = logging.getLogger("yanjin.serving")
@@ -50,7 +51,8 @@ INVISIBLE = {"Zs", "Zl", "Zp", "Cc", "Cf"}  # separators, controls, format (zero
 
 class Item(BaseModel):
     text: str = Field(description="The customer message to classify.")
-    key: Optional[str] = Field(None, max_length=256, description="Sticky A/B key, e.g. a user id; random arm when absent.")
+    key: Optional[str] = Field(None, max_length=256, description="Sticky A/B key, e.g. a user id; honoured only with an "
+                               "API key (bound to it), random arm when absent or anonymous.")
 
     @field_validator("text")
     @classmethod
@@ -116,6 +118,7 @@ class Classifier:
         self.watcher.start()
         self.predictions = PredictionLog(SETTINGS.prediction_log, on_stats=self._export_log_stats)
         self.rng = random.Random()
+        self.ab_secret = read_secret(SETTINGS.ab_secret, create=True)  # `yanjin serve` made it; a cluster mounts it
         log.info("serving %s: %s", SETTINGS.model, {a: m and m.version for a, m in self.watcher.arms.items()})
 
     def _export_metrics(self, arm: str, old: ServedModel | None, new: ServedModel) -> None:
@@ -147,7 +150,7 @@ class Classifier:
         if arms[CHAMPION] is None:
             raise bentoml.exceptions.ServiceUnavailable("no verified champion loaded yet")
         share = self.watcher.share if arms[CHALLENGER] is not None else 0.0
-        chosen = [assign_arm(item.key, share, self.rng) for item in items]
+        chosen = [assign_arm(item.key, share, self.ab_secret, self.rng) for item in items]
         results: list[Result | None] = [None] * len(items)
         rows = []
         for arm in (CHALLENGER, CHAMPION):  # challenger first: texts it fails on fall back to the champion
@@ -163,7 +166,7 @@ class Classifier:
                     for i, result, row in self._results(at, [items[i].text for i in at], part.probs, model, arm,
                                                         part.latency_ms):
                         results[i] = result
-                        rows.append(row)
+                        rows.append(replace(row, principal=key_principal(items[i].key)))
                     continue
                 failed.append(part.error)
                 for i in at:
