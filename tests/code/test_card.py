@@ -42,10 +42,14 @@ def test_the_licence_comes_from_the_profile_or_a_recognised_public_set():
 def test_a_rejected_gate_lists_its_reasons_and_the_history_names_the_promoter():
     gate = {"verdict": "reject", "register": False, "reasons": ["accuracy 0.80 does not beat banking77-pro champion"],
             "champions": [], "teacher": None}
-    history = [R.AuditEntry(1, 0.0, "ana@bank", "promote", R.CHAMPION, "3", "4", "quarterly review", False)]
-    text = card_markdown(record(gate=gate, history=history))
+    from yanjin.registry.ledger import AuditEntry
+
+    history = [AuditEntry(1, 0.0, "ana@bank", "banking77-v1", "promote", "done", R.CHAMPION, "3", "4", "quarterly review")]
+    approvals = [{"principal": "ben@bank", "reason": "CAB-123", "at": 0.0}]
+    text = card_markdown(record(gate=gate, history=history, approvals=approvals))
     assert "Verdict: **reject**" in text and "- accuracy 0.80 does not beat" in text
     assert "ana@bank: promote @champion v3 → v4 (quarterly review)" in text
+    assert "approved by ben@bank: CAB-123" in text
 
 
 def test_the_mlflow_description_fits_its_column():

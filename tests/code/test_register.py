@@ -33,11 +33,19 @@ def tracking(tmp_path):
     mlflow.set_tracking_uri(None)
 
 
-def test_first_version_is_champion_and_challenger_with_lineage(bundle, tracking):
+@pytest.fixture
+def release(tracking):
+    from yanjin.registry.ledger import Ledger
+    from yanjin.registry.mirror import Release
+
+    return Release(mlflow.MlflowClient(), Ledger(f"sqlite:///{tracking[1] / 'release.db'}"), "trainer")
+
+
+def test_first_version_is_champion_and_challenger_with_lineage(bundle, tracking, release):
     exp, tmp = tracking
     with mlflow.start_run(experiment_id=exp) as run:
         pass
-    version = register_bundle(bundle, "t-v1", run.info.run_id, VersionTags(variant="v1", data_sha256="abc"))
+    version = register_bundle(bundle, "t-v1", run.info.run_id, VersionTags(variant="v1", data_sha256="abc"), release)
     client = mlflow.MlflowClient()
     mv = client.get_model_version("t-v1", version)
     assert mv.tags["variant"] == "v1" and mv.tags["data_sha256"] == "abc"
@@ -47,49 +55,49 @@ def test_first_version_is_champion_and_challenger_with_lineage(bundle, tracking)
     assert str(tmp / "artifacts") in client.get_experiment(exp).artifact_location
 
 
-def test_second_version_moves_only_challenger(bundle, tracking):
+def test_second_version_moves_only_challenger(bundle, tracking, release):
     exp, tmp = tracking
     with mlflow.start_run(experiment_id=exp) as run:
         pass
-    v1 = register_bundle(bundle, "t-v1", run.info.run_id, VersionTags())
-    v2 = register_bundle(bundle, "t-v1", run.info.run_id, VersionTags())
+    v1 = register_bundle(bundle, "t-v1", run.info.run_id, VersionTags(), release)
+    v2 = register_bundle(bundle, "t-v1", run.info.run_id, VersionTags(), release)
     aliases = mlflow.MlflowClient().get_registered_model("t-v1").aliases
     assert aliases == {CHAMPION: int(v1), CHALLENGER: int(v2)}
-    # every alias move is in the audit trail, made under the model's lock
-    from yanjin.registry import history
+    # every alias move is in the audit trail, made under the model's lease, by who registered it
+    from yanjin.release.promotion import history
 
-    moves = [(e.action, e.alias, e.from_version, e.to_version) for e in history(mlflow.MlflowClient(), "t-v1")]
-    assert moves == [("register", CHALLENGER, None, v1), ("register", CHAMPION, None, v1),
-                     ("register", CHALLENGER, v1, v2)]
+    moves = [(e.action, e.alias, e.from_version, e.to_version, e.who) for e in history(release, "t-v1")]
+    assert moves == [("register", CHALLENGER, None, v1, "trainer"), ("register", CHAMPION, None, v1, "trainer"),
+                     ("register", CHALLENGER, v1, v2, "trainer")]
+    assert release.ledger.registered_by("t-v1", v2) == "trainer"
 
 
-def test_registering_during_a_rollout_leaves_the_challenger_alone(bundle, tracking, capsys):
+def test_registering_during_a_rollout_leaves_the_challenger_alone(bundle, tracking, release, capsys):
     """Before, a drift-triggered retraining during a rollout swapped an unassessed version in at the
     rollout's traffic share."""
-    import json
-
-    from yanjin.registry import ROLLOUT_TAG, history
+    from yanjin.release.promotion import history
 
     exp, _ = tracking
     with mlflow.start_run(experiment_id=exp) as run:
         pass
-    v1 = register_bundle(bundle, "t-v1", run.info.run_id, VersionTags())
-    v2 = register_bundle(bundle, "t-v1", run.info.run_id, VersionTags())
+    v1 = register_bundle(bundle, "t-v1", run.info.run_id, VersionTags(), release)
+    v2 = register_bundle(bundle, "t-v1", run.info.run_id, VersionTags(), release)
     client = mlflow.MlflowClient()
-    client.set_registered_model_tag("t-v1", ROLLOUT_TAG, json.dumps({"status": "running", "challenger": v2}))
-    v3 = register_bundle(bundle, "t-v1", run.info.run_id, VersionTags())
+    with release.ledger.fenced(None) as conn:   # a rollout of v2 runs
+        release.ledger.write_rollout(conn, "t-v1", {"status": "running", "challenger": v2})
+    v3 = register_bundle(bundle, "t-v1", run.info.run_id, VersionTags(), release)
     assert client.get_registered_model("t-v1").aliases == {CHAMPION: int(v1), CHALLENGER: int(v2)}
     assert f"@challenger stays at v{v2}: a rollout of it is running" in capsys.readouterr().out
     assert client.get_model_version("t-v1", v3).tags["artifact_sha256"]  # registered all the same
-    assert history(client, "t-v1")[-1].to_version == v2
+    assert history(release, "t-v1")[-1].to_version == v2
 
 
-def test_champion_downloads_as_a_runnable_bundle(bundle, tracking):
+def test_champion_downloads_as_a_runnable_bundle(bundle, tracking, release):
     exp, tmp = tracking
     assert find_champion("t-v1", tmp / "dl") is None  # no model yet: no champion
     with mlflow.start_run(experiment_id=exp) as run:
         pass
-    version = register_bundle(bundle, "t-v1", run.info.run_id, VersionTags())
+    version = register_bundle(bundle, "t-v1", run.info.run_id, VersionTags(), release)
     champ = find_champion("t-v1", tmp / "dl")
     assert champ.version == version
     assert bundle_sha256(champ.bundle_dir) == champ.tags.artifact_sha256
@@ -97,7 +105,7 @@ def test_champion_downloads_as_a_runnable_bundle(bundle, tracking):
     assert OnnxClassifier.from_dir(champ.bundle_dir).predict(texts) == OnnxClassifier.from_dir(bundle).predict(texts)
 
 
-def test_a_student_starts_from_the_named_members_champion_or_version_checkpoint(trained, tracking):
+def test_a_student_starts_from_the_named_members_champion_or_version_checkpoint(trained, tracking, release):
     """compress.student_from as the compress step resolves it: no champion is an error naming the
     model; otherwise the version's logged checkpoint, verified against its digest."""
     from yanjin.components.stages import _student_start
@@ -113,8 +121,8 @@ def test_a_student_starts_from_the_named_members_champion_or_version_checkpoint(
     with mlflow.start_run(experiment_id=exp) as run:
         mlflow.log_artifacts(str(ckpt), "checkpoint")
     tags = VersionTags(variant="v1", checkpoint_sha256=checkpoint_sha256(ckpt))
-    first = register_bundle(bundle, "t-v1", run.info.run_id, tags)
-    second = register_bundle(bundle, "t-v1", run.info.run_id, tags)
+    first = register_bundle(bundle, "t-v1", run.info.run_id, tags, release)
+    second = register_bundle(bundle, "t-v1", run.info.run_id, tags, release)
     found, path = _student_start(cfg, uri, str(tmp / "champion"))
     assert (found.version, checkpoint_sha256(path)) == (first, tags.checkpoint_sha256)  # the first is champion
     pinned = load_config("tiny", ["model.variant=lite", "model_name=t", f"compress.student_from=v1:{second}"])

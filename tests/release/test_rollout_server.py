@@ -11,10 +11,13 @@ from tests.serving.test_server import MODEL, free_port, start_server, stop, wait
 from yanjin.config import load_config
 from yanjin.pipelines.run import LocalState, run_local
 from yanjin.release.policy import RolloutPolicy
-from yanjin.release.promotion import CHAMPION, alias_version, history, promote
+from yanjin.registry import alias_version
+from yanjin.release.promotion import CHAMPION, history, promote
 from yanjin.release.rehearsal import rehearse
 from yanjin.serving.auth import add_key
 from yanjin.serving.predlog import PredictionLog
+
+from .conftest import release_for
 
 POLICY = RolloutPolicy(plan="10,50,100", min_labelled=30, min_step_requests=30, accuracy_margin=0.05,
                        review_margin=0.15, max_step_requests=3000)
@@ -55,15 +58,16 @@ def served(registry):
     try:
         assert wait_ready(url, proc), "server never became ready"
         log = PredictionLog(state.root / "predictions.db")
-        yield MlflowClient(state.tracking_uri), log, url, texts, labels, key
+        yield release_for(MlflowClient(state.tracking_uri), state.ledger), log, url, texts, labels, key
         log.close()
     finally:
         stop(proc)
 
 
 def test_worse_challenger_is_rolled_back_then_better_one_promoted(served):
-    client, log, url, texts, labels, key = served
-    worse = rehearse(client, log, url, MODEL, "2", POLICY, texts, labels, key, poll_wait_s=0.6)
+    release, log, url, texts, labels, key = served
+    client = release.client
+    worse = rehearse(release, log, url, MODEL, "2", POLICY, texts, labels, key, poll_wait_s=0.6)
     last = worse.checks[-1]
     print(f"\nworse challenger: {worse.status} after {worse.requests} requests ({worse.served_by}), "
           f"labelled champion {last['labelled_champion']} / challenger {last['labelled_challenger']}")
@@ -73,15 +77,15 @@ def test_worse_challenger_is_rolled_back_then_better_one_promoted(served):
     info = httpx.post(f"{url}/info", json={}, timeout=10)
     assert info.json()["ab"]["share_set"] in (0.0, 0.1)                     # 0 once the server has polled
 
-    promote(client, MODEL, "2", "rehearsal: a weak champion to beat", expected="1", force=True)
-    better = rehearse(client, log, url, MODEL, "1", POLICY, texts, labels, key, poll_wait_s=0.6, seed=1)
+    promote(release, MODEL, "2", "rehearsal: a weak champion to beat", expected="1", force=True)
+    better = rehearse(release, log, url, MODEL, "1", POLICY, texts, labels, key, poll_wait_s=0.6, seed=1)
     last = better.checks[-1]
     print(f"better challenger: {better.status} after {better.requests} requests ({better.served_by}), "
           f"labelled champion {last['labelled_champion']} / challenger {last['labelled_challenger']}")
     assert better.status == "promoted"
     assert [c["share"] for c in better.checks if c["decision"] != "hold"] == [0.1, 0.5, 1.0]
     assert alias_version(client, MODEL, CHAMPION) == "1"
-    changes = [e for e in history(client, MODEL) if e.action != "register"]  # the pipeline's registrations
+    changes = [e for e in history(release, MODEL) if e.action != "register"]  # the pipeline's registrations
     assert [e.action for e in changes] == ["rollout-start", "rollout-rollback", "promote", "rollout-start",
                                            "rollout-advance", "rollout-advance", "rollout-promote"]
     assert changes[2].forced

@@ -10,20 +10,57 @@ from yanjin.serving.predlog import Prediction, PredictionLog, UnknownPrediction
 from yanjin.serving.routing import CHALLENGER, CHAMPION, assign_arm
 
 
+SECRET = b"s" * 32
+
+
 def test_assignment_is_sticky_and_splits_as_configured():
     keys = [f"user-{i}" for i in range(20_000)]
-    arms = [assign_arm(k, 0.2) for k in keys]
-    assert arms == [assign_arm(k, 0.2) for k in keys]               # same key, same arm
+    arms = [assign_arm(k, 0.2, SECRET) for k in keys]
+    assert arms == [assign_arm(k, 0.2, SECRET) for k in keys]               # same key, same arm
     assert arms.count(CHALLENGER) / len(keys) == pytest.approx(0.2, abs=0.01)
     # raising the share only moves users to the challenger, never back
-    wider = [assign_arm(k, 0.5) for k in keys]
+    wider = [assign_arm(k, 0.5, SECRET) for k in keys]
     assert all(w == CHALLENGER for a, w in zip(arms, wider) if a == CHALLENGER)
-    assert assign_arm("anyone", 0.0) == CHAMPION
+    assert assign_arm("anyone", 0.0, SECRET) == CHAMPION
+
+
+def test_keys_chosen_offline_land_at_the_share_under_another_secret():
+    """200 keys picked so that the old unsalted sha256 put them all on the challenger: under the server's
+    secret (which the client does not know) they land there at the configured share."""
+    import hashlib
+    import secrets
+
+    picked = [k for k in (f"pick-{i}" for i in range(5000))
+              if int.from_bytes(hashlib.sha256(k.encode()).digest()[:8], "big") / 2**64 < 0.1][:200]
+    shares = [sum(assign_arm(k, 0.1, secrets.token_bytes(32)) == CHALLENGER for k in picked) / 200 for _ in range(20)]
+    assert sum(shares) / len(shares) == pytest.approx(0.1, abs=0.02)
+
+
+def test_a_keyed_callers_keys_are_bound_to_it_and_an_anonymous_callers_dropped():
+    import json
+
+    from yanjin.serving.auth import bind_keys, key_principal
+
+    body = json.dumps({"items": [{"text": "a", "key": "u1"}, {"text": "b"}, {"text": "c", "key": 7},
+                                 {"text": "d", "key": "k" * 300}]}).encode()
+    mine, theirs, anonymous = (json.loads(bind_keys(body, n))["items"] for n in ("crm", "other", None))
+    assert key_principal(mine[0]["key"]) == "crm" and mine[0]["key"] != theirs[0]["key"]
+    assert "key" not in anonymous[0] and "key" not in mine[1]
+    assert [i["key"] for i in anonymous[2:]] == [7, "k" * 300]             # left for validation to refuse (422)
+
+
+def test_one_callers_evidence_is_capped():
+    from yanjin.release.rollout import capped_evidence
+
+    rows = ([{"true_label": "x", "principal": "attacker"}] * 60 + [{"true_label": "x", "principal": None}] * 140
+            + [{"true_label": None, "principal": "attacker"}] * 10)
+    kept = capped_evidence(rows, 0.25)
+    assert sum(r["principal"] == "attacker" for r in kept) == 50 and len(kept) == 190
 
 
 def test_without_a_key_the_draw_is_random():
     rng = random.Random(1)
-    arms = [assign_arm(None, 0.3, rng) for _ in range(10_000)]
+    arms = [assign_arm(None, 0.3, SECRET, rng) for _ in range(10_000)]
     assert arms.count(CHALLENGER) / len(arms) == pytest.approx(0.3, abs=0.02)
 
 

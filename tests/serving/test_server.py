@@ -106,18 +106,31 @@ def test_info_shows_versions_variants_providers_and_weights(server):
     assert "CPUExecutionProvider" in info["providers_available"]
 
 
-def test_ab_assignment_is_sticky_and_near_the_configured_split(server):
-    url, *_ = server
+def test_ab_assignment_is_sticky_for_a_keyed_caller_and_cannot_be_steered(server):
+    """With a client's API key, a user key keeps its arm and the split is near the share. Keys chosen offline
+    to land on the challenger under the old unsalted sha256 land there at the share only (HMAC under the
+    server's secret), and an anonymous caller's keys are not honoured at all."""
+    import hashlib
+
+    url, state, client, tampered, api_keys = server
+    auth = {"headers": {"Authorization": f"Bearer {api_keys['crm-app']}"}}
     keys = [f"user-{i}" for i in range(320)]
     arms = {}
     for chunk in range(0, len(keys), 16):
         for key, res in zip(keys[chunk:chunk + 16], predict(url, [{"text": "card payment declined", "key": k}
-                                                                   for k in keys[chunk:chunk + 16]]).json()):
+                                                                   for k in keys[chunk:chunk + 16]], **auth).json()):
             arms[key] = res["arm"]
     share = sum(a == CHALLENGER for a in arms.values()) / len(arms)
     assert share == pytest.approx(0.5, abs=0.08)
-    again = predict(url, [{"text": "another message", "key": k} for k in keys[:16]]).json()
+    again = predict(url, [{"text": "another message", "key": k} for k in keys[:16]], **auth).json()
     assert [r["arm"] for r in again] == [arms[k] for k in keys[:16]]
+    chosen = [k for k in (f"pick-{i}" for i in range(2000))
+              if int.from_bytes(hashlib.sha256(k.encode()).digest()[:8], "big") / 2**64 < 0.5][:160]
+    steered = [r["arm"] for c in range(0, 160, 16)
+               for r in predict(url, [{"text": "hi", "key": k} for k in chosen[c:c + 16]], **auth).json()]
+    assert sum(a == CHALLENGER for a in steered) / len(steered) == pytest.approx(0.5, abs=0.12)   # not 1.0
+    anonymous = [[r["arm"] for r in predict(url, [{"text": "hi", "key": "same-user"}] * 16).json()] for _ in range(3)]
+    assert len({a for arms_ in anonymous for a in arms_}) == 2                 # drawn at random: not sticky
 
 
 def test_low_confidence_goes_to_the_review_queue_and_labels_export(server, tmp_path):

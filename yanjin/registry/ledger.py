@@ -375,6 +375,11 @@ class Ledger:
                 if r.audit_seq is not None and r.audit_seq > last:
                     problems.append(f"{r.model}@{r.alias}: its last move (entry {r.audit_seq}) is missing from the "
                                     f"audit (entries at the end deleted)")
+            for r in conn.execute(sa.select(approvals.c.model, approvals.c.version, approvals.c.principal,
+                                            approvals.c.audit_seq)):
+                if r.audit_seq > last:
+                    problems.append(f"{r.model} v{r.version}: {r.principal}'s approval (entry {r.audit_seq}) is missing "
+                                    f"from the audit (entries at the end deleted)")
         return problems
 
     def head(self) -> tuple[int, str]:

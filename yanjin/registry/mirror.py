@@ -91,6 +91,8 @@ class Release:
             done = self.ledger.append(conn, who, model, intent.action, "done", intent.reason, alias=alias,
                                       from_version=intent.from_version, to_version=intent.to_version,
                                       forced=intent.forced, intent_seq=intent.seq)
+            if self.ledger.alias(model, alias, conn) == intent.to_version:
+                self.ledger.set_audit_seq(conn, model, alias, done.seq)   # deleting this entry is then seen
         self._anchor(model)
         return done
 
@@ -119,15 +121,16 @@ class Release:
 
     # -- drift between ledger and mirror -------------------------------------------------------------------
     def drift(self, model: str) -> list[Drift]:
-        """Where MLflow's aliases (and the share tag) differ from the ledger."""
+        """Where MLflow's aliases differ from the ledger. The ledger is read first: a move in flight then
+        shows as unconfirmed (its intent is there, its confirmation not yet), never as an outside move."""
         self.migrate(model)
-        mlflow_aliases = {a: str(v) for a, v in self.client.get_registered_model(model).aliases.items()}
         ledger = self.ledger.aliases_of(model)
-        found = []
         last = {}
         for e in self.ledger.history(model):
             if e.alias and e.phase in ("intent", "done"):
                 last[e.alias] = e
+        mlflow_aliases = {a: str(v) for a, v in self.client.get_registered_model(model).aliases.items()}
+        found = []
         for alias in sorted(set(MIRRORED_ALIASES) | set(ledger) | set(mlflow_aliases)):
             if ledger.get(alias) != mlflow_aliases.get(alias):
                 e = last.get(alias)

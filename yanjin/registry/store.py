@@ -208,7 +208,7 @@ def register_bundle(bundle_dir: str | Path, model: str, run_id: str, tags: Versi
     with release.holding(model) as lease:  # aliases move under the model's lease, never under a rollout
         if running := release.ledger.rollout(model):
             if running.get("status") == "running":
-                print(f"registered {model} v{version}; @{CHALLENGER} stays at v{running['challenger']}: a rollout "
+                print(f"registered {model} v{version}; @{CHALLENGER} stays at v{running[CHALLENGER]}: a rollout "
                       f"of it is running (start a rollout of v{version} once it ends)")
             else:
                 running = None

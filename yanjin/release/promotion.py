@@ -112,19 +112,19 @@ def promote(release: Release, model: str, version: str, reason: str, alias: str 
     forced = eligible(release.client, model, version, force)
     release.migrate(model)
     proposer = proposer or release.principal
-    outside = [d for d in release.drift(model) if d.alias == alias and not d.unconfirmed]
-    if outside:
-        raise PromotionConflict(f"{outside[0]}; nothing changed")
     if alias == CHAMPION and (missing := missing_approvals(release, model, version, approvals, proposer)):
         fresh = release.ledger.propose(model, alias, version, proposer, reason)
         raise ApprovalMissing(("proposal recorded: " if fresh else "proposal pending: ") + missing)
-    with release.holding(model) as lease:
+    with release.holding(model) as lease:   # no other yanjin move is in flight while we hold it
+        outside = [d for d in release.drift(model) if d.alias == alias and not d.unconfirmed]
+        if outside:
+            raise PromotionConflict(f"{outside[0]}; nothing changed")
         seen = release.ledger.alias(model, alias) if expected is None else expected
         try:
             return release.move(lease, model, alias, seen, version, action, reason, forced)
         except AliasConflict as e:
             now = release.ledger.alias(model, alias)
-            raise PromotionConflict(f"{e}".replace("after you read it", f"{_who_moved(release, model, alias, now)} "
+            raise PromotionConflict(str(e).replace(" after you read it", f"{_who_moved(release, model, alias, now)} "
                                                    "after you read it")) from None
 
 

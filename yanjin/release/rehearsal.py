@@ -35,14 +35,14 @@ class Rehearsal:
         return asdict(self)
 
 
-def send_chunk(http: httpx.Client, url: str, texts: list[str], labels: list[str], keys: list[str],
+def send_chunk(http: httpx.Client, url: str, texts: list[str], labels: list[str], keys: list[str | None],
                feedback_share: float, rng: random.Random, batch: int = 32) -> tuple[int, int, dict]:
-    """Predict `texts` in requests of `batch`; review about feedback_share of them with their true label
-    (`http` carries the reviewer's key)."""
+    """Predict `texts` in requests of `batch` (a None key: the server draws the arm); review about
+    feedback_share of them with their true label (`http` carries the reviewer's key)."""
     sent = given = 0
     arms = {CHAMPION: 0, CHALLENGER: 0}
     for i in range(0, len(texts), batch):
-        items = [{"text": t, "key": k} for t, k in zip(texts[i:i + batch], keys[i:i + batch])]
+        items = [{"text": t} | ({"key": k} if k else {}) for t, k in zip(texts[i:i + batch], keys[i:i + batch])]
         r = http.post(f"{url}/predict", json={"items": items})
         r.raise_for_status()
         for result, label in zip(r.json(), labels[i:i + batch]):
@@ -60,18 +60,17 @@ def rehearse(release, log: PredictionLog, url: str, model: str, challenger: str,
              feedback_share: float = 1.0, max_requests: int = 20_000, poll_wait_s: float = 0.0,
              seed: int = 0, reason: str = "rehearsal", force: bool = False) -> Rehearsal:
     """Start a rollout of `challenger`, then replay traffic chunk by chunk until it is promoted or rolled back.
-    Each chunk cycles through the labelled texts with fresh user keys (sticky A/B per key)."""
+    Each chunk cycles through the labelled texts as new users, whose arm the server draws: sent through one
+    API key with sticky keys, the rollout would count them as one caller's (capped) evidence."""
     rng = random.Random(seed)
     start(release, model, challenger, policy, reason, force)
     out = Rehearsal()
     order = list(range(len(texts)))
-    user = 0
     with httpx.Client(timeout=60, headers={"Authorization": f"Bearer {api_key}"}) as http:
         while out.requests < max_requests:
             time.sleep(poll_wait_s)  # let every replica see the share the last decision set
             picks = [order[(out.requests + j) % len(order)] for j in range(chunk)]
-            keys = [f"user-{seed}-{user + j}" for j in range(chunk)]
-            user += chunk
+            keys = [None] * chunk
             sent, given, arms = send_chunk(http, url, [texts[p] for p in picks], [labels[p] for p in picks], keys,
                                            feedback_share, rng)
             out.requests += sent
