@@ -66,7 +66,7 @@ def as_postgres_user(args: list[str]) -> list[str]:
 
 
 @contextlib.contextmanager
-def postgres(databases: tuple[str, ...] = ("mlflow", "mlflow_auth", "predictions")) -> Iterator[str]:
+def postgres(databases: tuple[str, ...] = ("mlflow", "mlflow_auth", "predictions", "release")) -> Iterator[str]:
     """A throwaway PostgreSQL cluster on a free port; yields a URL prefix ending in host:port/. Its
     folder is outside pytest's root-only temporary tree, which the postgres account cannot enter."""
     folder = Path(tempfile.mkdtemp(prefix="yanjin-pg-"))

@@ -14,7 +14,10 @@ from tests.integration.stack import free_port, stop
 from tests.serving.test_server import wait_ready
 from yanjin.config import load_config
 from yanjin.pipelines.run import LocalState, run_local
-from yanjin.release.promotion import alias_version, history, promote
+from yanjin.registry import alias_version
+from yanjin.registry.ledger import LEDGER_ENV, Ledger
+from yanjin.registry.mirror import Release
+from yanjin.release.promotion import history, promote
 from yanjin.serving.auth import add_key
 from yanjin.serving.predlog import PredictionLog
 
@@ -33,11 +36,12 @@ def postgres():
 @pytest.fixture(scope="module")
 def mlflow_server(postgres, tmp_path_factory):
     with stack.mlflow_server(postgres, tmp_path_factory.mktemp("mlflow")) as server:
-        os.environ.update(server.credentials)
+        env = server.credentials | {LEDGER_ENV: f"{postgres}release"}   # the pipeline's register step reads both
+        os.environ.update(env)
         try:
             yield server.url
         finally:
-            for name in server.credentials:
+            for name in env:
                 os.environ.pop(name, None)
 
 
@@ -52,10 +56,22 @@ def test_pipeline_registry_promotion_and_serving_on_postgres(postgres, mlflow_se
     assert not (state.root / "mlflow.db").exists()                        # nothing went to the embedded SQLite
 
     client = MlflowClient(mlflow_server)
-    entry = promote(client, MODEL, "1", "first production release", alias="production", expected=None, who="ci")
-    assert alias_version(client, MODEL, "production") == "1" and history(client, MODEL)[-1] == entry
-
     serving = least_privilege(postgres, mlflow_server, tmp_path)    # the cluster's grants Job, run here
+    release_role = postgres.replace("postgresql://yanjin@", "postgresql://yanjin_release:release-secret@")
+    release = Release(client, Ledger(f"{release_role}release", create=False), "admin")
+    entry = promote(release, MODEL, "1", "first production release", alias="production", expected=None)
+    assert alias_version(client, MODEL, "production") == "1" and history(release, MODEL)[-1].hash == entry.hash
+    assert release.ledger.history(MODEL)[-1].db_user == "yanjin_release"   # stamped by PostgreSQL, not the client
+    import sqlalchemy as sa
+    for statement in ("UPDATE release_audit SET principal = 'someone-else'", "DELETE FROM release_audit"):
+        with pytest.raises(sa.exc.ProgrammingError, match="permission denied"):
+            with release.ledger.engine.begin() as conn:   # the release role may insert and read the audit, no more
+                conn.exec_driver_sql(statement)
+    owner = Ledger(f"{postgres}release", create=False)
+    with pytest.raises(sa.exc.InternalError, match="append-only"):   # not even the owner, while the guard stands
+        with owner.engine.begin() as conn:
+            conn.exec_driver_sql("DELETE FROM release_audit")
+    assert release.ledger.verify() == []
     predictions = f"{postgres}predictions"
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -104,9 +120,16 @@ def least_privilege(postgres: str, mlflow_server: str, tmp_path) -> dict:
     grants = by_kind(render(K8S / "base"), "ConfigMap", "yanjin-grants")[0]["data"]
     (tmp_path / "predlog-role.sql").write_text(grants["predlog-role.sql"])
     (tmp_path / "mlflow-users.py").write_text(grants["mlflow-users.py"])
-    for _ in range(2):  # the Job may run again: both halves are idempotent
+    (tmp_path / "release-role.sql").write_text(grants["release-role.sql"])
+    for _ in range(2):  # the Job may run again: every part is idempotent
         subprocess.run([str(stack.pg_bin() / "psql"), f"{postgres}mlflow", "-v", "ON_ERROR_STOP=1", "-v",
                         "predlog_password=predlog-secret", "-f", str(tmp_path / "predlog-role.sql")],
+                       check=True, capture_output=True, text=True)
+        init = subprocess.run([sys.executable, "-m", "yanjin.cli", "ledger", "init"], capture_output=True, text=True,
+                              env=os.environ | {LEDGER_ENV: f"{postgres}release"})
+        assert init.returncode == 0, init.stderr[-2000:]
+        subprocess.run([str(stack.pg_bin() / "psql"), f"{postgres}release", "-v", "ON_ERROR_STOP=1", "-v",
+                        "release_password=release-secret", "-f", str(tmp_path / "release-role.sql")],
                        check=True, capture_output=True, text=True)
         users = subprocess.run([sys.executable, str(tmp_path / "mlflow-users.py")], capture_output=True, text=True,
                                env=os.environ | {"MLFLOW_TRACKING_URI": mlflow_server, "SERVING_MLFLOW_USERNAME":

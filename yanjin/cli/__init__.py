@@ -10,7 +10,7 @@ import typer
 from .governance import card, reproduce, status
 from .monitor import monitor_app, schedule_app
 from .pipeline import bench_app, data_app, pipeline_app
-from .release import approve, controller_app, history, promote, reconcile, rollback, rollout_app, select
+from .release import approve, controller_app, history, ledger_app, promote, reconcile, rollback, rollout_app, select
 from .serve import keys_app, review_app, serve
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # progress bars garble CLI output
@@ -27,6 +27,7 @@ app.command("promote")(promote)
 app.command("approve")(approve)
 app.command("reconcile")(reconcile)
 app.add_typer(controller_app, name="controller")
+app.add_typer(ledger_app, name="ledger")
 app.command("rollback")(rollback)
 app.command("history")(history)
 app.command("select")(select)

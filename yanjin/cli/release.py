@@ -404,3 +404,23 @@ def _advice_json(advice, demand, source: str, notes: list[str]) -> dict:
             "tco_usd": advice.totals, "monthly_usd": advice.monthly,
             "candidates": {c.variant: asdict(c) for c in advice.ranked},
             "break_even_month_top_two": advice.break_even_month, "accuracy_vs_cost": advice.pairs}
+
+
+ledger_app = typer.Typer(help="The release ledger's database.", no_args_is_help=True)
+
+
+@ledger_app.command("init")
+def ledger_init(state_dir: Path = STATE, tracking_uri: Optional[str] = TRACKING) -> None:
+    """Create the ledger's tables and the audit's append-only guard (idempotent). On a cluster the grants Job
+    runs it as the database's owner (YANJIN_LEDGER_URL), then grants the release role what it may do."""
+    import os
+
+    from ..registry.ledger import LEDGER_ENV, Ledger, ledger_url
+
+    try:
+        url = ledger_url(tracking_uri or state_of(state_dir).tracking_uri, os.environ.get(LEDGER_ENV))
+        ledger = Ledger(url)
+    except Exception as e:  # noqa: BLE001 - one message, no traceback
+        _fail(f"release ledger: {type(e).__name__}: {str(e).splitlines()[0]}")
+    typer.echo(f"release ledger ready ({ledger.dialect}); audit head {ledger.head()[0]}")
+    ledger.close()

@@ -3,7 +3,7 @@
 MLflow aliases and tags have no compare-and-set, and any MLflow user may create registered models,
 so neither can hold a lock, an audit trail or an approval that must not be subverted. The ledger
 holds them instead, through SQLAlchemy: SQLite in the state folder (embedded mode), PostgreSQL with
-its own database and role on a cluster (`grant_sql`). MLflow aliases stay what the UI and serving
+its own database and role on a cluster (the grants Job: infra/k8s/base/least-privilege.yaml). MLflow aliases stay what the UI and serving
 read, as the ledger's mirror (registry/mirror.py).
 
 - Leases: one per model (and one for the controller's leadership). Taking a lease raises its epoch;
@@ -531,13 +531,3 @@ def _guards(dialect: str) -> list[str]:
             "FOR EACH ROW EXECUTE FUNCTION release_audit_guard()",
         ]
     return []
-
-
-def grant_sql(role: str) -> list[str]:
-    """What the ledger's owner grants the release role (PostgreSQL): state tables read and written, the
-    audit and the approvals inserted and read only."""
-    mutable = ("release_aliases", "release_leases", "release_proposals", "release_versions", "release_rollouts",
-               "release_meta")
-    return ([f"REVOKE ALL ON {t} FROM PUBLIC" for t in TABLES] +
-            [f"GRANT SELECT, INSERT, UPDATE ON {t} TO {role}" for t in mutable] +
-            [f"GRANT SELECT, INSERT ON {t} TO {role}" for t in ("release_audit", "release_approvals")])
