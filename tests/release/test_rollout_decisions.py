@@ -32,11 +32,11 @@ def setup(tmp_path):
 
 
 def traffic(log: PredictionLog, arm: str, version: str, n: int, accuracy: float, review: float = 0.2,
-            latency_ms: float = 2.0) -> None:
+            latency_ms: float = 2.0, model: str = MODEL) -> None:
     """n labelled predictions: the first accuracy*n right, the first review*n flagged."""
     now = time.time()
     rows = [Prediction(str(uuid.uuid4()), now, f"text {i}", "right" if i < accuracy * n else "wrong", 0.9,
-                       MODEL, version, "v1", arm, latency_ms, i < review * n) for i in range(n)]
+                       model, version, "v1", arm, latency_ms, i < review * n) for i in range(n)]
     log.append(rows)
     for r in rows:
         log.review(r.id, "right", "reviewer")
