@@ -154,12 +154,13 @@ def image_bytes(docker: list[str], tag: str) -> int:
 FAMILY_OVERRIDES = ["gate.min_improvement=-0.5"]
 
 
-def pipeline_in_containers(work: Path, server, host: str, data: Path) -> dict:
+def pipeline_in_containers(work: Path, server, host: str, data: Path, ledger_url: str) -> dict:
     """The tiny family pipeline with every step in the image; only the pipeline root is shared with the host."""
     from kfp import local
 
     from yanjin.config import load_config
     from yanjin.pipelines.run import run_family_local
+    from yanjin.registry.ledger import LEDGER_ENV
     from yanjin.state import LocalState
 
     state = LocalState(work / "state")
@@ -172,7 +173,7 @@ def pipeline_in_containers(work: Path, server, host: str, data: Path) -> dict:
         path.chmod(0o777 if path.is_dir() else 0o666)  # the step image runs as an unprivileged user
     os.environ["DOCKER_HOST"] = host
     runner = local.DockerRunner(network_mode="host", read_only=True, tmpfs={"/tmp": "rw,size=2g"},
-                                environment=server.credentials | {"HOME": "/tmp"})
+                                environment=server.credentials | {"HOME": "/tmp", LEDGER_ENV: ledger_url})
     started = time.perf_counter()
     family = run_family_local(load_config("tiny", FAMILY_OVERRIDES), str(inputs / "train.csv"), str(inputs / "test.csv"),
                               str(inputs / "categories.json"), state, server.url, "rehearsal",
@@ -354,7 +355,7 @@ def main() -> None:
                 (args.work / "mlflow").mkdir(exist_ok=True)
                 server = cleanup.enter_context(stack.mlflow_server(pg, args.work / "mlflow"))
             with stages.stage("pipeline"):
-                result["pipeline"] = pipeline_in_containers(args.work, server, host, args.data)
+                result["pipeline"] = pipeline_in_containers(args.work, server, host, args.data, f"{pg}release")
                 from yanjin.family import FAMILY
 
                 members = result["pipeline"]["members"]

@@ -32,6 +32,14 @@ def flip_byte(path: Path) -> None:
     path.write_bytes(bytes(data))
 
 
+def release_of(client, principal: str = "tests"):
+    """The release ledger beside the client's embedded MLflow, acting as `principal`."""
+    from yanjin.registry.ledger import Ledger, ledger_url
+    from yanjin.registry.mirror import Release
+
+    return Release(client, Ledger(ledger_url(client.tracking_uri)), principal)
+
+
 def copy_version(client, source_model: str, version: str, model: str) -> str:
     """`source_model` v`version` registered again as a version of `model`, from a new run holding copies of
     its checkpoint and training split, with the same recorded digests: a version whose files can be altered
@@ -45,4 +53,4 @@ def copy_version(client, source_model: str, version: str, model: str) -> str:
             client.log_artifacts(run.info.run_id, folder, artifact)
         bundle = mlflow.artifacts.download_artifacts(R.model_uri(source_model, version), dst_path=str(Path(tmp) / "b"))
         tags = R.VersionTags(**asdict(R.VersionTags.from_tags(dict(mv.tags))) | {"artifact_sha256": ""})
-        return R.register_bundle(bundle, model, run.info.run_id, tags)
+        return R.register_bundle(bundle, model, run.info.run_id, tags, release_of(client))

@@ -152,3 +152,17 @@ def test_the_pipeline_steps_may_create_and_follow_trainer_jobs_and_nothing_more(
     assert granted[(API_GROUP, PLURAL)] == {"create", "get", "list", "watch"}     # never delete or patch
     assert granted[("", "pods/log")] == {"get"} and granted[("", "pods")] == {"get", "list"}
     assert "secrets" not in {r for _, r in granted}
+
+
+def test_the_release_controller_runs_itself_with_the_release_principal():
+    """One replica of `yanjin controller run` (Recreate: never two leaders from a rolling update), the release
+    principal's MLflow user and the ledger's URL from a Secret, nothing exposed."""
+    [deployment] = by_kind(render(K8S / "base"), "Deployment", "yanjin-release-controller")
+    spec = deployment["spec"]
+    pod = spec["template"]["spec"]
+    [container] = pod["containers"]
+    assert spec["replicas"] == 1 and spec["strategy"]["type"] == "Recreate"
+    assert container["command"][:3] == ["yanjin", "controller", "run"] and "ports" not in container
+    secrets_ = {e["name"]: e["valueFrom"]["secretKeyRef"]["name"] for e in container["env"] if "valueFrom" in e}
+    assert secrets_["YANJIN_LEDGER_URL"] == secrets_["MLFLOW_TRACKING_USERNAME"] == "yanjin-release"
+    assert pod["securityContext"]["runAsNonRoot"] and not pod["automountServiceAccountToken"]
