@@ -23,6 +23,7 @@ sys.path.insert(0, str(ROOT))
 
 from mlflow import MlflowClient  # noqa: E402
 
+from tests.release.conftest import release_for  # noqa: E402
 from tests.release.test_rollout_server import build_two_versions  # noqa: E402
 from tests.serving.test_server import MODEL, free_port, start_server, stop, wait_ready  # noqa: E402
 from yanjin.config import load_config  # noqa: E402
@@ -64,12 +65,13 @@ def main() -> None:
             assert wait_ready(url, proc), "server never became ready"
             client, log = MlflowClient(state.tracking_uri), PredictionLog(state.root / "predictions.db")
             t = time.perf_counter()
-            worse = rehearse(client, log, url, MODEL, "2", policy, texts, labels, key, feedback_share=args.feedback_share,
+            release = release_for(client, state.ledger)
+            worse = rehearse(release, log, url, MODEL, "2", policy, texts, labels, key, feedback_share=args.feedback_share,
                              poll_wait_s=0.6)
             worse_s = time.perf_counter() - t
-            promote(client, MODEL, "2", "benchmark: a weak champion to beat", expected="1", force=True)
+            promote(release, MODEL, "2", "benchmark: a weak champion to beat", expected="1", force=True)
             t = time.perf_counter()
-            better = rehearse(client, log, url, MODEL, "1", policy, texts, labels, key, feedback_share=args.feedback_share,
+            better = rehearse(release, log, url, MODEL, "1", policy, texts, labels, key, feedback_share=args.feedback_share,
                               poll_wait_s=0.6, seed=1)
             better_s = time.perf_counter() - t
             result = {

@@ -110,14 +110,24 @@ def review_list(limit: int = typer.Option(20, min=1, help="How many flagged pred
 @review_app.command("label")
 def review_label(prediction_id: str = typer.Argument(..., help="Prediction id, as listed."),
                  label: str = typer.Argument(..., help="The correct label."),
-                 state_dir: Path = STATE, prediction_log: Optional[str] = LOG) -> None:
-    """Record a reviewer's label for a prediction (as $YANJIN_USER, else the OS user at this host)."""
-    from ..registry import current_user
+                 state_dir: Path = STATE, prediction_log: Optional[str] = LOG,
+                 tracking_uri: Optional[str] = TRACKING) -> None:
+    """Record a reviewer's label for a prediction, as the principal the registry authenticates (the MLflow
+    user of a tracking server, else the OS account at this host)."""
+    import os
+
+    from ..registry.principal import PrincipalError, authenticated_principal
     from ..serving.predlog import UnknownPrediction
 
+    try:
+        who = authenticated_principal(tracking_uri or state_of(state_dir).tracking_uri,
+                                      os.environ.get("MLFLOW_TRACKING_USERNAME"), os.environ.get("MLFLOW_TRACKING_PASSWORD"))
+    except PrincipalError as e:
+        typer.secho(str(e), fg="red", err=True)
+        raise typer.Exit(1)
     log = open_log(state_dir, prediction_log)
     try:
-        log.review(prediction_id, label, current_user())
+        log.review(prediction_id, label, who)
     except UnknownPrediction:
         typer.secho(f"no prediction with id {prediction_id!r}", fg="red", err=True)
         raise typer.Exit(1)
