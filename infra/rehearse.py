@@ -317,6 +317,94 @@ def drift_cronjob_in_container(docker: list[str], server, predictions_url: str) 
     return {"command": command, "verdict_line": verdict}
 
 
+def controller_in_container(docker: list[str], server, pg: str) -> dict:
+    """The release controller's Deployment command in the image, against the rehearsal's PostgreSQL ledger and
+    MLflow: a worse challenger rolled back; a better one, once its rollout reaches its verdict, waits for its
+    approval, which a second MLflow user gives, then promoted by the controller. Traffic and reviewers'
+    labels are written to the prediction log as serving and /review would."""
+    import uuid
+
+    import yaml
+    from mlflow import MlflowClient
+    from mlflow.server import get_app_client
+
+    from yanjin.registry import CHALLENGER, CHAMPION, alias_version
+    from yanjin.registry.ledger import LEDGER_ENV, Ledger
+    from yanjin.serving.predlog import Prediction, PredictionLog
+
+    ledger_url, predictions_url = f"{pg}release", f"{pg}predictions"
+    os.environ.update(server.credentials)
+    client = MlflowClient(server.url)
+    first = client.get_model_version(MODEL, "1")
+    for _ in range(2):   # v2 and v3: the same verified bundle registered again, as a retraining would
+        client.create_model_version(MODEL, first.source, run_id=first.run_id, tags=dict(first.tags))
+    get_app_client("basic-auth", tracking_uri=server.url).create_user("anna", "anna-rehearsal-pw")
+    log = PredictionLog(predictions_url)
+
+    def traffic(version: str, arm: str, n: int, accuracy: float) -> None:
+        rows = [Prediction(str(uuid.uuid4()), time.time(), f"rehearsal text {i}", "right" if i < accuracy * n else "wrong",
+                           0.95, MODEL, version, "v1", arm, 3.0, False) for i in range(n)]
+        log.append(rows)
+        log.flush()
+        for r in rows:
+            log.review(r.id, "right", "rehearsal-reviewer")
+
+    def cli(*args: str, user: dict | None = None) -> subprocess.CompletedProcess:
+        env = os.environ | (user or server.credentials) | {LEDGER_ENV: ledger_url, "MLFLOW_TRACKING_URI": server.url}
+        return subprocess.run([sys.executable, "-m", "yanjin.cli", *args], capture_output=True, text=True, env=env)
+
+    manifest = yaml.safe_load((ROOT / "infra/k8s/base/release-controller.yaml").read_text())
+    spec = manifest["spec"]["template"]["spec"]["containers"][0]
+    env = {"PREDICTION_LOG_URL": predictions_url, "MLFLOW_TRACKING_URI": server.url, LEDGER_ENV: ledger_url,
+           "HOME": "/tmp"} | server.credentials
+    command = [env.get(a[2:-1], a) if a.startswith("$(") else a for a in spec["command"]]
+    command += ["--set", "release.controller_interval_s=2"]   # the profile's 60 s, shortened for the rehearsal
+    started = container(docker, IMAGE, command[1:], env, detach=True, entrypoint=command[0])
+    if started.returncode != 0:
+        raise RuntimeError(f"the controller container did not start: {started.stderr[-2000:]}")
+    cid = started.stdout.strip()
+    ledger = Ledger(ledger_url, create=False)
+
+    def until(what, timeout: float = 180) -> bool:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if what():
+                return True
+            time.sleep(1)
+        return False
+
+    out: dict = {"command": command}
+    try:
+        begun = cli("rollout", "start", MODEL, "--challenger", "2", "--profile", "full", "--reason", "rehearsal: worse")
+        out["start_worse"] = (begun.stdout + begun.stderr).strip()[-300:]
+        traffic("1", CHAMPION, 400, 0.9)
+        traffic("2", CHALLENGER, 400, 0.5)
+        out["worse_rolled_back"] = until(lambda: (ledger.rollout(MODEL) or {}).get("status") == "rolled_back")
+        begun = cli("rollout", "start", MODEL, "--challenger", "3", "--plan", "100", "--profile", "full",
+                    "--reason", "rehearsal: better")
+        out["start_better"] = (begun.stdout + begun.stderr).strip()[-300:]
+        traffic("1", CHAMPION, 600, 0.9)
+        traffic("3", CHALLENGER, 600, 0.97)
+        out["better_awaits_approval"] = until(lambda: (ledger.rollout(MODEL) or {}).get("reason", "").startswith(
+            "awaiting approval"))
+        out["champion_while_waiting"] = alias_version(client, MODEL, CHAMPION)
+        own = cli("approve", MODEL, "3", "--reason", "my own rollout")
+        out["self_approval_refused"] = own.returncode == 1 and "someone else" in own.stderr
+        anna = cli("approve", MODEL, "3", "--reason", "CAB-7 approved",
+                   user={"MLFLOW_TRACKING_USERNAME": "anna", "MLFLOW_TRACKING_PASSWORD": "anna-rehearsal-pw"})
+        out["approval"] = (anna.stdout + anna.stderr).strip()[-300:]
+        out["better_promoted"] = until(lambda: (ledger.rollout(MODEL) or {}).get("status") == "promoted")
+        out["champion_after"] = alias_version(client, MODEL, CHAMPION)
+        out["approved_by"] = [a["principal"] for a in ledger.approvals_of(MODEL, "3")]
+        out["audit_verified"] = ledger.verify() == []
+        out["controller_log"] = logs(docker, cid)[-1500:]
+    finally:
+        subprocess.run(docker + ["rm", "-f", cid], capture_output=True)
+        log.close()
+        ledger.close()
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", type=Path, default=Path("/var/tmp/yanjin-rehearsal"))
@@ -381,6 +469,14 @@ def main() -> None:
                     raise RuntimeError(f"serving in the lean image fell short: {result['serving']}")
             with stages.stage("cronjob"):
                 result["cronjob"] = drift_cronjob_in_container(docker, server, f"{pg}predictions")
+            with stages.stage("controller"):
+                result["controller"] = c = controller_in_container(docker, server, pg)
+                result["controller_ok"] = (c["worse_rolled_back"] and c["better_awaits_approval"]
+                                           and c["champion_while_waiting"] == "1" and c["self_approval_refused"]
+                                           and c["better_promoted"] and c["champion_after"] == "3"
+                                           and c["approved_by"] == ["anna"] and c["audit_verified"])
+                if not result["controller_ok"]:
+                    raise RuntimeError(f"the release controller's Deployment fell short: {c}")
     except Exception:
         pass  # recorded by the stage that failed
     finally:

@@ -213,3 +213,21 @@ def replace_plan(policy: RolloutPolicy, plan: str) -> RolloutPolicy:
     from dataclasses import replace
 
     return replace(policy, plan=plan)
+
+
+def test_one_controller_leads_another_stands_by_and_takes_over_when_it_dies(setup):
+    """Two replicas of `yanjin controller run`: the second stands by while the first's leadership lease is
+    renewed, and takes over (audited) once it expires, as after a crash."""
+    from yanjin.release.controller import _lead
+
+    from .conftest import as_principal
+
+    release, _ = setup
+    a, b = as_principal(release, "controller-a"), as_principal(release, "controller-b")
+    leader = _lead(a, None, ttl_s=1.0)
+    assert leader is not None and _lead(b, None, ttl_s=1.0) is None
+    assert _lead(a, leader, ttl_s=1.0) == leader                  # renewed, not taken again
+    time.sleep(1.5)                                               # a crashed: no renewal
+    taken = _lead(b, None, ttl_s=1.0)
+    assert taken is not None and taken.epoch == leader.epoch + 1 and taken.broke.startswith("controller-a/")
+    assert [e.action for e in release.ledger.history("__controller__")] == ["controller-takeover"]

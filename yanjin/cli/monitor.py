@@ -135,12 +135,16 @@ def schedule_run(
     data: Optional[Path] = DATA, profile: str = PROFILE, set_: List[str] = SETS, prediction_log: Optional[str] = LOG,
     state_dir: Path = STATE, tracking_uri: Optional[str] = TRACKING,
 ) -> None:
-    """Drift checks every --check-every seconds (retraining when the trigger fires) and a retraining run on the
-    first day of each quarter. State lives in the registry: a restart neither repeats nor catches up runs."""
+    """Drift checks every --check-every seconds (retraining when the trigger fires), a retraining run on the
+    first day of each quarter, and a pass of the release controller (rollouts, approved promotions) each time.
+    State lives in the registry and the release ledger: a restart neither repeats nor catches up runs."""
     from ..monitoring.job import save_trigger_state, trigger_state
     from ..monitoring.trigger import next_quarter_start, quarter_due
+    from ..release.controller import run as controller_pass
+    from .options import release as open_release
 
     client, config = _setup(state_dir, tracking_uri, profile, set_)
+    release = open_release(state_dir, tracking_uri, config.release.lease_ttl_s)
     log = _log(state_dir, prediction_log)
     state = state_of(state_dir)
     retrainer = local_retrainer(client, set_, model, state, tracking_uri, log, data, typer.echo)
@@ -156,6 +160,8 @@ def schedule_run(
             save_trigger_state(client, model, trigger)  # recorded before the long run
             if due:
                 retrainer("quarterly schedule")
+            controller_pass(release, log, config.rollout, config.release, 0.0, once=True, echo=typer.echo,
+                            models=[model])
             if once:
                 break
             from datetime import datetime, timezone

@@ -326,14 +326,14 @@ class Ledger:
     # -- audit -------------------------------------------------------------------------------------------
     def append(self, conn: sa.Connection, principal: str, model: str, action: str, phase: str, reason: str,
                alias: str | None = None, from_version: str | None = None, to_version: str | None = None,
-               forced: bool = False, intent_seq: int | None = None) -> AuditEntry:
-        """Append one audit entry inside the caller's transaction. The chain's head is read in that same
+               forced: bool = False, intent_seq: int | None = None, at: float | None = None) -> AuditEntry:
+        """Append one audit entry inside the caller's transaction (`at`: only to migrate older entries). The chain's head is read in that same
         transaction; two writers that read the same head cannot both insert (prev_hash is unique)."""
         if self.dialect == "postgresql":   # one appender at a time across models (SQLite: BEGIN IMMEDIATE)
             conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7531)")
         head = conn.execute(sa.select(audit.c.seq, audit.c.hash).order_by(audit.c.seq.desc()).limit(1)).first()
         seq, prev = (head.seq + 1, head.hash) if head else (1, GENESIS)
-        row = dict(seq=seq, at=self.now(conn), principal=principal, model=model, action=action, phase=phase,
+        row = dict(seq=seq, at=self.now(conn) if at is None else at, principal=principal, model=model, action=action, phase=phase,
                    alias=alias, from_version=from_version, to_version=to_version, reason=reason, forced=forced,
                    intent_seq=intent_seq)
         row["at"] = round(row["at"], 6)

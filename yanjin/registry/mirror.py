@@ -195,7 +195,8 @@ class Release:
                 self.ledger.append(conn, f"{e.get('who', '?')} (self-declared, before the ledger)", model,
                                    e.get("action", "?"), "record", f"migrated from MLflow tags: {e.get('reason', '')}",
                                    alias=e.get("alias"), from_version=e.get("from_version"),
-                                   to_version=e.get("to_version"), forced=bool(e.get("forced", False)))
+                                   to_version=e.get("to_version"), forced=bool(e.get("forced", False)),
+                                   at=float(e.get("at", 0.0)))
             for alias, version in sorted(registered.aliases.items()):
                 if self.ledger.alias(model, alias, conn) is None:
                     entry = self.ledger.append(conn, self.principal, model, "migrate", "done",

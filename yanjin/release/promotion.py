@@ -157,6 +157,7 @@ def rollback(release: Release, model: str, reason: str = "rollback", alias: str 
 
 def history(release: Release, model: str) -> list[AuditEntry]:
     """The alias changes of `model` as confirmed in the audit, oldest first (intents and records aside)."""
+    release.migrate(model)
     return [e for e in release.ledger.history(model) if e.phase in ("done", "record") and e.action not in NOT_MOVES]
 
 
