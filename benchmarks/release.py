@@ -238,8 +238,8 @@ def main() -> None:
             log = PredictionLog(Path(tmp) / f"pred-{t}.db")
             start(release_as(reg, ledger, "anna"), model, "2", policy, "concurrency trial")
             for _ in range(3):
-                traffic(log, "champion", "1", 100, 0.9, model=model)
-                traffic(log, "challenger", "2", 100, 0.96, model=model)
+                traffic(log, R.CHAMPION, "1", 100, 0.9, model=model)
+                traffic(log, R.CHALLENGER, "2", 100, 0.96, model=model)
                 controllers = [release_as(reg, ledger, f"controller-{i}") for i in (1, 2)]
                 threads = [threading.Thread(target=tick, args=(c, log, policy, ReleasePolicy(), [model]))
                            for c in controllers]

@@ -13,7 +13,7 @@ import pytest
 
 from tests.integration.stack import exited, free_port, stop, wait_http  # noqa: F401 - other tests take free_port, stop from here
 from tests.serving.malformed import malformed_requests
-from tests.tampering import flip_byte, stored_bundle
+from tests.tampering import flip_byte, release_of, stored_bundle
 from yanjin.registry import CHALLENGER, CHAMPION, ONNX_FILE, VersionTags, register_bundle
 from yanjin.serving.auth import add_key
 from yanjin.serving.predlog import PredictionLog
@@ -30,7 +30,7 @@ def reregister(client, version: str) -> str:
     with tempfile.TemporaryDirectory() as tmp:
         bundle = mlflow.artifacts.download_artifacts(f"models:/{MODEL}/{version}", dst_path=tmp)
         tags = VersionTags.from_tags({k: v for k, v in mv.tags.items() if k != "artifact_sha256"})
-        return register_bundle(bundle, MODEL, run.info.run_id, tags)
+        return register_bundle(bundle, MODEL, run.info.run_id, tags, release_of(client))
 
 
 @pytest.fixture(scope="module")
