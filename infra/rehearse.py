@@ -337,7 +337,8 @@ def controller_in_container(docker: list[str], server, pg: str) -> dict:
     client = MlflowClient(server.url)
     first = client.get_model_version(MODEL, "1")
     for _ in range(2):   # v2 and v3: the same verified bundle registered again, as a retraining would
-        client.create_model_version(MODEL, first.source, run_id=first.run_id, tags=dict(first.tags))
+        client.create_model_version(MODEL, first.source, run_id=first.run_id, tags=dict(first.tags),
+                                    model_id=first.source.rsplit("/", 1)[-1])   # source is models:/m-<id>
     get_app_client("basic-auth", tracking_uri=server.url).create_user("anna", "anna-rehearsal-pw")
     log = PredictionLog(predictions_url)
 

@@ -133,6 +133,8 @@ def test_cli_start_status_abort(setup, tmp_path):
     client = release.client
     uri = client.tracking_uri
     run = lambda *a: CliRunner().invoke(app, list(a) + ["--tracking-uri", uri], env={"COLUMNS": "300"})  # noqa: E731
+    one_step = run("rollout", "start", MODEL, "--challenger", "3", "--plan", "100", "--profile", "tiny")
+    assert "expected str" not in one_step.output and "gate" in one_step.output   # a one-step plan parses (v3 is gated)
     started = run("rollout", "start", MODEL, "--challenger", "2", "--plan", "20,100", "--profile", "tiny")
     assert started.exit_code == 0 and "now 20%" in started.output, started.output
     traffic(log, "champion", "1", 50, 0.9)

@@ -186,7 +186,7 @@ def rollout_start(
     """Point @challenger at the version and give it the plan's first share; serving follows within a poll."""
     from ..release.rollout import start
 
-    policy = _config(profile, set_ + ([f"rollout.plan={plan}"] if plan else [])).rollout
+    policy = _config(profile, set_ + ([f"rollout.plan='{plan}'"] if plan else [])).rollout
     try:
         state = start(_release(state_dir, tracking_uri), model, challenger, policy, reason, force)
     except _errors() as err:

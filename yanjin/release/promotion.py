@@ -53,12 +53,14 @@ def eligible(client, model: str, version: str, force: bool, doing: str = "promot
 
 
 def trainer_of(release: Release, model: str, version: str) -> str:
-    """Who registered (trained) the version: the ledger's record, else the MLflow version's user."""
+    """Who registered (trained) the version: the ledger's record; for a version registered outside yanjin
+    (or before the ledger), the MLflow version's user, else its training run's."""
     found = release.ledger.registered_by(model, version)
     if found:
         return found
     try:
-        return release.client.get_model_version(model, version).user_id or "unknown"
+        mv = release.client.get_model_version(model, version)
+        return mv.user_id or (release.client.get_run(mv.run_id).info.user_id if mv.run_id else "") or "unknown"
     except MlflowException:
         return "unknown"
 
