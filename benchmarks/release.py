@@ -20,7 +20,9 @@ role), `serving` (read-only in MLflow, no ledger credentials), `anna`, `ben`, `c
   state, share tag and audited advances disagree;
 - ui_alias_moves_unreported: `admin` moves @champion in MLflow (as the UI does): moves drift() missed.
 
-    python benchmarks/release.py [--trials 20]
+    python benchmarks/release.py [--trials 20] [--parts squat,stale,fenced,audit,approvals,arms,controllers,ui]
+
+Each part merges its keys into faults.json as soon as it ends.
 """
 import argparse
 import hashlib
@@ -55,6 +57,14 @@ from yanjin.serving.predlog import PredictionLog  # noqa: E402
 from yanjin.serving.routing import CHALLENGER, assign_arm  # noqa: E402
 
 USERS = ("release", "serving", "anna", "ben", "carl")
+PARTS = ("squat", "stale", "fenced", "audit", "approvals", "arms", "controllers", "ui")
+RESULT = ROOT / "benchmarks" / "results" / "faults.json"
+
+
+def merge(figures: dict) -> None:
+    """Into faults.json at once, so a part that finished is kept whatever happens to the next."""
+    RESULT.write_text(json.dumps((json.loads(RESULT.read_text()) if RESULT.is_file() else {}) | figures, indent=2) + "\n")
+    print(json.dumps(figures), flush=True)
 PASSWORD = "pw-" + secrets.token_hex(6)
 
 
@@ -104,8 +114,10 @@ def release_as(reg: Registry, ledger: Ledger, principal: str, ttl: float = 120.0
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--trials", type=int, default=20)
+    ap.add_argument("--parts", default=",".join(PARTS), help="which scenarios, comma-separated")
     args = ap.parse_args()
     n = args.trials
+    parts = args.parts.split(",")
     out: dict = {"release_trials": n, "release_users": ["admin", *USERS], "release_backend": "PostgreSQL ledger, "
                  "mlflow server (basic auth, PostgreSQL store)"}
     t0 = time.time()
@@ -125,151 +137,174 @@ def main() -> None:
                        capture_output=True)
         role_url = pg.replace("postgresql://yanjin@", "postgresql://yanjin_release:rel@") + "release"
         ledger = Ledger(role_url, create=False)
+        done = set(out)
+        merge(out)
 
         # -- lock squat ----------------------------------------------------------------------------------
-        blocked = 0
-        for _ in range(n):
-            model = new_model(reg, auth)
-            AsUser(reg, "serving").create_registered_model(R.lock_name(model))   # any MLflow user may: it did
-            try:
-                promote(release_as(reg, ledger, "anna"), model, "2", "squat trial", expected="1")
-            except (AliasConflict, PromotionRefused):
-                blocked += 1
-        out["lock_squat_blocks"] = blocked
+        if "squat" in parts:
+            blocked = 0
+            for _ in range(n):
+                model = new_model(reg, auth)
+                AsUser(reg, "serving").create_registered_model(R.lock_name(model))   # any MLflow user may: it did
+                try:
+                    promote(release_as(reg, ledger, "anna"), model, "2", "squat trial", expected="1")
+                except (AliasConflict, PromotionRefused):
+                    blocked += 1
+            out["lock_squat_blocks"] = blocked
+            merge({k: v for k, v in out.items() if k not in done})
+            done |= set(out)
 
         # -- stale lease across principals ------------------------------------------------------------------
-        doubles = unbroken = 0
-        for _ in range(n):
-            model = new_model(reg, auth)
-            most, got_in = most_holders_of_a_stale_lease(release_as(reg, ledger, "crashed-holder"), model,
-                                                         waiters=6, ttl_s=2.0)
-            doubles += most > 1
-            unbroken += got_in < 6
-        out["stale_lock_double_holders"], out["stale_lock_unbreakable"] = doubles, unbroken
+        if "stale" in parts:
+            doubles = unbroken = 0
+            for _ in range(n):
+                model = new_model(reg, auth)
+                most, got_in = most_holders_of_a_stale_lease(release_as(reg, ledger, "crashed-holder"), model,
+                                                             waiters=6, ttl_s=2.0)
+                doubles += most > 1
+                unbroken += got_in < 6
+            out["stale_lock_double_holders"], out["stale_lock_unbreakable"] = doubles, unbroken
+            merge({k: v for k, v in out.items() if k not in done})
+            done |= set(out)
 
         # -- a write delayed past its lease ------------------------------------------------------------------
-        landed = 0
-        for t in range(n):
-            model = new_model(reg, auth)
-            rel = release_as(reg, ledger, "slow-holder")
-            rel.migrate(model)
-            stalled = ledger.acquire(model, "slow-holder", ttl_s=0.5)
-            time.sleep(0.8)
-            if t % 2 == 0:
-                ledger.acquire(model, "next-holder", ttl_s=30)      # taken over; odd trials: only expired
-            try:
-                rel.move(stalled, model, R.CHAMPION, "1", "3", "promote", "delayed write")
-                landed += 1
-            except AliasConflict:
-                pass
-        out["fenced_late_writes_landed"] = landed
+        if "fenced" in parts:
+            landed = 0
+            for t in range(n):
+                model = new_model(reg, auth)
+                rel = release_as(reg, ledger, "slow-holder")
+                rel.migrate(model)
+                stalled = ledger.acquire(model, "slow-holder", ttl_s=0.5)
+                time.sleep(0.8)
+                if t % 2 == 0:
+                    ledger.acquire(model, "next-holder", ttl_s=30)      # taken over; odd trials: only expired
+                try:
+                    rel.move(stalled, model, R.CHAMPION, "1", "3", "promote", "delayed write")
+                    landed += 1
+                except AliasConflict:
+                    pass
+            out["fenced_late_writes_landed"] = landed
+            merge({k: v for k, v in out.items() if k not in done})
+            done |= set(out)
 
         # -- audit tampering ------------------------------------------------------------------------------------
-        model = new_model(reg, auth)
-        rel = release_as(reg, ledger, "anna")
-        for v in ("2", "3", "4"):
-            promote(rel, model, v, f"to {v}", expected=str(int(v) - 1))
-        undetected, kinds = 0, ("edited", "deleted", "reordered", "tail deleted")
-        for t in range(n):
-            kind = kinds[t % len(kinds)]
-            copy = f"tamper_{t}"
-            ledger.engine.dispose()   # a template database may have no open connection
-            subprocess.run([str(stack.pg_bin() / "createdb"), "-h", "127.0.0.1", "-p", pg.rsplit(":", 1)[1].strip("/"),
-                            "-U", "yanjin", "-T", "release", copy], check=True, capture_output=True)
-            owner = Ledger(f"{pg}{copy}", create=False)
-            seqs = [e.seq for e in owner.history()]
-            target = seqs[1 + t % (len(seqs) - 2)]
-            with owner.engine.begin() as conn:   # the owner, guard disabled: what a DBA (or an attacker) could do
-                conn.exec_driver_sql("ALTER TABLE release_audit DISABLE TRIGGER release_audit_guard")
-                statements = {
-                    "edited": [f"UPDATE release_audit SET principal = 'someone-else', reason = 'forged' WHERE seq = {target}"],
-                    "deleted": [f"DELETE FROM release_audit WHERE seq = {target}"],
-                    "reordered": [f"UPDATE release_audit SET seq = -1 WHERE seq = {target}",
-                                  f"UPDATE release_audit SET seq = {target} WHERE seq = {target + 1}",
-                                  f"UPDATE release_audit SET seq = {target + 1} WHERE seq = -1"],
-                    "tail deleted": [f"DELETE FROM release_audit WHERE seq = {seqs[-1]}"],
-                }[kind]
-                for s in statements:
-                    conn.exec_driver_sql(s)
-            problems = owner.verify() + anchor_problems(Release(AsUser(reg, "release"), owner, "auditor"),
-                                                        owner.models())
-            undetected += not problems
-            owner.close()
-        out["audit_tampering_undetected"], out["audit_tampering_kinds"] = undetected, list(kinds)
+        if "audit" in parts:
+            model = new_model(reg, auth)
+            rel = release_as(reg, ledger, "anna")
+            for v in ("2", "3", "4"):
+                promote(rel, model, v, f"to {v}", expected=str(int(v) - 1))
+            undetected, kinds = 0, ("edited", "deleted", "reordered", "tail deleted")
+            for t in range(n):
+                kind = kinds[t % len(kinds)]
+                copy = f"tamper_{t}"
+                ledger.engine.dispose()   # a template database may have no open connection
+                subprocess.run([str(stack.pg_bin() / "createdb"), "-h", "127.0.0.1", "-p", pg.rsplit(":", 1)[1].strip("/"),
+                                "-U", "yanjin", "-T", "release", copy], check=True, capture_output=True)
+                owner = Ledger(f"{pg}{copy}", create=False)
+                seqs = [e.seq for e in owner.history()]
+                target = seqs[1 + t % (len(seqs) - 2)]
+                with owner.engine.begin() as conn:   # the owner, guard disabled: what a DBA (or an attacker) could do
+                    conn.exec_driver_sql("ALTER TABLE release_audit DISABLE TRIGGER release_audit_guard")
+                    statements = {
+                        "edited": [f"UPDATE release_audit SET principal = 'someone-else', reason = 'forged' WHERE seq = {target}"],
+                        "deleted": [f"DELETE FROM release_audit WHERE seq = {target}"],
+                        "reordered": [f"UPDATE release_audit SET seq = -1 WHERE seq = {target}",
+                                      f"UPDATE release_audit SET seq = {target} WHERE seq = {target + 1}",
+                                      f"UPDATE release_audit SET seq = {target + 1} WHERE seq = -1"],
+                        "tail deleted": [f"DELETE FROM release_audit WHERE seq = {seqs[-1]}"],
+                    }[kind]
+                    for s in statements:
+                        conn.exec_driver_sql(s)
+                problems = owner.verify() + anchor_problems(Release(AsUser(reg, "release"), owner, "auditor"),
+                                                            owner.models())
+                undetected += not problems
+                owner.close()
+            out["audit_tampering_undetected"], out["audit_tampering_kinds"] = undetected, list(kinds)
+            merge({k: v for k, v in out.items() if k not in done})
+            done |= set(out)
 
         # -- approvals -------------------------------------------------------------------------------------------
-        unapproved = self_approved = 0
-        for _ in range(n):
-            model = new_model(reg, auth)
-            ledger.record_version(model, "2", "carl")
-            anna, carl = release_as(reg, ledger, "anna"), release_as(reg, ledger, "carl")
-            for who in (anna, carl):
-                try:
-                    promote(who, model, "2", "no approval", approvals=1)
-                    unapproved += 1
-                except PromotionRefused:
-                    pass
-            for who in (anna, carl):
-                try:
-                    approve(who, model, "2", "my own")
-                    self_approved += 1
-                except PromotionRefused:
-                    pass
-            result = tick(release_as(reg, ledger, "controller"), None, RolloutPolicy(), ReleasePolicy(approvals=1),
-                          [model])
-            unapproved += ledger.alias(model, R.CHAMPION) != "1" or bool(result.actions)
-        out["unapproved_promotions"], out["self_approvals_accepted"] = unapproved, self_approved
+        if "approvals" in parts:
+            unapproved = self_approved = 0
+            for _ in range(n):
+                model = new_model(reg, auth)
+                ledger.record_version(model, "2", "carl")
+                anna, carl = release_as(reg, ledger, "anna"), release_as(reg, ledger, "carl")
+                for who in (anna, carl):
+                    try:
+                        promote(who, model, "2", "no approval", approvals=1)
+                        unapproved += 1
+                    except PromotionRefused:
+                        pass
+                for who in (anna, carl):
+                    try:
+                        approve(who, model, "2", "my own")
+                        self_approved += 1
+                    except PromotionRefused:
+                        pass
+                result = tick(release_as(reg, ledger, "controller"), None, RolloutPolicy(), ReleasePolicy(approvals=1),
+                              [model])
+                unapproved += ledger.alias(model, R.CHAMPION) != "1" or bool(result.actions)
+            out["unapproved_promotions"], out["self_approvals_accepted"] = unapproved, self_approved
+            merge({k: v for k, v in out.items() if k not in done})
+            done |= set(out)
 
         # -- steering the arms --------------------------------------------------------------------------------
-        picked = [k for k in (f"pick-{i}" for i in range(10_000))
-                  if int.from_bytes(hashlib.sha256(k.encode()).digest()[:8], "big") / 2**64 < 0.1][:200]
-        shares = [sum(assign_arm(k, 0.1, secrets.token_bytes(32)) == CHALLENGER for k in picked) / len(picked)
-                  for _ in range(n)]
-        out["steered_arm_share"] = round(sum(shares) / n, 4)
-        out["steered_arm_share_configured"] = 0.1
-        out["steered_arm_share_before"] = 1.0   # the same keys under the unsalted sha256: all on the challenger
+        if "arms" in parts:
+            picked = [k for k in (f"pick-{i}" for i in range(10_000))
+                      if int.from_bytes(hashlib.sha256(k.encode()).digest()[:8], "big") / 2**64 < 0.1][:200]
+            shares = [sum(assign_arm(k, 0.1, secrets.token_bytes(32)) == CHALLENGER for k in picked) / len(picked)
+                      for _ in range(n)]
+            out["steered_arm_share"] = round(sum(shares) / n, 4)
+            out["steered_arm_share_configured"] = 0.1
+            out["steered_arm_share_before"] = 1.0   # the same keys under the unsalted sha256: all on the challenger
+            merge({k: v for k, v in out.items() if k not in done})
+            done |= set(out)
 
         # -- two controllers at once ----------------------------------------------------------------------------
-        policy = RolloutPolicy(plan="10,50,100", min_labelled=40, min_step_requests=40, accuracy_margin=0.05,
-                               review_margin=0.1)
-        inconsistent = 0
-        for t in range(n):
-            model = new_model(reg, auth)
-            log = PredictionLog(Path(tmp) / f"pred-{t}.db")
-            start(release_as(reg, ledger, "anna"), model, "2", policy, "concurrency trial")
-            for _ in range(3):
-                traffic(log, R.CHAMPION, "1", 100, 0.9, model=model)
-                traffic(log, R.CHALLENGER, "2", 100, 0.96, model=model)
-                controllers = [release_as(reg, ledger, f"controller-{i}") for i in (1, 2)]
-                threads = [threading.Thread(target=tick, args=(c, log, policy, ReleasePolicy(), [model]))
-                           for c in controllers]
-                for th in threads:
-                    th.start()
-                for th in threads:
-                    th.join()
-            state = read_state(release_as(reg, ledger, "auditor"), model)
-            tags = AsUser(reg, "admin").get_registered_model(model).tags
-            advances = sum(e.action == "rollout-advance" for e in ledger.history(model))
-            expected_share = state.share if state.status == "running" else 0.0
-            if state.step != min(advances, len(state.plan) - 1) or float(tags[R.SHARE_TAG]) != expected_share:
-                inconsistent += 1
-            log.close()
-        out["concurrent_rollout_inconsistencies"], out["concurrent_rollout_trials"] = inconsistent, n
+        if "controllers" in parts:
+            policy = RolloutPolicy(plan="10,50,100", min_labelled=40, min_step_requests=40, accuracy_margin=0.05,
+                                   review_margin=0.1)
+            inconsistent = 0
+            for t in range(n):
+                model = new_model(reg, auth)
+                log = PredictionLog(Path(tmp) / f"pred-{t}.db")
+                start(release_as(reg, ledger, "anna"), model, "2", policy, "concurrency trial")
+                for _ in range(3):
+                    traffic(log, R.CHAMPION, "1", 100, 0.9, model=model)
+                    traffic(log, R.CHALLENGER, "2", 100, 0.96, model=model)
+                    controllers = [release_as(reg, ledger, f"controller-{i}") for i in (1, 2)]
+                    threads = [threading.Thread(target=tick, args=(c, log, policy, ReleasePolicy(), [model]))
+                               for c in controllers]
+                    for th in threads:
+                        th.start()
+                    for th in threads:
+                        th.join()
+                state = read_state(release_as(reg, ledger, "auditor"), model)
+                tags = AsUser(reg, "admin").get_registered_model(model).tags
+                advances = sum(e.action == "rollout-advance" for e in ledger.history(model))
+                expected_share = state.share if state.status == "running" else 0.0
+                if state.step != min(advances, len(state.plan) - 1) or float(tags[R.SHARE_TAG]) != expected_share:
+                    inconsistent += 1
+                log.close()
+            out["concurrent_rollout_inconsistencies"], out["concurrent_rollout_trials"] = inconsistent, n
+            merge({k: v for k, v in out.items() if k not in done})
+            done |= set(out)
 
         # -- moves in the MLflow UI --------------------------------------------------------------------------
-        unreported = 0
-        for _ in range(n):
-            model = new_model(reg, auth)
-            rel = release_as(reg, ledger, "auditor")
-            rel.migrate(model)
-            AsUser(reg, "admin").set_registered_model_alias(model, R.CHAMPION, "3")
-            unreported += not any(d.alias == R.CHAMPION and not d.unconfirmed for d in rel.drift(model))
-        out["ui_alias_moves_unreported"] = unreported
-    out["release_seconds"] = round(time.time() - t0, 1)
-    path = ROOT / "benchmarks" / "results" / "faults.json"
-    merged = (json.loads(path.read_text()) if path.is_file() else {}) | out
-    path.write_text(json.dumps(merged, indent=2) + "\n")
-    print(json.dumps(out, indent=2))
+        if "ui" in parts:
+            unreported = 0
+            for _ in range(n):
+                model = new_model(reg, auth)
+                rel = release_as(reg, ledger, "auditor")
+                rel.migrate(model)
+                AsUser(reg, "admin").set_registered_model_alias(model, R.CHAMPION, "3")
+                unreported += not any(d.alias == R.CHAMPION and not d.unconfirmed for d in rel.drift(model))
+            out["ui_alias_moves_unreported"] = unreported
+            merge({k: v for k, v in out.items() if k not in done})
+            done |= set(out)
+
+    merge({"release_seconds": round(time.time() - t0, 1), "release_parts_last_run": parts})
 
 
 if __name__ == "__main__":

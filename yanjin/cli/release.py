@@ -143,7 +143,7 @@ def controller_run(
     interval: Optional[float] = typer.Option(None, min=0.1, help="Seconds between passes (default: the profile's "
                                                                  "release.controller_interval_s)."),
     once: bool = typer.Option(False, help="One pass, then exit (a CronJob, or to finish what waits now)."),
-    models: List[str] = typer.Option([], "--model", help="Also look at this model (default: every model the ledger knows)."),
+    models: List[str] = typer.Option([], "--model", help="Only this model (repeatable; default: every model the ledger knows)."),
     report_dir: Optional[Path] = typer.Option(None, help="Where finished rollouts' reports go (also logged to MLflow)."),
     profile: str = PROFILE, set_: List[str] = SETS, prediction_log: Optional[str] = LOG,
     state_dir: Path = STATE, tracking_uri: Optional[str] = TRACKING,

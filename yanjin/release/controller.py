@@ -42,9 +42,10 @@ class Pass:
 
 def tick(release: Release, predictions: PredictionLog | None, rollout: RolloutPolicy, policy: ReleasePolicy,
          models: list[str] | None = None, report_dir: Path | None = None) -> Pass:
-    """One pass over every model (or `models`): rollouts, approved proposals, unconfirmed mirror moves."""
+    """One pass over `models`, or every model the ledger knows: rollouts, approved proposals, unconfirmed
+    mirror moves."""
     result = Pass(time.time())
-    names = sorted(set(models or []) | set(release.ledger.models()) | set(release.ledger.running_rollouts()))
+    names = sorted(models) if models else sorted(set(release.ledger.models()) | set(release.ledger.running_rollouts()))
     for model in names:
         try:
             _model_pass(release, predictions, rollout, policy, model, report_dir, result)
