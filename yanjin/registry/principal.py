@@ -1,7 +1,7 @@
 """Who acts: the principal the registry authenticated, never a name the caller types.
 
 Against an MLflow tracking server with basic auth, the principal is the MLflow user whose credentials
-the server accepted (asked of the server itself: /users/current). In embedded mode there is no server
+the server accepted (asked of the server itself: /users/get for that user, which only the user may read). In embedded mode there is no server
 to ask; the principal is the operating-system account running the command, which is what logged in.
 """
 from __future__ import annotations

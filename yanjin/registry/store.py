@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .names import (BUNDLE_FILES, CHALLENGER, CHAMPION, CHECKPOINT_ARTIFACT, CHECKPOINT_FILES, LABELS_FILE,
-                    MODEL_ARTIFACT, ONNX_FILE, TRAINING_DATA_ARTIFACT, VersionTags, model_uri)
+                    MODEL_ARTIFACT, ONNX_FILE, ROLLOUT_RUNNING, TRAINING_DATA_ARTIFACT, VersionTags, model_uri)
 
 log = logging.getLogger(__name__)
 
@@ -206,13 +206,11 @@ def register_bundle(bundle_dir: str | Path, model: str, run_id: str, tags: Versi
     version = str(mv.version)
     release.ledger.record_version(model, version, release.principal)
     with release.holding(model) as lease:  # aliases move under the model's lease, never under a rollout
-        if running := release.ledger.rollout(model):
-            if running.get("status") == "running":
-                print(f"registered {model} v{version}; @{CHALLENGER} stays at v{running[CHALLENGER]}: a rollout "
-                      f"of it is running (start a rollout of v{version} once it ends)")
-            else:
-                running = None
-        if not running:
+        running = release.ledger.rollout(model)
+        if running and running.get("status") == ROLLOUT_RUNNING:
+            print(f"registered {model} v{version}; @{CHALLENGER} stays at v{running[CHALLENGER]}: a rollout "
+                  f"of it is running (start a rollout of v{version} once it ends)")
+        else:
             release.move(lease, model, CHALLENGER, release.ledger.alias(model, CHALLENGER), version, "register",
                          "gate passed")
         if release.ledger.alias(model, CHAMPION) is None:

@@ -26,7 +26,7 @@ from ..registry.ledger import CONTROLLER_LEASE, AliasConflict, Lease, LedgerErro
 from ..registry.mirror import Release
 from ..serving.predlog import PredictionLog
 from .policy import ReleasePolicy, RolloutPolicy
-from .promotion import PromotionRefused, eligible, missing_approvals, promote
+from .promotion import PromotionRefused, missing_approvals, promote
 from .rollout import RUNNING, RolloutError, check, read_state
 
 log = logging.getLogger(__name__)
@@ -75,7 +75,6 @@ def _model_pass(release: Release, predictions: PredictionLog | None, rollout: Ro
         if missing:
             result.waiting.append(missing)
             continue
-        eligible(release.client, model, p["version"], force=False)
         entry = promote(release, model, p["version"], f"{p['reason']} (proposed by {p['proposer']}, approved)",
                         approvals=policy.approvals, proposer=p["proposer"])
         result.actions.append(f"{model}@{CHAMPION}: v{entry.from_version} -> v{entry.to_version} "
