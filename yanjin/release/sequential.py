@@ -46,7 +46,11 @@ def confidence_sequence(successes_a: int, n_a: int, successes_b: int, n_b: int,
                           n_a, n_b, -1.0, 1.0)
     pa, pb = successes_a / n_a, successes_b / n_b
     va, vb = _smoothed(successes_a, n_a), _smoothed(successes_b, n_b)
-    v = va * (1 - va) / n_a + vb * (1 - vb) / n_b
-    t2 = tau * tau
-    half = math.sqrt(v * (v + t2) / t2 * (2 * math.log(1 / alpha) + math.log((v + t2) / v)))
+    half = half_width(va * (1 - va) / n_a + vb * (1 - vb) / n_b, alpha, tau)
     return Difference(pa, pb, n_a, n_b, max(-1.0, pb - pa - half), min(1.0, pb - pa + half))
+
+
+def half_width(v: float, alpha: float, tau: float) -> float:
+    """Half the always-valid interval around an estimate whose variance is `v` (the mSPRT inverted)."""
+    t2 = tau * tau
+    return math.sqrt(v * (v + t2) / t2 * (2 * math.log(1 / alpha) + math.log((v + t2) / v)))
