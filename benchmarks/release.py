@@ -263,7 +263,7 @@ def main() -> None:
 
         # -- two controllers at once ----------------------------------------------------------------------------
         if "controllers" in parts:
-            policy = RolloutPolicy(plan="10,50,100", min_labelled=40, min_step_requests=40, accuracy_margin=0.05,
+            policy = RolloutPolicy(plan="10,50,100", shadow_share=0, min_labelled=40, min_step_requests=40, accuracy_margin=0.05,
                                    review_margin=0.1)
             inconsistent = 0
             for t in range(n):

@@ -236,6 +236,14 @@ class RolloutPolicy:
     trust_client_feedback: bool = False  # count clients' /feedback labels in the verdict; off: reviewers' labels only
     max_principal_share: float = 0.25    # most of an arm's labelled evidence one caller (API key) may supply; beyond it
                                          # their predictions still count as traffic, not as evidence
+    # shadow first (release.paired): the challenger scores a share of the champion's texts off the answer path
+    # and is judged on the same texts, from labels where the two disagree; only then does it get real traffic
+    shadow_share: float = 0.5            # champion-answered texts the challenger also scores; 0: no shadow phase
+    disagreement_p: float = 1.0          # chance a disagreement is put on the review queue (the labels that decide)
+    audit_p: float = 0.02                # chance an agreement is (a uniform audit: absolute accuracies, unbiased)
+    label_wait_s: float = 86_400.0       # an asked text not labelled within this counts as a challenger loss
+    label_budget: int = 2_000            # labelled disagreements without a verdict: inconclusive, keep the champion
+    max_shadow_s: float = 14 * 86_400.0  # ... or this long in shadow
 
     def steps(self) -> list[float]:
         """The plan as shares in (0, 1], strictly rising, ending at 1."""

@@ -2,8 +2,8 @@
 (checked by simulation at the traffic the demo's V1 and Lite show: they disagree on 7.6% of texts)."""
 import numpy as np
 
-from yanjin.release.paired import (AUDIT, DISAGREEMENT, LOW_CONFIDENCE, NON_INFERIOR, PENDING, WORSE, Pair,
-                                   paired_estimate, review_selection)
+from yanjin.release.paired import NON_INFERIOR, PENDING, WORSE, Pair, paired_estimate
+from yanjin.serving.sampling import AUDIT, DISAGREEMENT, LOW_CONFIDENCE, review_selection
 
 MARGIN, ALPHA, TAU = 0.02, 0.05, 0.05
 LOOKS = (250, 500, 1000, 1500, 2000, 3000, 4000, 6000)

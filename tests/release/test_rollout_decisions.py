@@ -15,7 +15,7 @@ from yanjin.registry import SHARE_TAG
 from .conftest import release_for
 
 MODEL = "demo-v1"
-POLICY = RolloutPolicy(plan="10,50,100", min_labelled=40, min_step_requests=40, accuracy_margin=0.05,
+POLICY = RolloutPolicy(plan="10,50,100", shadow_share=0, min_labelled=40, min_step_requests=40, accuracy_margin=0.05,
                        review_margin=0.1)
 
 
@@ -136,7 +136,8 @@ def test_cli_start_status_abort(setup, tmp_path):
     one_step = run("rollout", "start", MODEL, "--challenger", "3", "--plan", "100", "--profile", "tiny")
     assert "expected str" not in one_step.output and "gate" in one_step.output   # a one-step plan parses (v3 is gated)
     started = run("rollout", "start", MODEL, "--challenger", "2", "--plan", "20,100", "--profile", "tiny")
-    assert started.exit_code == 0 and "now 20%" in started.output, started.output
+    assert started.exit_code == 0 and "shadow first, then plan 20%, 100%; now shadow (50% of texts)" in started.output, \
+        started.output
     traffic(log, "champion", "1", 50, 0.9)
     status = run("rollout", "status", MODEL, "--profile", "tiny", "--prediction-log", str(tmp_path / "predictions.db"))
     assert status.exit_code == 0 and "decision: hold" in status.output and "requests 50" in status.output, status.output
@@ -233,3 +234,111 @@ def test_one_controller_leads_another_stands_by_and_takes_over_when_it_dies(setu
     taken = _lead(b, None, ttl_s=1.0)
     assert taken is not None and taken.epoch == leader.epoch + 1 and taken.broke.startswith("controller-a/")
     assert [e.action for e in release.ledger.history("__controller__")] == ["controller-takeover"]
+
+
+# -- shadow first ---------------------------------------------------------------------------------------------
+SHADOWED = RolloutPolicy(plan="50,100", shadow_share=0.5, min_step_requests=40, accuracy_margin=0.02, audit_p=0.02,
+                         label_budget=400)
+
+
+def shadowed(log: PredictionLog, n: int, lose: float, win: float, seed: int, review: bool = True,
+             version: str = "2") -> tuple[int, int]:
+    """n texts answered by champion v1 and scored in shadow by `version`, sampled for review as serving does;
+    the champion alone is right on `lose` of them, the challenger alone on `win`. A reviewer labels what is
+    asked. Returns (texts asked, texts labelled)."""
+    import random
+
+    from yanjin.serving.predlog import SHADOW
+    from yanjin.serving.sampling import review_selection
+
+    rng, now, rows, asked = random.Random(seed), time.time(), [], []
+    for i in range(n):
+        u = rng.random()
+        champion, challenger = ("right", "wrong") if u < lose else ("wrong", "right") if u < lose + win else \
+            ("right", "right")
+        reason, p = review_selection(champion, challenger, False, SHADOWED.disagreement_p, SHADOWED.audit_p, rng.random())
+        pid = str(uuid.uuid4())
+        rows.append(Prediction(pid, now, f"text {i}", champion, 0.9, MODEL, "1", "v1", "champion", 2.0, False,
+                               review_reason=reason, inclusion_p=p))
+        rows.append(Prediction(str(uuid.uuid4()), now, f"text {i}", challenger, 0.9, MODEL, version, "v1", SHADOW, 2.0,
+                               False, pair_id=pid))
+        if reason:
+            asked.append(pid)
+    log.append(rows)
+    if review:
+        for pid in asked:
+            log.review(pid, "right", "reviewer")
+    return len(asked), len(asked) if review else 0
+
+
+def test_shadow_comes_first_and_serving_is_told_what_to_sample(setup):
+    import json
+
+    from yanjin.registry import SHADOW_TAG
+
+    release, log = setup
+    state = start(release, MODEL, "2", SHADOWED, "retrained")
+    assert (state.phase, state.share) == ("shadow", 0.0)
+    tags = release.client.get_registered_model(MODEL).tags
+    assert tags[SHARE_TAG] == "0" and json.loads(tags[SHADOW_TAG]) == {"share": 0.5, "disagreement_p": 1.0,
+                                                                         "audit_p": 0.02}
+    asked, _ = shadowed(log, 300, 0.04, 0.04, seed=1, review=False)
+    queue = log.review_queue(limit=500)
+    assert len(queue) == asked and {r["arm"] for r in queue} == {"champion"}
+    reasons = [r["review_reason"] for r in queue]
+    assert reasons == sorted(reasons, key=["disagreement", "low_confidence", "audit"].index)  # what decides, first
+    a = assess(log, MODEL, state, SHADOWED)
+    assert a.decision == "hold" and a.paired.pending == asked and a.paired.pairs < 300   # waits for the reviewers
+
+
+def test_an_equally_good_retrain_passes_shadow_on_few_labels_then_the_canary_promotes_it(setup):
+    release, log = setup
+    start(release, MODEL, "2", SHADOWED, "retrained")
+    given, decisions = 0, []
+    for batch in range(40):
+        given += shadowed(log, 500, 0.035, 0.035, seed=batch)[1]
+        state, a = check(release, log, MODEL, SHADOWED)
+        decisions.append(a.decision)
+        if state.phase != "shadow":
+            break
+    assert state.phase == "canary" and state.share == 0.5 and state.shadow_verdict == "non-inferior", a.reasons
+    assert given < 500, given        # an unpaired A/B needs thousands per arm for a 2-point margin
+    for _ in range(30):   # the canary is judged on failures, latency and review rate: no accuracy labels needed
+        traffic(log, "champion", "1", 200, 0.9)
+        traffic(log, "challenger", "2", 200, 0.9)
+        state, a = check(release, log, MODEL, SHADOWED)
+        if state.status != "running":
+            break
+    assert state.status == "promoted", a.reasons
+    actions = [e.action for e in history(release, MODEL)]
+    assert "rollout-shadow-verdict" in actions and actions[-1] == "rollout-promote"
+
+
+def test_a_worse_retrain_is_rolled_back_in_shadow_and_never_sees_traffic(setup):
+    release, log = setup
+    client = release.client
+    start(release, MODEL, "2", SHADOWED, "retrained")
+    for batch in range(20):
+        shadowed(log, 300, 0.08, 0.02, seed=100 + batch)
+        state, a = check(release, log, MODEL, SHADOWED)
+        if state.status != "running":
+            break
+    assert state.status == "rolled_back" and "less accurate" in state.reason
+    assert client.get_registered_model(MODEL).tags[SHARE_TAG] == "0" and alias_version(client, MODEL, CHAMPION) == "1"
+
+
+def test_no_verdict_within_the_label_budget_ends_inconclusive_keeping_the_champion(setup):
+    release, log = setup
+    client = release.client
+    from dataclasses import replace
+
+    policy = replace(SHADOWED, label_budget=60)
+    start(release, MODEL, "2", policy, "retrained")
+    for batch in range(40):   # a point worse: 60 labels can neither exclude a 2-point loss nor prove it below 0
+        shadowed(log, 200, 0.045, 0.035, seed=200 + batch)
+        state, a = check(release, log, MODEL, policy)
+        if state.status != "running":
+            break
+    assert state.status == "inconclusive" and state.reason.startswith("inconclusive: keep the champion"), a.reasons
+    assert client.get_model_version(MODEL, "2").tags["rollout_outcome"] == "inconclusive"
+    assert alias_version(client, MODEL, CHAMPION) == "1"

@@ -19,7 +19,7 @@ from yanjin.serving.predlog import PredictionLog
 
 from .conftest import release_for
 
-POLICY = RolloutPolicy(plan="10,50,100", min_labelled=30, min_step_requests=30, accuracy_margin=0.05,
+POLICY = RolloutPolicy(plan="10,50,100", shadow_share=0, min_labelled=30, min_step_requests=30, accuracy_margin=0.05,
                        review_margin=0.15, max_step_requests=3000)
 
 

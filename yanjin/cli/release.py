@@ -168,8 +168,13 @@ def _print_assessment(a) -> None:
     for arm, s in ((CHAMPION, a.champion), (CHALLENGER, a.challenger)):
         typer.echo(f"  {arm:<10} v{s.version}: requests {s.requests}, labelled {s.labelled}, accuracy "
                    f"{s.accuracy:.3f}, review rate {s.review_rate:.1%}, failed {s.failed}, p95 {s.latency_p95_ms:.1f} ms")
-    typer.echo(f"  accuracy difference (challenger - champion), always-valid 95%: "
-               f"[{a.accuracy.low:+.3f}, {a.accuracy.high:+.3f}]; challenger requests at this step: {a.step_requests}")
+    if a.paired is not None:
+        p = a.paired
+        typer.echo(f"  shadow: {p.pairs} texts scored by both, disagreement on {p.disagreements}; labels asked "
+                   f"{p.asked}, given {p.labelled} (+{p.labelled_audit} audit), waiting {p.pending}, expired {p.expired}")
+    typer.echo(f"  accuracy difference (challenger - champion), always-valid {1 - a.paired_alpha:.0%}: "
+               f"[{a.accuracy.low:+.3f}, {a.accuracy.high:+.3f}]" + ("" if a.paired is not None else
+                                                                      f"; challenger requests at this step: {a.step_requests}"))
     typer.echo(f"  decision: {a.decision}" + "".join(f"\n    - {r}" for r in a.reasons))
 
 
@@ -192,7 +197,8 @@ def rollout_start(
     except _errors() as err:
         _fail(str(err))
     typer.echo(f"{model}: rolling out v{state.challenger} against champion v{state.champion}; "
-               f"plan {', '.join(f'{p:.0%}' for p in state.plan)}; now {state.share:.0%} (MLflow run {state.run_id})")
+               + ("shadow first, then " if state.phase == "shadow" else "")
+               + f"plan {', '.join(f'{p:.0%}' for p in state.plan)}; now {state.where} (MLflow run {state.run_id})")
 
 
 @rollout_app.command("status")
@@ -215,8 +221,7 @@ def rollout_status(
         _fail(str(err))
     finally:
         log.close()
-    typer.echo(f"{model}: v{state.challenger} vs champion v{state.champion} at {a.share:.0%}, "
-               f"step {state.step + 1}/{len(state.plan)}, {state.status}")
+    typer.echo(f"{model}: v{state.challenger} vs champion v{state.champion}, {state.where}, {state.status}")
     _print_assessment(a)
 
 
@@ -296,7 +301,7 @@ def rollout_watch(
                 state, a = check(rel, log, model, config.rollout, True, config.release.approvals, report_dir)
             except _errors() as err:
                 _fail(str(err))
-            typer.echo(f"{time.strftime('%H:%M:%S')} {a.share:.0%}: {a.decision} ({'; '.join(a.reasons)[:200]})")
+            typer.echo(f"{time.strftime('%H:%M:%S')} {state.where}: {a.decision} ({'; '.join(a.reasons)[:200]})")
             if state.status != RUNNING:
                 break
             time.sleep(interval)

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from typing import Iterator
 
 from .ledger import AliasConflict, AuditEntry, Lease, Ledger, LedgerError
-from .names import AUDIT_PREFIX, CHALLENGER, CHAMPION, LEDGER_HEAD_TAG, ROLLOUT_TAG, SHARE_TAG
+from .names import (AUDIT_PREFIX, CHALLENGER, CHAMPION, LEDGER_HEAD_TAG, ROLLOUT_RUNNING, ROLLOUT_SHADOW, ROLLOUT_TAG,
+                    SHADOW_TAG, SHARE_TAG)
 
 MIRRORED_ALIASES = (CHAMPION, CHALLENGER)
 
@@ -114,8 +115,12 @@ class Release:
         self.client.set_registered_model_tag(model, LEDGER_HEAD_TAG, f"{seq}:{digest}")
 
     def mirror_rollout(self, model: str, state: dict) -> None:
-        share = state["plan"][state["step"]] if state.get("status") == "running" else 0.0
+        running = state.get("status") == ROLLOUT_RUNNING
+        in_shadow = running and state.get("phase") == ROLLOUT_SHADOW
+        share = state["plan"][state["step"]] if running and not in_shadow else 0.0
         self.client.set_registered_model_tag(model, ROLLOUT_TAG, json.dumps(state))
+        self.client.set_registered_model_tag(model, SHADOW_TAG, json.dumps(state.get("shadow") if in_shadow
+                                                                           else {"share": 0.0}))
         self.client.set_registered_model_tag(model, SHARE_TAG, f"{share:g}")
         self._anchor(model)
 

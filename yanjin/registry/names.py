@@ -45,8 +45,10 @@ RUN_VERDICT = "verdict"                     # a drift check's run: drift | no_dr
 
 # -- tags of a registered model: mirrors of the release ledger, written by the release principal alone --
 SHARE_TAG = "yanjin.challenger_share"       # the challenger's traffic share, which serving polls
+SHADOW_TAG = "yanjin.shadow"                # {"share", "disagreement_p", "audit_p"} while a shadow comparison runs
 ROLLOUT_TAG = "yanjin.rollout"              # the running or last rollout (JSON), for the MLflow UI
 ROLLOUT_RUNNING = "running"                 # a rollout's status while it owns @challenger
+ROLLOUT_SHADOW = "shadow"                   # its phase while the challenger only scores texts off the answer path
 LEDGER_HEAD_TAG = "yanjin.ledger_head"      # "seq:hash" of the newest audit entry: an anchor outside the ledger
 MONITOR_STATE_TAG = "yanjin.monitor_state"  # drift trigger and quarterly schedule (JSON)
 # written by registries before the ledger; read once, when a model is migrated into it
@@ -127,4 +129,4 @@ def family_experiment(base: str) -> str:
 
 
 
-__all__ = ['CHAMPION', 'CHALLENGER', 'CHECKPOINT_WEIGHTS', 'CHECKPOINT_SPEC', 'LABELS_FILE', 'TOKENIZER_FILE', 'ONNX_FILE', 'BUNDLE_FILES', 'CHECKPOINT_FILES', 'MODEL_ARTIFACT', 'CHECKPOINT_ARTIFACT', 'TRAINING_DATA_ARTIFACT', 'TRAINING_DATA_FILE', 'VALIDATION_REPORT', 'ADAPTED_ENCODER_ARTIFACT', 'DISTRIBUTED_JOB_ARTIFACT', 'EVALUATION_ARTIFACT', 'GATE_DECISION', 'FAMILY_RESULT', 'FAMILY_RUN_TABLE', 'FAMILY_RUN_MARKDOWN', 'REPRODUCTION', 'CARD_MARKDOWN', 'CARD_HTML', 'RUN_PIPELINE', 'RUN_VALIDATION', 'RUN_GATE', 'RUN_FAMILY', 'RUN_PARAM_TRAIN', 'RUN_PARAM_TEST', 'RUN_PARAM_CORPUS', 'RUN_REPRODUCES', 'RUN_VERDICT', 'SHARE_TAG', 'ROLLOUT_TAG', 'ROLLOUT_RUNNING', 'LEDGER_HEAD_TAG', 'MONITOR_STATE_TAG', 'AUDIT_PREFIX', 'LOCK_PREFIX', 'ROLLOUT_OUTCOME', 'ROLLED_BACK', 'ROLLOUT_REASON', 'DRIFT_THRESHOLDS', 'RETRAINING_REASON', 'FEEDBACK_ROWS', 'FEEDBACK_DROPPED', 'GATE_PASSED', 'METRIC_TAGS', 'VersionTags', 'registered_model_name', 'model_uri', 'lock_name', 'rollouts_experiment', 'monitoring_experiment', 'family_experiment']
+__all__ = ['CHAMPION', 'CHALLENGER', 'CHECKPOINT_WEIGHTS', 'CHECKPOINT_SPEC', 'LABELS_FILE', 'TOKENIZER_FILE', 'ONNX_FILE', 'BUNDLE_FILES', 'CHECKPOINT_FILES', 'MODEL_ARTIFACT', 'CHECKPOINT_ARTIFACT', 'TRAINING_DATA_ARTIFACT', 'TRAINING_DATA_FILE', 'VALIDATION_REPORT', 'ADAPTED_ENCODER_ARTIFACT', 'DISTRIBUTED_JOB_ARTIFACT', 'EVALUATION_ARTIFACT', 'GATE_DECISION', 'FAMILY_RESULT', 'FAMILY_RUN_TABLE', 'FAMILY_RUN_MARKDOWN', 'REPRODUCTION', 'CARD_MARKDOWN', 'CARD_HTML', 'RUN_PIPELINE', 'RUN_VALIDATION', 'RUN_GATE', 'RUN_FAMILY', 'RUN_PARAM_TRAIN', 'RUN_PARAM_TEST', 'RUN_PARAM_CORPUS', 'RUN_REPRODUCES', 'RUN_VERDICT', 'SHARE_TAG', 'SHADOW_TAG', 'ROLLOUT_TAG', 'ROLLOUT_RUNNING', 'ROLLOUT_SHADOW', 'LEDGER_HEAD_TAG', 'MONITOR_STATE_TAG', 'AUDIT_PREFIX', 'LOCK_PREFIX', 'ROLLOUT_OUTCOME', 'ROLLED_BACK', 'ROLLOUT_REASON', 'DRIFT_THRESHOLDS', 'RETRAINING_REASON', 'FEEDBACK_ROWS', 'FEEDBACK_DROPPED', 'GATE_PASSED', 'METRIC_TAGS', 'VersionTags', 'registered_model_name', 'model_uri', 'lock_name', 'rollouts_experiment', 'monitoring_experiment', 'family_experiment']

@@ -3,9 +3,8 @@
 In shadow both versions score the same text. Where they agree, the difference of their correctness is
 exactly 0 whatever the truth: no label can change it. The accuracy difference lives on the disagreements,
 and which texts those are is known without a label. So reviewers are asked for labels where they decide
-the question ("active testing", Kossen et al., ICML 2021): a disagreement is put on the review queue with
-probability `pi` (policy `disagreement_p`, 1 by default; always when the champion's answer was flagged
-for review anyway), and each label's inclusion probability is recorded with it. Per shadowed text i,
+the question ("active testing", Kossen et al., ICML 2021): serving puts a disagreement on the review queue
+with probability `pi` (serving.sampling; policy `disagreement_p`, 1 by default) and records it. Per shadowed text i,
 
     z_i = S_i * (c'_i - c_i) / pi_i        c = champion correct, c' = challenger correct, S_i = asked
 
@@ -28,7 +27,6 @@ from dataclasses import dataclass, field
 from .sequential import half_width
 
 NON_INFERIOR, WORSE, PENDING, INCONCLUSIVE = "non-inferior", "worse", "pending", "inconclusive"
-DISAGREEMENT, LOW_CONFIDENCE, AUDIT = "disagreement", "low_confidence", "audit"   # why an item is on the queue
 MIN_LABELLED = 20   # labelled disagreements before a verdict: the test is a normal approximation
 
 
@@ -41,19 +39,6 @@ class Pair:
     asked: bool                 # on the review queue for this comparison (disagreement or audit)
     inclusion_p: float          # the probability it was asked, given what was known when it was logged
     created_at: float = 0.0
-
-
-def review_selection(champion: str, challenger: str, flagged: bool, disagreement_p: float, audit_p: float,
-                     u: float) -> tuple[str | None, float]:
-    """(reason, inclusion probability) for a shadowed text, `u` a uniform draw: a disagreement is asked with
-    `disagreement_p` (always when the champion's answer is flagged for review anyway), an agreement with
-    `audit_p`; reason None when it is not asked (the probability is still recorded)."""
-    if champion != challenger:
-        p = 1.0 if flagged else disagreement_p
-        return (DISAGREEMENT if u < p else None), p
-    if flagged:
-        return LOW_CONFIDENCE, 1.0
-    return (AUDIT if u < audit_p else None), audit_p
 
 
 @dataclass

@@ -1,10 +1,15 @@
-"""A/B rollout decided by measured outcomes: step the challenger's traffic up a plan, roll it back
-automatically when it is worse, promote it when it has held its own at 100%.
+"""A rollout decided by measured outcomes: shadow first, then canary. In shadow the challenger scores a share
+of the texts the champion answers, off the answer path, and is judged against it on the same texts from the
+labels that decide the question (release.paired); worse, or no verdict within the label or time budget
+("inconclusive: keep the champion"), ends it there. Then it steps up a plan of real traffic, judged on errors,
+latency and review rate, rolls back automatically when it is worse, and is promoted when it has held its own
+at 100% (with its approvals). A rollout started with `shadow_share` 0 is judged on accuracy per arm instead.
 
 State lives in the release ledger (registry/ledger.py), written under the model's fenced lease, and is
 mirrored to MLflow, so every serving replica and every controller sees the same thing:
   - `@challenger` alias: the version under test;
   - tag `yanjin.challenger_share`: its traffic share, which serving polls with the aliases;
+  - tag `yanjin.shadow`: the shadow comparison in force (share of texts, review sampling);
   - tag `yanjin.rollout`: the plan, the current step and the outcome (JSON; the ledger's copy rules);
   - an MLflow run in experiment `<model>-rollouts`: one metric point per check, and the report.
 Each check reads the prediction log (labelled accuracy, review rate, failures, latency per arm)
@@ -19,16 +24,20 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from ..registry import CHALLENGER, CHAMPION, ROLLED_BACK, ROLLOUT_OUTCOME, ROLLOUT_REASON, ROLLOUT_RUNNING, rollouts_experiment
+from ..registry import (CHALLENGER, CHAMPION, ROLLED_BACK, ROLLOUT_OUTCOME, ROLLOUT_REASON, ROLLOUT_RUNNING,
+                        ROLLOUT_SHADOW, rollouts_experiment)
 from ..registry.ledger import Lease
 from ..registry.mirror import Release
-from ..serving.predlog import PredictionLog
+from ..serving.predlog import SHADOW, PredictionLog
+from .paired import NON_INFERIOR, WORSE, Pair, PairedEstimate, paired_estimate
 from .policy import RolloutPolicy
 from .promotion import eligible, missing_approvals
 from .sequential import Difference, confidence_sequence
 
 MIN_FOR_VERDICT = 30   # labelled texts per arm before accuracy may condemn: the test is a normal approximation
 RUNNING, PROMOTED, ABORTED = ROLLOUT_RUNNING, "promoted", "aborted"   # and ROLLED_BACK, the registry's tag value
+INCONCLUSIVE = "inconclusive"         # no verdict within the budget: the champion stays
+SHADOW_PHASE, CANARY_PHASE = ROLLOUT_SHADOW, "canary"
 
 
 class RolloutError(RuntimeError):
@@ -48,10 +57,24 @@ class RolloutState:
     reason: str = ""
     checks: int = 0
     started_by: str = ""      # the principal who started it: the promotion's proposer
+    phase: str = CANARY_PHASE
+    shadow: dict = field(default_factory=dict)   # {"share", "disagreement_p", "audit_p"}: what serving samples
+    shadow_verdict: str = ""  # the paired verdict that let it out of shadow
+    canary_started_at: float = 0.0   # the canary compares the arms on traffic since then
+
+    @property
+    def since(self) -> float:
+        return max(self.started_at, self.canary_started_at)
 
     @property
     def share(self) -> float:
-        return self.plan[self.step]
+        """The challenger's share of real traffic now (0 in shadow: the champion answers everything)."""
+        return 0.0 if self.phase == SHADOW_PHASE else self.plan[self.step]
+
+    @property
+    def where(self) -> str:
+        return f"shadow ({self.shadow.get('share', 0):.0%} of texts)" if self.phase == SHADOW_PHASE else \
+            f"canary {self.share:.0%} (step {self.step + 1}/{len(self.plan)})"
 
 
 @dataclass(frozen=True)
@@ -89,6 +112,8 @@ class Assessment:
     review: Difference
     errors: Difference
     share: float
+    paired: PairedEstimate | None = None   # the shadow comparison, while in shadow
+    paired_alpha: float = 0.05             # the error rate both intervals hold at over all looks
     at: float = field(default_factory=time.time)
 
 
@@ -135,9 +160,13 @@ def start(release: Release, model: str, challenger: str, policy: RolloutPolicy, 
         for key, value in asdict(policy).items():
             client.log_param(run.info.run_id, key, value)
         now = time.time()
-        state = RolloutState(champion, challenger, plan, 0, now, now, run.info.run_id, started_by=release.principal)
+        shadow = {"share": policy.shadow_share, "disagreement_p": policy.disagreement_p, "audit_p": policy.audit_p}
+        state = RolloutState(champion, challenger, plan, 0, now, now, run.info.run_id, started_by=release.principal,
+                             phase=SHADOW_PHASE if policy.shadow_share > 0 else CANARY_PHASE,
+                             shadow=shadow if policy.shadow_share > 0 else {})
         release.move(lease, model, CHALLENGER, release.ledger.alias(model, CHALLENGER), challenger, "rollout-start",
-                     f"{reason} (plan {policy.plan})", forced)
+                     f"{reason} (" + (f"shadow on {policy.shadow_share:.0%} of texts, then " if state.shadow else "")
+                     + f"plan {policy.plan})", forced)
         _write_state(release, lease, model, state)
     return state  # the run stays open until the rollout ends
 
@@ -172,14 +201,18 @@ def _arm(rows: list[dict], failed: int, version: str, max_share: float = 1.0) ->
 
 def assess(log: PredictionLog, model: str, state: RolloutState, policy: RolloutPolicy) -> Assessment:
     """Compare the arms on everything logged since the rollout began; decide what to do next."""
-    rows = log.outcomes(model, state.started_at, trust_feedback=policy.trust_client_feedback)
-    failed = log.failed_items(model, state.started_at)
+    rows = log.outcomes(model, state.since, trust_feedback=policy.trust_client_feedback)
+    failed = log.failed_items(model, state.since)
+    challenger_arm = SHADOW if state.phase == SHADOW_PHASE else CHALLENGER
     mine = {arm: [r for r in rows if r["arm"] == arm and r["version"] == version]
-            for arm, version in ((CHAMPION, state.champion), (CHALLENGER, state.challenger))}
+            for arm, version in ((CHAMPION, state.champion), (challenger_arm, state.challenger))}
     champ = _arm(mine[CHAMPION], failed.get((CHAMPION, state.champion), 0), state.champion, policy.max_principal_share)
-    chal = _arm(mine[CHALLENGER], failed.get((CHALLENGER, state.challenger), 0), state.challenger,
+    chal = _arm(mine[challenger_arm], failed.get((challenger_arm, state.challenger), 0), state.challenger,
                 policy.max_principal_share)
-    step_requests = sum(r["created_at"] >= state.step_started_at for r in mine[CHALLENGER])
+    if state.phase == SHADOW_PHASE:
+        return _assess_shadow(log, model, state, policy, champ, chal)
+    step_requests = sum(r["created_at"] >= state.step_started_at for r in mine[challenger_arm])
+    judged_in_shadow = state.shadow_verdict == NON_INFERIOR   # accuracy was settled on the same texts
     test = dict(alpha=policy.alpha, tau=policy.tau)
     accuracy = confidence_sequence(champ.correct, champ.labelled, chal.correct, chal.labelled, **test)
     review = confidence_sequence(champ.review, champ.requests, chal.review, chal.requests, **test)
@@ -195,14 +228,16 @@ def assess(log: PredictionLog, model: str, state: RolloutState, policy: RolloutP
             chal.latency_p95_ms > policy.max_latency_ratio * champ.latency_p95_ms:
         worse.append(f"challenger p95 latency {chal.latency_p95_ms:.1f} ms > {policy.max_latency_ratio}x "
                      f"champion's {champ.latency_p95_ms:.1f} ms")
-    if min(chal.labelled, champ.labelled) >= MIN_FOR_VERDICT and accuracy.high < 0:
+    if not judged_in_shadow and min(chal.labelled, champ.labelled) >= MIN_FOR_VERDICT and accuracy.high < 0:
         worse.append(f"challenger accuracy {chal.accuracy:.3f} is significantly below champion's "
                      f"{champ.accuracy:.3f} (difference within [{accuracy.low:+.3f}, {accuracy.high:+.3f}])")
     if min(chal.requests, champ.requests) >= MIN_FOR_VERDICT and review.low > policy.review_margin:
         worse.append(f"challenger flags {chal.review_rate:.1%} for review vs champion's {champ.review_rate:.1%} "
                      f"(more by at least {review.low:.1%} > margin {policy.review_margin:.1%})")
 
-    if min(chal.labelled, champ.labelled) < policy.min_labelled:
+    if judged_in_shadow:
+        pass
+    elif min(chal.labelled, champ.labelled) < policy.min_labelled:
         pending.append(f"labelled texts: champion {champ.labelled}, challenger {chal.labelled} "
                        f"(need {policy.min_labelled} each)")
     elif accuracy.low <= -policy.accuracy_margin:
@@ -225,7 +260,43 @@ def assess(log: PredictionLog, model: str, state: RolloutState, policy: RolloutP
         decision, reasons = "promote", [f"challenger held its own at every step up to {state.share:.0%}"]
     else:
         decision, reasons = "advance", [f"not worse than champion beyond the margins at {state.share:.0%}"]
-    return Assessment(decision, reasons, champ, chal, step_requests, accuracy, review, errors, state.share)
+    return Assessment(decision, reasons, champ, chal, step_requests, accuracy, review, errors, state.share,
+                      None, policy.alpha)
+
+
+def _assess_shadow(log: PredictionLog, model: str, state: RolloutState, policy: RolloutPolicy, champ: ArmStats,
+                   chal: ArmStats) -> Assessment:
+    """In shadow: the paired verdict on the same texts, the challenger's failures, and the budget."""
+    rows = log.pairs(model, state.challenger, state.started_at)
+    pairs = [Pair(r["champion"], r["challenger"], r["truth"], r["review_reason"] is not None,
+                  r["inclusion_p"] or 1.0, r["created_at"]) for r in rows]
+    now = time.time()
+    e = paired_estimate(pairs, now, policy.accuracy_margin, policy.alpha, policy.tau, policy.label_wait_s)
+    accuracy = Difference(e.champion_accuracy, e.challenger_accuracy, e.pairs, e.pairs, e.low, e.high)
+    test = dict(alpha=policy.alpha, tau=policy.tau)
+    review = confidence_sequence(champ.review, champ.requests, chal.review, chal.requests, **test)
+    errors = confidence_sequence(champ.failed, champ.requests + champ.failed, chal.failed, chal.requests + chal.failed,
+                                 **test)
+    reasons = list(e.reasons)
+    if chal.requests + chal.failed >= policy.min_step_requests and chal.error_rate > policy.max_error_rate:
+        decision, reasons = "rollback", [f"challenger failed on {chal.error_rate:.2%} of shadowed texts "
+                                         f"> {policy.max_error_rate:.2%}"]
+    elif e.decision == WORSE:
+        decision = "rollback"
+    elif e.decision == NON_INFERIOR:
+        decision = "advance"
+        reasons.append(f"shadow verdict reached from {e.labelled} labelled disagreements of {e.disagreements} "
+                       f"(agreement on {1 - e.disagreement_rate:.1%} of {e.pairs} texts)")
+    elif e.labelled >= policy.label_budget or now - state.started_at >= policy.max_shadow_s:
+        decision = INCONCLUSIVE
+        reasons = [f"inconclusive: keep the champion (no verdict after {e.labelled} labelled disagreements and "
+                   f"{(now - state.started_at) / 3600:.1f} h; budget {policy.label_budget} labels, "
+                   f"{policy.max_shadow_s / 3600:.0f} h)"] + reasons
+    else:
+        decision = "hold"
+        if e.pending:
+            reasons.append(f"{e.pending} asked texts wait for a reviewer (yanjin review queue)")
+    return Assessment(decision, reasons, champ, chal, len(rows), accuracy, review, errors, 0.0, e, policy.alpha)
 
 
 def _log_check(client, state: RolloutState, a: Assessment) -> None:
@@ -238,6 +309,10 @@ def _log_check(client, state: RolloutState, a: Assessment) -> None:
               "accuracy_diff_low": a.accuracy.low, "accuracy_diff_high": a.accuracy.high,
               "review_rate_champion": a.champion.review_rate, "review_rate_challenger": a.challenger.review_rate,
               "error_rate_challenger": a.challenger.error_rate}
+    if a.paired is not None:
+        values |= {"shadow_pairs": a.paired.pairs, "shadow_disagreements": a.paired.disagreements,
+                   "shadow_labels_asked": a.paired.asked, "shadow_labels_given": a.paired.labelled + a.paired.labelled_audit,
+                   "shadow_diff": a.paired.estimate, "shadow_diff_low": a.paired.low, "shadow_diff_high": a.paired.high}
     client.log_batch(state.run_id, metrics=[Metric(k, float(v), ms, state.checks) for k, v in values.items()
                                             if not math.isnan(float(v))])
 
@@ -253,15 +328,21 @@ def apply(release: Release, model: str, state: RolloutState, a: Assessment, appr
         fresh = replace(fresh, checks=fresh.checks + 1)
         note = "; ".join(a.reasons)
         audit = None
-        if a.decision == "advance":
+        if a.decision == "advance" and fresh.phase == SHADOW_PHASE:
+            now = time.time()
+            fresh = replace(fresh, phase=CANARY_PHASE, step=0, step_started_at=now, canary_started_at=now,
+                            shadow_verdict=NON_INFERIOR)
+            audit = ("rollout-shadow-verdict", f"{NON_INFERIOR} in shadow; canary at {fresh.share:.0%}: {note}")
+        elif a.decision == "advance":
             fresh = replace(fresh, step=fresh.step + 1, step_started_at=time.time())
             audit = ("rollout-advance", f"share {a.share:.0%} -> {fresh.share:.0%}: {note}")
-        elif a.decision == "rollback":
-            fresh = replace(fresh, status=ROLLED_BACK, reason=note)
+        elif a.decision in ("rollback", INCONCLUSIVE):
+            outcome = ROLLED_BACK if a.decision == "rollback" else INCONCLUSIVE
+            fresh = replace(fresh, status=outcome, reason=note)
             with release.ledger.fenced(lease):   # only the lease's holder marks the version
-                client.set_model_version_tag(model, fresh.challenger, ROLLOUT_OUTCOME, ROLLED_BACK)
+                client.set_model_version_tag(model, fresh.challenger, ROLLOUT_OUTCOME, outcome)
                 client.set_model_version_tag(model, fresh.challenger, ROLLOUT_REASON, note[:4000])
-            audit = ("rollout-rollback", f"all traffic back to champion v{fresh.champion}: {note}")
+            audit = (f"rollout-{a.decision}", f"all traffic back to champion v{fresh.champion}: {note}")
         elif a.decision == "promote":
             proposer = fresh.started_by or release.principal
             missing = missing_approvals(release, model, fresh.challenger, approvals, proposer)
@@ -312,7 +393,8 @@ def check(release: Release, log: PredictionLog, model: str, policy: RolloutPolic
 def _unchanged(release: Release, model: str, state: RolloutState) -> RolloutState:
     """The rollout as stored now (call under the model's lease), if it is still the one that was assessed."""
     fresh = read_state(release, model)
-    if fresh is None or fresh.run_id != state.run_id or fresh.step != state.step or fresh.status != RUNNING:
+    if fresh is None or fresh.run_id != state.run_id or fresh.step != state.step or fresh.status != RUNNING \
+            or fresh.phase != state.phase:
         raise RolloutError(f"{model}: the rollout changed while it was being assessed (another controller?); "
                            f"nothing was written; check again")
     return fresh

@@ -23,6 +23,8 @@ from typing import Callable
 
 import sqlalchemy as sa
 
+from .sampling import LOW_CONFIDENCE, QUEUE_ORDER
+
 log = logging.getLogger(__name__)
 
 metadata = sa.MetaData()
@@ -42,7 +44,15 @@ predictions = sa.Table(
     sa.Column("reviewed_label", sa.String(200)),      # the latest reviewer's label: takes it off the review queue
     sa.Column("labelled_at", sa.Float),
     sa.Column("principal", sa.String(200)),           # the API key that asked with a sticky key: caps its evidence
+    # a shadow comparison (release.paired): the challenger's row points at the champion's it scored alongside;
+    # the champion's row says why it was put on the review queue and with what probability
+    sa.Column("pair_id", sa.String(36), index=True),
+    sa.Column("review_reason", sa.String(20)),        # disagreement | low_confidence | audit; None: not asked
+    sa.Column("inclusion_p", sa.Float),               # P(asked) given the pair, for the Horvitz-Thompson estimate
 )
+SHADOW = "shadow"   # the arm of a challenger's prediction scored off the answer path
+ADDED_COLUMNS = {"principal": "VARCHAR(200)", "pair_id": "VARCHAR(36)", "review_reason": "VARCHAR(20)",
+                 "inclusion_p": "FLOAT"}   # columns a log written by an earlier release lacks
 labels = sa.Table(  # every label anyone gave, never overwritten: who said what, and when
     "labels", metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
@@ -79,6 +89,9 @@ class Prediction:
     latency_ms: float
     needs_review: bool
     principal: str | None = None   # the API key whose sticky key chose the arm (None: the arm was drawn)
+    pair_id: str | None = None     # shadow rows: the champion's prediction scored on the same text
+    review_reason: str | None = None
+    inclusion_p: float | None = None
 
 
 class UnknownPrediction(KeyError):
@@ -109,10 +122,19 @@ def make_engine(url: str) -> sa.Engine:
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA busy_timeout=5000")
     metadata.create_all(engine)
-    with engine.begin() as conn:   # a log written before predictions recorded their principal
-        if "principal" not in {c["name"] for c in sa.inspect(conn).get_columns("predictions")}:
-            conn.exec_driver_sql("ALTER TABLE predictions ADD COLUMN principal VARCHAR(200)")
+    with engine.begin() as conn:   # a log written by an earlier release: add what it lacks
+        present = {c["name"] for c in sa.inspect(conn).get_columns("predictions")}
+        for name, kind in ADDED_COLUMNS.items():
+            if name not in present:
+                conn.exec_driver_sql(f"ALTER TABLE predictions ADD COLUMN {name} {kind}")
     return engine
+
+
+def _waiting():
+    """On the review queue: asked for (or flagged, in a log without reasons) and not yet reviewed; never a
+    shadow row (its text is labelled through the champion's row)."""
+    c = predictions.c
+    return sa.and_(sa.or_(c.needs_review, c.review_reason.is_not(None)), c.reviewed_label.is_(None), c.arm != SHADOW)
 
 
 class PredictionLog:
@@ -230,10 +252,12 @@ class PredictionLog:
         return dict(row)
 
     def review_queue(self, limit: int = 50) -> list[dict]:
-        """Predictions waiting for a person: flagged and not yet reviewed, oldest first."""
+        """Predictions waiting for a person, the one that helps most first: disagreements of a shadow comparison
+        (each decides the verdict), then low-confidence answers, then the audit sample; oldest first within."""
         self.flush()
-        q = (sa.select(predictions).where(predictions.c.needs_review, predictions.c.reviewed_label.is_(None))
-             .order_by(predictions.c.created_at).limit(limit))
+        c = predictions.c
+        rank = sa.case(*((c.review_reason == r, i) for i, r in enumerate(QUEUE_ORDER)), else_=QUEUE_ORDER.index(LOW_CONFIDENCE))
+        q = sa.select(predictions).where(_waiting()).order_by(rank, c.created_at).limit(limit)
         with self.engine.connect() as conn:
             return [dict(r) for r in conn.execute(q).mappings()]
 
@@ -337,10 +361,23 @@ class PredictionLog:
     def review_backlog(self) -> int:
         """How many flagged predictions wait for a person (the length of the review queue)."""
         self.flush()
-        q = (sa.select(sa.func.count()).select_from(predictions)
-             .where(predictions.c.needs_review, predictions.c.reviewed_label.is_(None)))
+        q = sa.select(sa.func.count()).select_from(predictions).where(_waiting())
         with self.engine.connect() as conn:
             return conn.execute(q).scalar_one()
+
+    def pairs(self, model: str, challenger: str, since: float) -> list[dict]:
+        """The shadow comparison of `challenger` since `since`, in arrival order: per text both answers, whether
+        and with what probability it was asked, and the reviewers' label (clients' feedback never decides it)."""
+        self.flush()
+        champ, shadow = predictions.alias("champ"), predictions.alias("shadow")
+        q = (sa.select(champ.c.id, champ.c.created_at, champ.c.label.label("champion"),
+                       shadow.c.label.label("challenger"), champ.c.review_reason, champ.c.inclusion_p)
+             .join(shadow, shadow.c.pair_id == champ.c.id)
+             .where(shadow.c.model == model, shadow.c.version == challenger, shadow.c.arm == SHADOW,
+                    champ.c.created_at >= since).order_by(champ.c.created_at))
+        truth = self._true_labels(False, since)
+        with self.engine.connect() as conn:
+            return [dict(r) | {"truth": truth.get(r.id, (None,))[0]} for r in conn.execute(q).mappings()]
 
     def count(self) -> int:
         self.flush()

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 import unicodedata
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Annotated, Optional
 
@@ -24,8 +26,9 @@ from pydantic import BaseModel, Field, field_validator
 from .auth import Authenticator, key_principal, principal, read_keys
 from .batch import classify_each
 from .guard import RequestGuard
-from .predlog import FEEDBACK, REVIEW, Prediction, PredictionLog, UnknownPrediction
-from .watcher import AliasWatcher, ServedModel, VersionCache
+from .predlog import FEEDBACK, REVIEW, SHADOW, Prediction, PredictionLog, UnknownPrediction
+from .sampling import LOW_CONFIDENCE, review_selection
+from .watcher import AliasWatcher, ServedModel, Shadow, VersionCache
 from .routing import CHALLENGER, CHAMPION, assign_arm, read_secret
 from .settings import from_env
 
@@ -44,6 +47,10 @@ SERVED = bentoml.metrics.Gauge(  # on /metrics: which version, variant and ORT p
 LOG_ROWS = bentoml.metrics.Gauge(  # on /metrics: the prediction log's rows by fate (nothing is lost unseen)
     name="yanjin_prediction_log_rows", documentation="prediction log rows since start: queued now, written, "
     "retried after a database error, dropped", labelnames=["state"])
+SHADOW_TEXTS = bentoml.metrics.Counter(  # on /metrics: texts the challenger scored in shadow, or skipped when behind
+    name="yanjin_shadow_texts", documentation="texts sampled for the shadow comparison, by fate: scored, skipped "
+    "(the shadow scorer was behind), failed", labelnames=["fate"])
+SHADOW_SLOTS = 4   # shadow batches waiting or running at once; beyond, texts are answered and logged unshadowed
 
 
 INVISIBLE = {"Zs", "Zl", "Zp", "Cc", "Cf"}  # separators, controls, format (zero-width) characters
@@ -118,6 +125,9 @@ class Classifier:
         self.watcher.start()
         self.predictions = PredictionLog(SETTINGS.prediction_log, on_stats=self._export_log_stats)
         self.rng = random.Random()
+        self.shadow_rng = random.Random()
+        self.shadow_pool = ThreadPoolExecutor(1, thread_name_prefix="shadow")   # off the answer path
+        self.shadow_slots = threading.BoundedSemaphore(SHADOW_SLOTS)
         self.ab_secret = read_secret(SETTINGS.ab_secret, create=True)  # `yanjin serve` made it; a cluster mounts it
         log.info("serving %s: %s", SETTINGS.model, {a: m and m.version for a, m in self.watcher.arms.items()})
 
@@ -135,6 +145,7 @@ class Classifier:
     def _write_the_log(self) -> None:
         """A rolling update sends SIGTERM: every acknowledged prediction is written before exit."""
         self.watcher.stop()
+        self.shadow_pool.shutdown(wait=True)   # shadowed rows are logged with their pairs
         self.predictions.close()
         log.info("prediction log closed: %s", self.predictions.stats)
 
@@ -146,7 +157,7 @@ class Classifier:
             min_length=1, max_length=SETTINGS.max_items, examples=[EXAMPLE_INPUT],
             json_schema_extra={"example": EXAMPLE_INPUT})]) -> list[Result]:
         """Classify texts. Concurrent requests are merged into one model call (adaptive batching)."""
-        arms = self.watcher.arms  # one snapshot per batch: a hot swap never splits a batch
+        arms, shadow = self.watcher.arms, self.watcher.shadow  # one snapshot per batch: a hot swap never splits it
         if arms[CHAMPION] is None:
             raise bentoml.exceptions.ServiceUnavailable("no verified champion loaded yet")
         share = self.watcher.share if arms[CHALLENGER] is not None else 0.0
@@ -181,8 +192,43 @@ class Classifier:
                 self.predictions.failure(model.name, model.version, arm, len(failed), failed[0])
                 log.error("%s v%s (%s) failed on %d of %d texts: %s", model.name, model.version, arm, len(failed),
                           len(idx), failed[0])
+        if arms[CHALLENGER] is not None and shadow.share > 0:
+            held = [r for r in rows if r.arm == CHAMPION and self.shadow_rng.random() < shadow.share]
+            if held and self.shadow_slots.acquire(blocking=False):
+                kept = {r.id for r in held}
+                rows = [r for r in rows if r.id not in kept]
+                self.shadow_pool.submit(self._score_in_shadow, held, arms[CHALLENGER], shadow)
+            elif held:
+                SHADOW_TEXTS.labels("skipped").inc(len(held))
         self.predictions.append(rows)
         return results
+
+    def _score_in_shadow(self, rows: list[Prediction], challenger: ServedModel, shadow: Shadow) -> None:
+        """The challenger scores texts the champion answered, after the answer went out; each pair is logged
+        together, the champion's row marked for review where the pair helps the verdict (serving.sampling)."""
+        out = rows
+        try:
+            start = time.perf_counter()
+            probs = challenger.classifier.predict_proba([r.text for r in rows], batch_size=len(rows))
+            latency_ms, now = (time.perf_counter() - start) * 1000, time.time()
+            best = probs.argmax(axis=1).tolist()
+            out = []
+            for row, j, p in zip(rows, best, probs[np.arange(len(rows)), best].tolist()):
+                label = challenger.classifier.labels[j]
+                reason, pi = review_selection(row.label, label, row.needs_review, shadow.disagreement_p,
+                                              shadow.audit_p, self.shadow_rng.random())
+                out.append(replace(row, review_reason=reason, inclusion_p=pi))
+                out.append(Prediction(str(uuid.uuid4()), now, row.text, label, p, challenger.name, challenger.version,
+                                      challenger.variant, SHADOW, latency_ms, p < self.settings.review_threshold,
+                                      pair_id=row.id))
+            SHADOW_TEXTS.labels("scored").inc(len(rows))
+        except Exception as e:  # noqa: BLE001 - the champion's rows are logged whatever the challenger did
+            SHADOW_TEXTS.labels("failed").inc(len(rows))
+            self.predictions.failure(challenger.name, challenger.version, SHADOW, len(rows), f"{type(e).__name__}: {e}")
+            log.error("%s v%s (shadow) failed on %d texts: %s", challenger.name, challenger.version, len(rows), e)
+        finally:
+            self.shadow_slots.release()
+            self.predictions.append(out)
 
     def _results(self, idx: list[int], texts: list[str], probs: np.ndarray, model: ServedModel, arm: str,
                  latency_ms: float):
@@ -199,7 +245,8 @@ class Classifier:
                 top_k=[Scored.model_construct(label=labels[j], confidence=p) for j, p in zip(ids, ps)],
                 needs_review=needs_review, model=model.name, version=model.version, variant=model.variant, arm=arm)
             yield i, result, Prediction(pid, now, text, label, confidence, model.name, model.version, model.variant,
-                                        arm, latency_ms, needs_review)
+                                        arm, latency_ms, needs_review,
+                                        review_reason=LOW_CONFIDENCE if needs_review else None)
 
     def _label(self, prediction_id: str, label: str, ctx: bentoml.Context, review: bool) -> Labelled:
         who = principal(ctx.request.headers)
@@ -239,7 +286,8 @@ class Classifier:
             "arms": {arm: None if m is None else {"version": m.version, "variant": m.variant, "provider": m.provider,
                                                   "artifact_sha256": m.sha256} for arm, m in arms.items()},
             "ab": {"challenger_share": self.watcher.challenger_share, "share_set": self.watcher.share,
-                   "configured_challenger_share": s.challenger_share, "sticky_by": "key"},
+                   "configured_challenger_share": s.challenger_share, "sticky_by": "key",
+                   "shadow": vars(self.watcher.shadow_in_force)},
             "providers_available": available_providers(),
             "cached_versions": self.cache.versions(),
             "refusals": self.watcher.errors,

@@ -8,6 +8,7 @@ never a half-loaded one.
 """
 from __future__ import annotations
 
+import json
 import logging
 import tempfile
 import threading
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ..models.inference import OnnxClassifier
-from ..registry import CHALLENGER, CHAMPION, SHARE_TAG, LineageError, download_version
+from ..registry import CHALLENGER, CHAMPION, SHADOW_TAG, SHARE_TAG, LineageError, download_version
 
 log = logging.getLogger(__name__)
 
@@ -71,10 +72,29 @@ class VersionCache:
             return [f"{n}/{v}" for n, v in self._items]
 
 
+@dataclass(frozen=True)
+class Shadow:
+    """A shadow comparison in force: the share of champion-answered texts the challenger scores too, off the
+    answer path, and how its disagreements and agreements are sampled for review (release.paired)."""
+    share: float = 0.0
+    disagreement_p: float = 1.0
+    audit_p: float = 0.0
+
+    @classmethod
+    def from_tag(cls, raw: str) -> "Shadow":
+        values = json.loads(raw)
+        shadow = cls(float(values["share"]), float(values.get("disagreement_p", 1.0)), float(values.get("audit_p", 0.0)))
+        if not all(0.0 <= v <= 1.0 for v in (shadow.share, shadow.disagreement_p, shadow.audit_p)):
+            raise ValueError("shares and probabilities must lie in [0, 1]")
+        if shadow.share > 0 and shadow.disagreement_p <= 0:
+            raise ValueError("a shadow comparison must ask for some disagreements (disagreement_p > 0)")
+        return shadow
+
+
 class AliasWatcher:
-    """Keeps `arms` = {"champion": ServedModel, "challenger": ServedModel | None} and the challenger's
-    traffic share in step with MLflow: the aliases, and the share tag a rollout writes (which wins
-    over the configured default, so every replica follows the same rollout plan)."""
+    """Keeps `arms` = {"champion": ServedModel, "challenger": ServedModel | None}, the challenger's
+    traffic share and the shadow comparison in step with MLflow: the aliases, and the tags a rollout
+    writes (which win over the configured default, so every replica follows the same rollout plan)."""
 
     def __init__(self, name: str, cache: VersionCache, poll_seconds: float, default_share: float,
                  on_swap: Callable[[str, ServedModel | None, ServedModel], None] | None = None) -> None:
@@ -84,6 +104,7 @@ class AliasWatcher:
         self.poll_seconds = poll_seconds
         self.default_share = default_share
         self.share = default_share
+        self.shadow = Shadow()
         self.arms: dict[str, ServedModel | None] = {CHAMPION: None, CHALLENGER: None}
         self.errors: list[str] = []   # refusals and lookup failures, newest last (shown in /info)
         self._stop = threading.Event()
@@ -102,14 +123,19 @@ class AliasWatcher:
         log.error(message)
         self.errors = (self.errors + [message])[-20:]
 
-    def _registry_state(self) -> tuple[dict[str, str], float]:
+    @property
+    def shadow_in_force(self) -> Shadow:
+        """The shadow comparison in force: none while no challenger is loaded."""
+        return self.shadow if self.arms[CHALLENGER] is not None else Shadow()
+
+    def _registry_state(self) -> tuple[dict[str, str], float, Shadow]:
         import mlflow
         from mlflow.exceptions import MlflowException
 
         try:
             model = mlflow.MlflowClient().get_registered_model(self.name)
         except MlflowException:
-            return {}, self.share
+            return {}, self.share, self.shadow
         share = self.default_share
         if SHARE_TAG in model.tags:
             try:
@@ -119,16 +145,26 @@ class AliasWatcher:
             except ValueError as e:
                 self._note(f"ignored tag {SHARE_TAG}={model.tags[SHARE_TAG]!r}: {e}; keeping share {self.share}")
                 share = self.share
-        return {alias: str(version) for alias, version in model.aliases.items()}, share
+        shadow = Shadow()
+        if SHADOW_TAG in model.tags:
+            try:
+                shadow = Shadow.from_tag(model.tags[SHADOW_TAG])
+            except (ValueError, KeyError, TypeError) as e:
+                self._note(f"ignored tag {SHADOW_TAG}={model.tags[SHADOW_TAG]!r}: {e}; keeping {self.shadow}")
+                shadow = self.shadow
+        return {alias: str(version) for alias, version in model.aliases.items()}, share, shadow
 
     def refresh(self) -> list[str]:
         """Load what the aliases point at now and take the current share; returns the changes made."""
         changes = []
-        aliases, share = self._registry_state()
+        aliases, share, shadow = self._registry_state()
         if share != self.share:
             changes.append(f"challenger share: {self.share} -> {share}")
             self.share = share
-        for arm in (CHAMPION, CHALLENGER) if share > 0 else (CHAMPION,):
+        if shadow != self.shadow:
+            changes.append(f"shadow: {self.shadow} -> {shadow}")
+            self.shadow = shadow
+        for arm in (CHAMPION, CHALLENGER) if share > 0 or shadow.share > 0 else (CHAMPION,):
             version = aliases.get(arm)
             current = self.arms[arm]
             if version is None or (current and current.version == version):
