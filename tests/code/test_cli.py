@@ -65,3 +65,18 @@ def test_submit_sends_what_the_package_takes_and_refuses_a_mismatch(tmp_path):
     out = runner.invoke(app, ["pipeline", "submit", "--host", "http://127.0.0.1:9", "--package", str(family),
                               "--variant", "all", "--param", "member=pro"], env={"COLUMNS": "300"})
     assert out.exit_code == 2 and "takes no parameter ['member']" in out.output, out.output
+
+
+def test_an_error_is_one_message_with_the_next_step_and_debug_shows_the_traceback(tmp_path):
+    """Run as a user does (the installed entry point's module), from another folder."""
+    import subprocess
+    import sys
+
+    args = [sys.executable, "-m", "yanjin.cli", "history", "no-such-model", "--state-dir", str(tmp_path / "state"), "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"]
+    plain = subprocess.run(args, capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert plain.returncode == 1 and "Traceback" not in plain.stderr, plain.stderr
+    lines = [line for line in plain.stderr.splitlines() if line.strip() and "INFO" not in line]
+    assert lines[0].startswith("error: ") and "no-such-model" in lines[0], plain.stderr
+    assert lines[1].strip().startswith("next: see what is registered: yanjin status") and len(lines) == 2
+    debug = subprocess.run(args + ["--debug"], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert debug.returncode == 1 and "Traceback" in debug.stderr

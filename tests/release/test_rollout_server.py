@@ -1,5 +1,6 @@
-"""A rollout end to end: two versions built by the tiny pipeline, the real server over HTTP,
-labelled traffic with feedback, the controller deciding after every chunk."""
+"""A rollout end to end: two versions built by the tiny pipeline, the real server over HTTP, the controller
+deciding after every chunk. Shadow first: the server scores the challenger beside the champion off the answer
+path and puts the disagreements on the review queue; the reviewer labels only what the queue asks for."""
 import json
 
 import httpx
@@ -19,8 +20,8 @@ from yanjin.serving.predlog import PredictionLog
 
 from .conftest import release_for
 
-POLICY = RolloutPolicy(plan="10,50,100", shadow_share=0, min_labelled=30, min_step_requests=30, accuracy_margin=0.05,
-                       review_margin=0.15, max_step_requests=3000)
+POLICY = RolloutPolicy(plan="10,50,100", shadow_share=1.0, min_step_requests=30, accuracy_margin=0.05,
+                       review_margin=0.15, max_step_requests=3000, label_wait_s=60)
 
 
 def build_two_versions(state: LocalState, data_dir) -> tuple[list[str], list[str]]:
@@ -68,24 +69,28 @@ def test_worse_challenger_is_rolled_back_then_better_one_promoted(served):
     release, log, url, texts, labels, key = served
     client = release.client
     worse = rehearse(release, log, url, MODEL, "2", POLICY, texts, labels, key, poll_wait_s=0.6)
-    last = worse.checks[-1]
     print(f"\nworse challenger: {worse.status} after {worse.requests} requests ({worse.served_by}), "
-          f"labelled champion {last['labelled_champion']} / challenger {last['labelled_challenger']}")
-    assert worse.status == "rolled_back" and "significantly below" in worse.reason
+          f"{worse.feedback} labels asked for and given")
+    assert worse.status == "rolled_back" and "less accurate" in worse.reason
     assert alias_version(client, MODEL, CHAMPION) == "1"
-    assert 0 < worse.served_by["challenger"] < worse.served_by["champion"]   # 10% of keys, not half
+    assert worse.served_by["challenger"] == 0      # judged in shadow: it never answered a client
+    assert worse.feedback < worse.requests / 2     # only what the queue asked for
+    pairs = log.pairs(MODEL, "2", 0.0)
+    assert pairs and all(p["inclusion_p"] is not None for p in pairs)
     info = httpx.post(f"{url}/info", json={}, timeout=10)
-    assert info.json()["ab"]["share_set"] in (0.0, 0.1)                     # 0 once the server has polled
+    assert info.json()["ab"]["share_set"] == 0.0
 
     promote(release, MODEL, "2", "rehearsal: a weak champion to beat", expected="1", force=True)
     better = rehearse(release, log, url, MODEL, "1", POLICY, texts, labels, key, poll_wait_s=0.6, seed=1)
-    last = better.checks[-1]
     print(f"better challenger: {better.status} after {better.requests} requests ({better.served_by}), "
-          f"labelled champion {last['labelled_champion']} / challenger {last['labelled_challenger']}")
-    assert better.status == "promoted"
-    assert [c["share"] for c in better.checks if c["decision"] != "hold"] == [0.1, 0.5, 1.0]
+          f"{better.feedback} labels")
+    assert better.status == "promoted", better.reason
+    assert [(c["phase"], c["share"]) for c in better.checks if c["decision"] != "hold"] == [
+        ("shadow", 0.0), ("canary", 0.1), ("canary", 0.5), ("canary", 1.0)]
+    assert 0 < better.served_by["challenger"] < better.served_by["champion"]   # the canary's keys, not half
     assert alias_version(client, MODEL, CHAMPION) == "1"
     changes = [e for e in history(release, MODEL) if e.action != "register"]  # the pipeline's registrations
     assert [e.action for e in changes] == ["rollout-start", "rollout-rollback", "promote", "rollout-start",
-                                           "rollout-advance", "rollout-advance", "rollout-promote"]
+                                           "rollout-shadow-verdict", "rollout-advance", "rollout-advance",
+                                           "rollout-promote"]
     assert changes[2].forced

@@ -4,6 +4,7 @@ Only this package imports every layer. Each module holds one group of commands a
 domain code inside its commands, so `yanjin --help` stays fast and nothing here imports back.
 """
 import os
+import sys
 
 import typer
 
@@ -37,5 +38,63 @@ app.add_typer(schedule_app, name="schedule")
 app.command("status")(status)
 app.command("card")(card)
 app.command("reproduce")(reproduce)
+DEBUG_ENV = "YANJIN_DEBUG"
 
-__all__ = ["app"]
+
+@app.callback()
+def _global(debug: bool = typer.Option(False, "--debug", help="On an error, show the Python traceback too "
+                                       "(also accepted anywhere on the line, or YANJIN_DEBUG=1).")) -> None:
+    if debug:
+        os.environ[DEBUG_ENV] = "1"
+
+
+def _next_step(error: BaseException) -> str:
+    """What to run next, by the kind of error (the message itself says what went wrong)."""
+    from ..components.data import DataError
+    from ..registry import LineageError
+    from ..registry.ledger import LedgerError
+    from ..release.promotion import PromotionConflict, PromotionRefused
+    from ..release.rollout import RolloutError
+
+    kind = type(error).__name__
+    if isinstance(error, RolloutError):
+        return "see where it stands: yanjin rollout status MODEL (or yanjin status)"
+    if isinstance(error, (PromotionRefused, PromotionConflict, LedgerError)):
+        return "see the release state and its audit: yanjin status; yanjin history MODEL --verify"
+    if isinstance(error, DataError):
+        return "check the file, or name its columns: --set data.text_column=... --set data.label_column=..."
+    if isinstance(error, LineageError):
+        return "see what is registered: yanjin status"
+    if getattr(error, "error_code", "") == "RESOURCE_DOES_NOT_EXIST":
+        return "see what is registered: yanjin status (or the MLflow UI)"
+    if kind in ("MlflowException", "RestException"):
+        return "is the tracking server reachable and are you allowed? (--tracking-uri, MLFLOW_TRACKING_USERNAME)"
+    if kind in ("ConnectError", "ConnectTimeout", "ServerError"):
+        return "is the yanjin server running and the URL right? (yanjin serve; --url)"
+    if kind == "OperationalError":
+        return "is the database reachable and its folder there? (--state-dir, --prediction-log, YANJIN_LEDGER_URL)"
+    if isinstance(error, OSError):
+        return "check the path and its permissions"
+    return "run it again with --debug for the traceback, and report it if the message does not help"
+
+
+def main() -> None:
+    """The `yanjin` command: any error is one message naming the problem and what to run next; --debug (anywhere
+    on the line) or YANJIN_DEBUG=1 shows the traceback instead."""
+    if "--debug" in sys.argv[1:]:
+        sys.argv = [sys.argv[0]] + [a for a in sys.argv[1:] if a != "--debug"]
+        os.environ[DEBUG_ENV] = "1"
+    try:
+        app()
+    except KeyboardInterrupt:
+        typer.secho("interrupted", fg="red", err=True)
+        sys.exit(130)
+    except Exception as error:  # noqa: BLE001 - the one place every error becomes a message
+        if os.environ.get(DEBUG_ENV) == "1":
+            raise
+        message = " ".join(str(error).split()) or type(error).__name__
+        typer.secho(f"error: {message}\n  next: {_next_step(error)} (--debug shows the traceback)", fg="red", err=True)
+        sys.exit(1)
+
+
+__all__ = ["app", "main"]

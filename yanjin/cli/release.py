@@ -248,7 +248,9 @@ def rollout_rehearse(
     challenger: str = typer.Option(..., help="Version to roll out against @champion."),
     url: str = typer.Option("http://127.0.0.1:3000", help="The yanjin server serving MODEL."),
     data: Path = typer.Option(..., help="Labelled CSV to replay (columns text, category)."),
-    feedback_share: float = typer.Option(1.0, min=0.0, max=1.0, help="Share of predictions whose true label is reported."),
+    labels_for: str = typer.Option("queue", help="queue: label what the review queue asks for, as reviewers do; all: "
+                                   "label --feedback-share of every answer (an unpaired A/B's best case)."),
+    feedback_share: float = typer.Option(1.0, min=0.0, max=1.0, help="With --labels-for all: share of answers labelled."),
     chunk: int = typer.Option(64, min=1, help="Requests between two checks."),
     max_requests: int = typer.Option(20_000, min=1, help="Stop replaying after this many requests."),
     output: Optional[Path] = typer.Option(None, help="Write every check as JSON here."),
@@ -270,7 +272,8 @@ def rollout_rehearse(
     log = _open_log(state_dir, prediction_log)
     try:
         out = rehearse(_release(state_dir, tracking_uri), log, url, model, challenger, policy, list(frame["text"]),
-                       list(frame["category"]), api_key, chunk, feedback_share, max_requests, force=force)
+                       list(frame["category"]), api_key, chunk, feedback_share, max_requests, force=force,
+                       labels_for=labels_for)
     except _errors() as err:
         _fail(str(err))
     finally:

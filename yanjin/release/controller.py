@@ -64,7 +64,7 @@ def _model_pass(release: Release, predictions: PredictionLog | None, rollout: Ro
     state = read_state(release, model)
     if state is not None and state.status == RUNNING and predictions is not None:
         state, a = check(release, predictions, model, rollout, True, policy.approvals, report_dir)
-        line = f"{model}: rollout of v{state.challenger} at {a.share:.0%}: {a.decision}"
+        line = f"{model}: rollout of v{state.challenger}, {state.where}: {a.decision}"
         (result.waiting if state.reason.startswith("awaiting approval") else result.actions).append(
             line + (f" ({state.reason})" if state.reason.startswith("awaiting approval") else ""))
     in_rollout = state.challenger if state is not None and state.status == RUNNING else None

@@ -1,6 +1,8 @@
 """Rehearse a rollout: replay labelled texts against a running server, report the true labels as a
 reviewer would (POST /review with a reviewer's API key), and let the rollout controller decide after
-every chunk, exactly as in production.
+every chunk, exactly as in production. The reviewer labels what the review queue asks for (disagreements
+of the shadow comparison first), as people would; `labels="all"` labels a share of every answer instead
+(the unpaired A/B's best case). A 429 or 503 is waited out as its Retry-After says.
 
     yanjin rollout rehearse banking77-lite --challenger 4 --url http://127.0.0.1:3000 --data test.csv \
         --api-key "$(yanjin keys add rehearsal --role reviewer | tail -1)"
@@ -17,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 import httpx
 
 from ..registry import CHALLENGER, CHAMPION
+from ..serving.client import post
 from ..serving.predlog import PredictionLog
 from .policy import RolloutPolicy
 from .rollout import RUNNING, check, start
@@ -27,7 +30,8 @@ class Rehearsal:
     status: str = RUNNING
     checks: list[dict] = field(default_factory=list)   # one per look: share, counts, interval, decision
     requests: int = 0
-    feedback: int = 0
+    feedback: int = 0          # labels given
+    asked: int = 0             # ... of which the review queue asked for
     served_by: dict = field(default_factory=lambda: {CHAMPION: 0, CHALLENGER: 0})
     reason: str = ""
 
@@ -43,26 +47,39 @@ def send_chunk(http: httpx.Client, url: str, texts: list[str], labels: list[str]
     arms = {CHAMPION: 0, CHALLENGER: 0}
     for i in range(0, len(texts), batch):
         items = [{"text": t} | ({"key": k} if k else {}) for t, k in zip(texts[i:i + batch], keys[i:i + batch])]
-        r = http.post(f"{url}/predict", json={"items": items})
-        r.raise_for_status()
+        r = post(http, f"{url}/predict", {"items": items})
         for result, label in zip(r.json(), labels[i:i + batch]):
             sent += 1
             arms[result["arm"]] += 1
             if rng.random() < feedback_share:
-                f = http.post(f"{url}/review", json={"prediction_id": result["prediction_id"], "label": label})
-                f.raise_for_status()
+                post(http, f"{url}/review", {"prediction_id": result["prediction_id"], "label": label})
                 given += 1
     return sent, given, arms
+
+
+def review_what_is_asked(http: httpx.Client, url: str, log: PredictionLog, truth: dict[str, str],
+                         limit: int = 10_000) -> int:
+    """A reviewer works through the review queue, labelling each item with its true label; returns how many."""
+    given = 0
+    for item in log.review_queue(limit):
+        label = truth.get(item["text"])
+        if label is not None:
+            post(http, f"{url}/review", {"prediction_id": item["id"], "label": label})
+            given += 1
+    return given
 
 
 def rehearse(release, log: PredictionLog, url: str, model: str, challenger: str,
              policy: RolloutPolicy, texts: list[str], labels: list[str], api_key: str, chunk: int = 64,
              feedback_share: float = 1.0, max_requests: int = 20_000, poll_wait_s: float = 0.0,
-             seed: int = 0, reason: str = "rehearsal", force: bool = False) -> Rehearsal:
+             seed: int = 0, reason: str = "rehearsal", force: bool = False, labels_for: str = "queue") -> Rehearsal:
     """Start a rollout of `challenger`, then replay traffic chunk by chunk until it is promoted or rolled back.
     Each chunk cycles through the labelled texts as new users, whose arm the server draws: sent through one
     API key with sticky keys, the rollout would count them as one caller's (capped) evidence."""
+    if labels_for not in ("queue", "all"):
+        raise ValueError(f"labels_for {labels_for!r}: queue (what the review queue asks for) or all")
     rng = random.Random(seed)
+    truth = dict(zip(texts, labels))
     start(release, model, challenger, policy, reason, force)
     out = Rehearsal()
     order = list(range(len(texts)))
@@ -72,13 +89,19 @@ def rehearse(release, log: PredictionLog, url: str, model: str, challenger: str,
             picks = [order[(out.requests + j) % len(order)] for j in range(chunk)]
             keys = [None] * chunk
             sent, given, arms = send_chunk(http, url, [texts[p] for p in picks], [labels[p] for p in picks], keys,
-                                           feedback_share, rng)
+                                           feedback_share if labels_for == "all" else 0.0, rng)
+            if labels_for == "queue":
+                log.flush()
+                time.sleep(0.2)   # the shadow scorer logs its pairs just after the answers went out
+                given = review_what_is_asked(http, url, log, truth)
+                out.asked += given
             out.requests += sent
             out.feedback += given
             for arm, n in arms.items():
                 out.served_by[arm] += n
             state, a = check(release, log, model, policy, act=True)
-            out.checks.append({"requests": out.requests, "share": a.share, "decision": a.decision,
+            out.checks.append({"requests": out.requests, "share": a.share, "phase": state.phase,
+                               "decision": a.decision, "labels": out.feedback,
                                "labelled_champion": a.champion.labelled, "labelled_challenger": a.challenger.labelled,
                                "accuracy_champion": a.champion.accuracy, "accuracy_challenger": a.challenger.accuracy,
                                "accuracy_diff": [a.accuracy.low, a.accuracy.high],
