@@ -262,6 +262,7 @@ class ReleasePolicy:
                                          # proposed it and the one who trained the version (four eyes: 1)
     lease_ttl_s: float = 120.0           # a release lease not renewed for this long (ledger clock) was left by a crash
     controller_interval_s: float = 60.0  # seconds between two passes of `yanjin controller run`
+    auto_rollout: bool = True            # the controller starts a rollout (shadow first) of a new gated @challenger
 
 
 @dataclass(frozen=True)

@@ -60,7 +60,8 @@ def monitor_check(
         if kfp_param and not all("=" in p for p in kfp_param):
             raise typer.BadParameter("each --kfp-param must look like name=value", param_hint="--kfp-param")
         retrainer = None if not retrain else (
-            cluster_retrainer(client, set_, model, kfp_host, kfp_package, kfp_param, typer.echo) if kfp_host
+            cluster_retrainer(client, set_, model, kfp_host, kfp_package, kfp_param, log, data, state, typer.echo)
+            if kfp_host
             else local_retrainer(client, set_, model, state, tracking_uri, log, data, typer.echo))
         if record_and_maybe_retrain(client, config, model, result.verdict, retrainer):
             typer.echo("  retraining trigger fired" + ("" if retrain else " (pass --retrain to launch it)"))

@@ -20,6 +20,20 @@ def fail(message: str) -> None:
     raise typer.Exit(1)
 
 
+def data_source(config, data: Path | None, train: Path | None, test: Path | None, labels: Path | None,
+                state_dir: Path):
+    """The run's data, resolved once: --train/--test/--labels as given, the rest from --data's folder (train.csv,
+    test.csv, categories.json); paths made absolute, so the version's record works from any folder later."""
+    from dataclasses import replace
+
+    from ..components.data import DataSource
+
+    folder = DataSource.in_folder(data_dir(data, state_dir), config.data) if not (train and test) else None
+    pick = lambda given, default: str(Path(given).resolve()) if given else default   # noqa: E731
+    base = folder or DataSource("", "", "", config.data.text_column, config.data.label_column)
+    return replace(base, train=pick(train, base.train), test=pick(test, base.test), labels=pick(labels, base.labels))
+
+
 def state_of(state_dir: Path) -> LocalState:
     return LocalState(state_dir)
 

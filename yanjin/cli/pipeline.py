@@ -10,7 +10,7 @@ import typer
 
 from ..registry import CHALLENGER, CHAMPION
 from ..state import DEFAULT_STATE_DIR
-from .options import STATE, TRACKING, data_dir, state_of
+from .options import STATE, TRACKING, data_dir, data_source, state_of
 
 pipeline_app = typer.Typer(help="Compile the Kubeflow pipeline or run it locally.", no_args_is_help=True)
 data_app = typer.Typer(help="Download public data sets, verified by sha256.", no_args_is_help=True)
@@ -44,14 +44,11 @@ def pipeline_run(
     config = load_profile(profile, set_)
     if variant and variant != "all" and variant not in FAMILY:
         raise typer.BadParameter(f"unknown family member {variant!r}; known: {list(FAMILY)} or all", param_hint="--variant")
-    if not (train and test):
-        folder = data_dir(data, state_dir)
-        train, test = train or folder / "train.csv", test or folder / "test.csv"
-        if labels is None and (folder / "categories.json").is_file():
-            labels = folder / "categories.json"
+    source = data_source(config, data, train, test, labels, state_dir)
+    train = source.train
     state = state_of(state_dir)
     uri = tracking_uri or state.tracking_uri
-    args = (str(train), str(test), str(labels or ""), state, tracking_uri, git_commit())
+    args = (source.train, source.test, source.labels, state, tracking_uri, git_commit())
     corpus_args = [str(c) for c in corpus] or None
     from ..pipelines.console import watched
     from ..pipelines.pipeline import DEFAULT_IMAGE, build_family_pipeline, build_pipeline
@@ -243,9 +240,9 @@ def bench_family(
 
     from ..components import data as D
     from ..components.compare import CompareParams, compare_family
-    folder = data_dir(data, state_dir)
-    train = D.read_table(folder / "train.csv", "text", "category")
-    test = D.read_table(folder / "test.csv", "text", "category")
+    from ..config import DataParams
+    source = D.DataSource.in_folder(data_dir(data, state_dir), DataParams())
+    train, test = source.read("train"), source.read("test")
     mlflow.set_tracking_uri(tracking_uri or state_of(state_dir).tracking_uri)
     result = compare_family(model_name, [v.strip() for v in variants.split(",") if v.strip()], train, test,
                             CompareParams(latency_runs, throughput_batches), output_dir)

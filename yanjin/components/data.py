@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
 from ..config import DataParams
-from ..registry import sha256_file
+from ..registry import RUN_PARAM_LABELS, RUN_PARAM_TEST, RUN_PARAM_TRAIN, sha256_file
 
 TEXT, LABEL = "text", "label"  # canonical column names inside the pipeline
 
@@ -77,6 +78,76 @@ def read_table(path: str | Path, text_column: str, label_column: str) -> pd.Data
         raise DataError(f"{path}: has a header but no rows")
     out = pd.DataFrame({TEXT: df[text_column].astype(str), LABEL: df[label_column].astype(str)})
     return out.reset_index(drop=True)
+
+
+ARTIFACT_SCHEMES = ("runs:/", "mlflow-artifacts:/", "models:/")   # files kept in the registry's store
+
+
+def local_file(location: str, tracking_uri: str | None = None, dest: str | Path | None = None) -> str:
+    """A data file's local path: as given, or downloaded from the registry's store when it is an artifact URI
+    (how a cluster run reads a training set that retraining stored)."""
+    if not location.startswith(ARTIFACT_SCHEMES):
+        return location
+    import tempfile
+
+    import mlflow
+
+    try:
+        return mlflow.artifacts.download_artifacts(location, dst_path=str(dest or tempfile.mkdtemp(prefix="data-")),
+                                                   tracking_uri=tracking_uri)
+    except Exception as e:  # noqa: BLE001 - the store's errors are many; the message names the URI
+        raise DataError(f"{location}: cannot be read from the registry's store ({type(e).__name__}: {e})") from None
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """One owner of the data layout: where a version's data is (files, or artifact URIs in the registry's store),
+    how to read it (format from the file name, the text and label columns) and its label list. Resolved once when
+    a pipeline starts, recorded with the version (run params and its config), read back by retraining, reproduce,
+    the drift reference and the model card; a retraining set is written in the same format and columns."""
+    train: str
+    test: str
+    labels: str = ""            # a JSON list of label names; "": the labels seen in training
+    text_column: str = "text"
+    label_column: str = "category"
+
+    @classmethod
+    def in_folder(cls, folder: str | Path, params: DataParams) -> "DataSource":
+        """A data folder's conventional files: train.csv, test.csv and categories.json when present."""
+        folder = Path(folder).resolve()
+        labels = folder / "categories.json"
+        return cls(str(folder / "train.csv"), str(folder / "test.csv"), str(labels) if labels.is_file() else "",
+                   params.text_column, params.label_column)
+
+    @classmethod
+    def recorded(cls, run_params: dict, params: DataParams) -> "DataSource | None":
+        """What a version's run recorded (None for a run that recorded no files); the columns are its config's."""
+        if not (run_params.get(RUN_PARAM_TRAIN) and run_params.get(RUN_PARAM_TEST)):
+            return None
+        return cls(run_params[RUN_PARAM_TRAIN], run_params[RUN_PARAM_TEST], run_params.get(RUN_PARAM_LABELS, ""),
+                   params.text_column, params.label_column)
+
+    def run_params(self) -> dict:
+        return {RUN_PARAM_TRAIN: self.train, RUN_PARAM_TEST: self.test, RUN_PARAM_LABELS: self.labels}
+
+    @property
+    def files(self) -> list[str]:
+        return [self.train, self.test] + ([self.labels] if self.labels else [])
+
+    def read(self, which: str) -> pd.DataFrame:
+        """The `train` or `test` file as (text, label) rows."""
+        return read_table(getattr(self, which), self.text_column, self.label_column)
+
+    def write_like_train(self, frame: pd.DataFrame, path: str | Path) -> Path:
+        """(text, label) rows written as the training file is: its format (the suffix is added) and column names."""
+        suffix = Path(self.train).suffix.lower()
+        out = Path(path).with_suffix(suffix if suffix in (".parquet", ".pq") else ".csv")
+        table = pd.DataFrame({self.text_column: frame[TEXT].astype(str), self.label_column: frame[LABEL].astype(str)})
+        if out.suffix in (".parquet", ".pq"):
+            table.to_parquet(out, index=False)
+        else:
+            table.to_csv(out, index=False)
+        return out
 
 
 def read_label_set(path: str | Path | None, train: pd.DataFrame) -> list[str]:

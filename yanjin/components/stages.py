@@ -55,14 +55,17 @@ def validate_and_split(train_data: str, test_data: str, label_set: str, cfg: Pip
     from .validate import DataValidationError, validate_splits
 
     p = cfg.data
-    train = D.read_table(train_data, p.text_column, p.label_column)
-    test = D.read_table(test_data, p.text_column, p.label_column)
-    labels = D.read_label_set(label_set or None, train)
-    data_sha = D.sha256_files([train_data, test_data] + ([label_set] if label_set else []))
+    source = D.DataSource(train_data, test_data, label_set, p.text_column, p.label_column)
+    # a file in the registry's store (a retraining set) is read by its URI; recorded as given
+    local = D.DataSource(*(D.local_file(f, tracking_uri) if f else f for f in (train_data, test_data, label_set)),
+                         p.text_column, p.label_column)
+    train, test = local.read("train"), local.read("test")
+    labels = D.read_label_set(local.labels or None, train)
+    data_sha = D.sha256_files(local.files)
 
     mlflow.set_tracking_uri(tracking_uri)
     with mlflow.start_run(experiment_id=R.ensure_experiment(experiment, artifact_root or None)) as run:
-        _tag_run(cfg, train_data, test_data, data_sha, git_commit)
+        _tag_run(cfg, source, data_sha, git_commit)
         try:
             verdict = validate_splits({"train": train, "test": test}, {"train": train_data, "test": test_data},
                                       labels, cfg.validation).to_dict()
@@ -82,26 +85,27 @@ def validate_and_split(train_data: str, test_data: str, label_set: str, cfg: Pip
 
 def start_member_run(train_set: str, val_set: str, test_set: str, report: dict, cfg: PipelineConfig,
                      tracking_uri: str, experiment: str, artifact_root: str, git_commit: str, train_data: str,
-                     test_data: str, data_sha256: str, family_run_id: str) -> str:
+                     test_data: str, data_sha256: str, family_run_id: str, label_set: str = "") -> str:
     """A family member's own MLflow run, for data validated once by the family run: the same record a
     one-member run has (tags, data, verdict, training split), linked to the family run. Returns its id."""
     import mlflow
 
     mlflow.set_tracking_uri(tracking_uri)
     with mlflow.start_run(experiment_id=R.ensure_experiment(experiment, artifact_root or None)) as run:
-        _tag_run(cfg, train_data, test_data, data_sha256, git_commit)
+        _tag_run(cfg, D.DataSource(train_data, test_data, label_set, cfg.data.text_column, cfg.data.label_column),
+                 data_sha256, git_commit)
         mlflow.set_tag(R.RUN_FAMILY, family_run_id)
         verdict = {k: v for k, v in report.items() if k != "labels"}
         _log_validated(verdict, train_set, val_set, test_set, report["labels"])
     return run.info.run_id
 
 
-def _tag_run(cfg: PipelineConfig, train_data: str, test_data: str, data_sha: str, git_commit: str) -> None:
+def _tag_run(cfg: PipelineConfig, source: D.DataSource, data_sha: str, git_commit: str) -> None:
     import mlflow
 
     mlflow.set_tags(R.VersionTags(variant=cfg.model.variant, profile=cfg.profile, data_sha256=data_sha,
                                   git_commit=git_commit).to_tags() | {R.RUN_PIPELINE: "yanjin"})
-    mlflow.log_params({R.RUN_PARAM_TRAIN: train_data, R.RUN_PARAM_TEST: test_data})
+    mlflow.log_params(source.run_params())   # the data as given (paths or URIs); the columns are in the config
 
 
 def _log_validated(verdict: dict, train_set: str, val_set: str, test_set: str, labels: list[str]) -> None:

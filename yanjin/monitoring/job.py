@@ -118,17 +118,41 @@ def champion_recipe(client, model: str, overrides: list[str]) -> PipelineConfig:
     return from_dict(recipe)
 
 
+def champion_source(client, model: str, config: PipelineConfig, data: Path | None, state: LocalState):
+    """The data the champion was trained on, as its run recorded it (files or store URIs, its columns), or the
+    files of an explicit --data folder; a version recorded before sources were falls back to the data folder."""
+    from ..components.data import DataSource
+
+    if data is not None:
+        return DataSource.in_folder(data, config.data)
+    version = R.alias_version(client, model, R.CHAMPION)
+    source = DataSource.recorded(client.get_run(client.get_model_version(model, version).run_id).data.params,
+                                 config.data)
+    return source or DataSource.in_folder(find_data_dir(None, state), config.data)
+
+
 def cluster_retrainer(client, overrides: list[str], model: str, host: str, package: Path, params: list[str],
-                      say: Say = print) -> Retrainer:
-    """On a cluster: submit one Kubeflow run of the compiled pipeline with the champion's recipe. The
-    training data is whatever the `train_data` parameter names on the cluster's storage (export review labels
-    there with `yanjin review export` first; this path does not merge them itself)."""
+                      log=None, data: Path | None = None, state: LocalState | None = None, say: Say = print) -> Retrainer:
+    """On a cluster: merge the trusted review labels into the champion's training data here, keep the result in
+    the registry's store, and submit one Kubeflow run of the compiled pipeline with the champion's recipe that
+    reads it by URI (`train_data`); test data and labels stay the champion's. Without a prediction log the
+    `train_data` parameter is used as given."""
     from ..pipelines.remote import client as kfp_client
     from ..pipelines.remote import package_parameters, pipeline_arguments
+    from .retrain import retraining_data, store_retraining_set
 
     def run(reason: str):
-        arguments = pipeline_arguments(champion_recipe(client, model, overrides), model,
-                                       dict(p.split("=", 1) for p in params), package_parameters(package))
+        config = champion_recipe(client, model, overrides)
+        given = dict(p.split("=", 1) for p in params)
+        if log is not None:
+            source = champion_source(client, model, config, data, state or LocalState())
+            merged = retraining_data(source, log.labelled(trust_feedback=config.monitor.trust_client_feedback),
+                                     (state or LocalState()).retraining)
+            uri = store_retraining_set(client, model, merged, reason)
+            given |= {"train_data": uri, "test_data": source.test, "label_set": source.labels}
+            say(f"retraining ({reason}): {merged.added} labelled rows added (dropped {merged.dropped}); "
+                f"training set {uri}")
+        arguments = pipeline_arguments(config, model, given, package_parameters(package))
         submitted = kfp_client(host).create_run_from_pipeline_package(
             str(package), arguments, run_name=f"{model} retraining: {reason}"[:100], experiment_name="yanjin",
             enable_caching=False)
@@ -146,8 +170,8 @@ def local_retrainer(client, overrides: list[str], model: str, state: LocalState,
     def run(reason: str):
         config = champion_recipe(client, model, overrides)
         labelled = log.labelled(trust_feedback=config.monitor.trust_client_feedback)  # reviewers' labels by default
-        outcome, added = retrain(config, find_data_dir(data, state), state, tracking_uri, labelled, reason,
-                                 git_commit())
+        outcome, added = retrain(config, champion_source(client, model, config, data, state), state, tracking_uri,
+                                 labelled, reason, git_commit())
         say(f"retraining ({reason}): {added.added} labelled rows added (dropped {added.dropped}); gate "
             f"{outcome.gate}" + (f"; registered {outcome.registered_model} v{outcome.version} as @{R.CHALLENGER}"
                                  if outcome.version else ""))

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 from mlflow import MlflowClient
 
-from ..registry import RUN_PARAM_TEST, RUN_PARAM_TRAIN, TRAINING_DATA_ARTIFACT, LineageError, download_training_split
+from ..registry import RUN_PARAM_LABELS, RUN_PARAM_TEST, RUN_PARAM_TRAIN, TRAINING_DATA_ARTIFACT, LineageError, download_training_split
 from ..registry import VersionTags
 
 
@@ -35,7 +35,7 @@ def _rebuilt_from_lineage(client: MlflowClient, model: str, mv) -> pd.DataFrame:
     if not (train and test and Path(train).is_file() and Path(test).is_file()):
         raise LineageError(f"{model} v{mv.version}: no '{TRAINING_DATA_ARTIFACT}' artifact and the files its run "
                            f"names ({train}, {test}) are not readable here; re-run its pipeline")
-    labels_file = Path(train).with_name("categories.json")
+    labels_file = Path(params.get(RUN_PARAM_LABELS) or Path(train).with_name("categories.json"))
     candidates = [[train, test, str(labels_file)], [train, test]] if labels_file.is_file() else [[train, test]]
     tags = VersionTags.from_tags(dict(mv.tags))
     expected = tags.data_sha256

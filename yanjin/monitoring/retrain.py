@@ -6,14 +6,15 @@ rollout or a person's decision.
 """
 from __future__ import annotations
 
+import json
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
 
-TEXT, LABEL = "text", "category"
+from ..components.data import LABEL, TEXT, DataSource, read_label_set
 
 
 def normalised(text: str) -> str:
@@ -26,16 +27,18 @@ class RetrainingData:
     original_rows: int
     added: int                     # labelled rows that made it in
     dropped: dict[str, int]        # why the others did not: unknown_label, in_test_set, duplicate
+    source: DataSource | None = None   # the champion's data with this training file in its place
 
 
-def retraining_data(train_csv: Path, test_csv: Path, labelled: list[dict], known_labels: list[str],
-                    out_dir: Path) -> RetrainingData:
-    """Original training rows + labelled traffic, deduplicated (by case- and space-insensitive text),
-    without texts of the test set (they would leak into the gate's measurement) and without labels
-    the model does not know. Written as a CSV with the original columns, for the pipeline to validate."""
-    train = pd.read_csv(train_csv)
-    test_texts = {normalised(t) for t in pd.read_csv(test_csv)[TEXT]}
-    known, seen = set(known_labels), {normalised(t) for t in train[TEXT]}
+def retraining_data(source: DataSource, labelled: list[dict], out_dir: Path) -> RetrainingData:
+    """The source's training rows + labelled traffic, deduplicated (by case- and space-insensitive text),
+    without texts of the test set (they would leak into the gate's measurement) and without labels the
+    model does not know. Written as the source's training file is (format, column names), so the pipeline
+    validates it as it did the original."""
+    train = source.read("train")
+    test_texts = {normalised(t) for t in source.read("test")[TEXT]}
+    known = set(read_label_set(source.labels or None, train))
+    seen = {normalised(t) for t in train[TEXT]}
     dropped = {"unknown_label": 0, "in_test_set": 0, "duplicate": 0}
     rows = []
     for row in labelled:
@@ -48,30 +51,42 @@ def retraining_data(train_csv: Path, test_csv: Path, labelled: list[dict], known
         seen.add(key)
         rows.append({TEXT: row["text"], LABEL: row["label"]})
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"train-with-feedback-{time.strftime('%Y%m%dT%H%M%S')}.csv"
-    pd.concat([train[[TEXT, LABEL]], pd.DataFrame(rows, columns=[TEXT, LABEL])]).to_csv(path, index=False)
-    return RetrainingData(path, len(train), len(rows), dropped)
+    merged = pd.concat([train[[TEXT, LABEL]], pd.DataFrame(rows, columns=[TEXT, LABEL])], ignore_index=True)
+    path = source.write_like_train(merged, out_dir / f"train-with-feedback-{time.strftime('%Y%m%dT%H%M%S')}")
+    return RetrainingData(path, len(train), len(rows), dropped, replace(source, train=str(path)))
 
 
-def retrain(config, data_dir: Path, state, tracking_uri: str | None, labelled: list[dict], reason: str,
+def store_retraining_set(client, model: str, data: RetrainingData, reason: str, artifact_root: str | None = None) -> str:
+    """Keep the retraining set in the registry's store, as a run of `<model>-retraining` with what went into it;
+    returns its artifact URI, which a cluster run reads as its training data."""
+    from ..registry import ensure_experiment
+
+    exp = ensure_experiment(f"{model}-retraining", artifact_root, tracking_uri=client.tracking_uri)
+    run = client.create_run(exp, run_name=f"{model}: {reason}"[:100], tags={"model": model, "reason": reason[:4000]})
+    client.log_param(run.info.run_id, "original_rows", data.original_rows)
+    client.log_param(run.info.run_id, "added_rows", data.added)
+    client.log_param(run.info.run_id, "dropped", json.dumps(data.dropped))
+    client.log_artifact(run.info.run_id, str(data.path), "retraining")
+    client.set_terminated(run.info.run_id, "FINISHED")
+    return f"runs:/{run.info.run_id}/retraining/{data.path.name}"
+
+
+def retrain(config, source: DataSource, state, tracking_uri: str | None, labelled: list[dict], reason: str,
             git_commit: str):
-    """Run the pipeline (kfp.local) on the training data plus labelled traffic; returns (outcome, data).
+    """Run the pipeline (kfp.local) on the champion's data plus labelled traffic; returns (outcome, data).
     A registered result is tagged with why it was trained and how many labelled rows it used."""
-    import json
-
     from mlflow import MlflowClient
 
     from ..components.stages import domain_sources
     from ..pipelines.run import run_local
     from ..registry import FEEDBACK_DROPPED, FEEDBACK_ROWS, RETRAINING_REASON
 
-    labels_file = data_dir / "categories.json"
-    data = retraining_data(data_dir / "train.csv", data_dir / "test.csv", labelled,
-                           json.loads(labels_file.read_text()), state.retraining)
+    data = retraining_data(source, labelled, state.retraining)
     # the champion's own recipe, domain text included, resolved against the data folder it came from
-    corpus = domain_sources(config.adapt.domain_text, data.path, data_dir) if config.recipe.uses_domain_text else []
-    outcome = run_local(config, str(data.path), str(data_dir / "test.csv"), str(labels_file), state, tracking_uri,
-                        git_commit, adapt_corpus=corpus)
+    corpus = domain_sources(config.adapt.domain_text, data.path, Path(source.train).parent) \
+        if config.recipe.uses_domain_text else []
+    outcome = run_local(config, str(data.path), source.test, source.labels, state, tracking_uri, git_commit,
+                        adapt_corpus=corpus)
     if outcome.version:
         client = MlflowClient(tracking_uri or state.tracking_uri)
         for key, value in {RETRAINING_REASON: reason, FEEDBACK_ROWS: str(data.added),

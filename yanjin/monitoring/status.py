@@ -152,8 +152,11 @@ def _rollout(state: dict | None, now: float) -> str:
     if state["status"] != R.ROLLOUT_RUNNING:
         return f"last: #{version} {state['status']} {age(now - state['step_started_at'])} ago"
     plan = state["plan"]
-    return (f"#{version} step {state['step'] + 1}/{len(plan)} at {plan[state['step']]:.0%} of traffic, "
-            f"{age(now - state['step_started_at'])} in step")
+    if state.get("phase") == R.ROLLOUT_SHADOW:
+        return (f"#{version} in shadow on {state['shadow'].get('share', 0):.0%} of texts, "
+                f"{age(now - state['started_at'])}: awaiting the paired verdict (reviewers label the disagreements)")
+    return (f"#{version} canary step {state['step'] + 1}/{len(plan)} at {plan[state['step']]:.0%} of traffic, "
+            f"{age(now - state['step_started_at'])} in step" + (f" ({state['reason']})" if state.get("reason") else ""))
 
 
 def render(status: FamilyStatus) -> str:

@@ -205,7 +205,7 @@ def build_family_pipeline(image: str = DEFAULT_IMAGE, resources: ResourceParams 
                      config_json=rc.outputs["config_json"], tracking_uri=tracking_uri,
                      experiment=rc.outputs["registered_model"], artifact_root=artifact_root, git_commit=git_commit,
                      train_data=train_data, test_data=test_data, data_sha256=data.data_sha256,
-                     family_run_id=v.outputs["run_id"])
+                     family_run_id=v.outputs["run_id"], label_set=label_set)
             # the latest peer's link holds every earlier row: waiting for it waits for them all
             peers = [p.strip() for p in recipe.also_beat.split(",") if p.strip() in links]
             ev, g, t, versions[m] = member_branch(

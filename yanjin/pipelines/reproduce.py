@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from .. import registry as R
-from ..components.data import sha256_files
+from ..components.data import local_file, sha256_files
 from ..config import PipelineConfig
 from ..state import LocalState
 
@@ -98,8 +98,11 @@ def reproduce(model: str, version: str, state: LocalState, tracking_uri: str | N
         raise ReproduceError(f"{model} v{version} has no recorded config or data digest: it cannot be rebuilt "
                              f"from its record")
     params = client.get_run(mv.run_id).data.params
-    data = locate_data(tags.data_sha256, Path(train or params.get(R.RUN_PARAM_TRAIN, "")),
-                       Path(test or params.get(R.RUN_PARAM_TEST, "")), labels)
+    recorded = {k: local_file(params.get(k, ""), uri) if params.get(k) else "" for k in
+                (R.RUN_PARAM_TRAIN, R.RUN_PARAM_TEST, R.RUN_PARAM_LABELS)}   # paths, or the store's URIs
+    data = locate_data(tags.data_sha256, Path(train or recorded[R.RUN_PARAM_TRAIN]),
+                       Path(test or recorded[R.RUN_PARAM_TEST]),
+                       labels or (Path(recorded[R.RUN_PARAM_LABELS]) if recorded[R.RUN_PARAM_LABELS] else None))
     commit = {"recorded": tags.git_commit, "running": running_commit, "same": tags.git_commit == running_commit}
     notes = []
     if not commit["same"]:

@@ -50,7 +50,7 @@ def validate_data(
 def start_member_run(
     train_set: Input[Dataset], val_set: Input[Dataset], test_set: Input[Dataset], validation_report: Input[Artifact],
     config_json: str, tracking_uri: str, experiment: str, artifact_root: str, git_commit: str, train_data: str,
-    test_data: str, data_sha256: str, family_run_id: str,
+    test_data: str, data_sha256: str, family_run_id: str, label_set: str = "",
 ) -> str:
     """A family member's own MLflow run over the data the family run validated; returns its id."""
     import json
@@ -60,7 +60,7 @@ def start_member_run(
 
     return start(train_set.path, val_set.path, test_set.path, json.load(open(validation_report.path)),
                  PipelineConfig.from_json(config_json), tracking_uri, experiment, artifact_root, git_commit,
-                 train_data, test_data, data_sha256, family_run_id)
+                 train_data, test_data, data_sha256, family_run_id, label_set)
 
 
 def adapt_domain(

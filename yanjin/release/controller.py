@@ -1,6 +1,9 @@
 """The release controller: runs every rollout and approved promotion by itself, so no laptop has to.
 
 One pass (`tick`) does, for every model the ledger knows:
+  - a new @challenger (a retraining's, a pipeline's) that passed its gate and was never rolled out: start its
+    rollout, shadow first (`release.auto_rollout`), so the loop from drift to promotion needs a person only to
+    review and to approve;
   - each running rollout: assess it on the prediction log and advance, roll back or promote it
     (a promotion waits for its approvals; the rollout keeps 100% until they are in);
   - each pending proposal to move @champion whose approvals are now in: carry it out, in the
@@ -21,13 +24,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from ..registry import CHAMPION
+from ..registry import CHALLENGER, CHAMPION, ROLLOUT_OUTCOME
 from ..registry.ledger import CONTROLLER_LEASE, AliasConflict, Lease, LedgerError
 from ..registry.mirror import Release
 from ..serving.predlog import PredictionLog
 from .policy import ReleasePolicy, RolloutPolicy
 from .promotion import PromotionRefused, missing_approvals, promote
-from .rollout import RUNNING, RolloutError, check, read_state
+from .rollout import RUNNING, RolloutError, check, read_state, start
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +65,14 @@ def _model_pass(release: Release, predictions: PredictionLog | None, rollout: Ro
         if not d.unconfirmed:
             result.problems.append(str(d))
     state = read_state(release, model)
+    if policy.auto_rollout and predictions is not None and (state is None or state.status != RUNNING):
+        fresh = _untried_challenger(release, model, state)
+        if fresh:
+            try:
+                state = start(release, model, fresh, rollout, "a new gated @challenger: its comparison starts")
+                result.actions.append(f"{model}: rollout of v{fresh} started, {state.where}")
+            except PromotionRefused as e:   # not gated: it stays where it is, said once a pass
+                result.problems.append(f"{model}: v{fresh} at @{CHALLENGER} is not rolled out: {e}")
     if state is not None and state.status == RUNNING and predictions is not None:
         state, a = check(release, predictions, model, rollout, True, policy.approvals, report_dir)
         line = f"{model}: rollout of v{state.challenger}, {state.where}: {a.decision}"
@@ -79,6 +90,15 @@ def _model_pass(release: Release, predictions: PredictionLog | None, rollout: Ro
                         approvals=policy.approvals, proposer=p["proposer"])
         result.actions.append(f"{model}@{CHAMPION}: v{entry.from_version} -> v{entry.to_version} "
                               f"(proposed by {p['proposer']}, approved)")
+
+
+def _untried_challenger(release: Release, model: str, last) -> str | None:
+    """@challenger's version when it differs from @champion and no rollout has judged it yet."""
+    challenger, champion = release.ledger.alias(model, CHALLENGER), release.ledger.alias(model, CHAMPION)
+    if not challenger or not champion or challenger == champion or (last is not None and last.challenger == challenger):
+        return None
+    tags = release.client.get_model_version(model, challenger).tags
+    return None if tags.get(ROLLOUT_OUTCOME) else challenger
 
 
 def run(release: Release, predictions: PredictionLog | None, rollout: RolloutPolicy, policy: ReleasePolicy,
