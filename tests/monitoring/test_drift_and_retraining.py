@@ -1,5 +1,8 @@
 """Drift on a real served version (tiny pipeline), real Evidently, real prediction log; and a
-retraining run that takes reviewed labels and registers a challenger."""
+retraining run that takes reviewed labels and registers a challenger. The version is trained the way
+a user with their own data does it: Parquet files with other column names and a label list of another
+name, through `yanjin pipeline run`; retraining, reproduce and the drift check then find it all by the
+version's record alone."""
 import json
 import time
 import uuid
@@ -11,26 +14,49 @@ from mlflow import MlflowClient
 from typer.testing import CliRunner
 
 from yanjin.cli import app
-from yanjin.config import load_config
+from yanjin.components.data import DataSource
+from yanjin.config import DataParams
 from yanjin.monitoring.drift import MonitorParams
 from yanjin.monitoring.monitor import ServedMonitor
 from yanjin.monitoring.retrain import retraining_data
 from yanjin.monitoring.scenarios import fortune_texts, planted
-from yanjin.pipelines.run import LocalState, run_local
+from yanjin.pipelines.run import LocalState
 from yanjin.serving.predlog import Prediction, PredictionLog, predictions
 
 MODEL = "banking77-v1"
+DATA = None   # the banking77 folder, set by the fixture
 SMALL = ["monitor.reference_size=60", "monitor.window=60", "monitor.min_window=40"]
 PARAMS = MonitorParams(reference_size=60, window=60, min_window=40)
 ENV = {"COLUMNS": "300"}
 
 
+def users_own_data(folder) -> dict:
+    """banking77 as a user's Parquet: columns utterance/intent, the label list in labels.json."""
+    folder.mkdir(parents=True, exist_ok=True)
+    files = {}
+    for split in ("train", "test"):
+        frame = pd.read_csv(DATA / f"{split}.csv").rename(columns={"text": "utterance", "category": "intent"})
+        frame.assign(channel="app").to_parquet(folder / f"my_{split}.parquet", index=False)   # an extra column
+        files[split] = folder / f"my_{split}.parquet"
+    files["labels"] = folder / "labels.json"
+    files["labels"].write_text((DATA / "categories.json").read_text())
+    return files
+
+
+USER_COLUMNS = ["--set", "data.text_column=utterance", "--set", "data.label_column=intent"]
+
+
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, data_dir):
-    state = LocalState(tmp_path_factory.mktemp("monitor") / "state")
-    outcome = run_local(load_config("tiny"), str(data_dir / "train.csv"), str(data_dir / "test.csv"),
-                        str(data_dir / "categories.json"), state, None, "test-commit", adapt_corpus=[])
-    assert outcome.version == "1"
+    global DATA
+    DATA = data_dir
+    root = tmp_path_factory.mktemp("monitor")
+    state = LocalState(root / "state")
+    files = users_own_data(root / "my-data")
+    result = CliRunner().invoke(app, ["pipeline", "run", "--profile", "tiny", "--variant", "v1", "--train",
+                                      str(files["train"]), "--test", str(files["test"]), "--labels",
+                                      str(files["labels"]), "--state-dir", str(state.root)] + USER_COLUMNS, env=ENV)
+    assert result.exit_code == 0, result.output
     six = sorted(json.loads((data_dir / "categories.json").read_text()))[:6]
     test = pd.read_csv(data_dir / "test.csv")
     test = test[test["category"].isin(six)].sample(frac=1.0, random_state=0).reset_index(drop=True)
@@ -112,10 +138,10 @@ def test_retraining_data_dedups_and_guards_the_test_set(data_dir, tmp_path):
                 {"text": train["text"][0], "label": train["category"][0]},                      # already in train
                 {"text": test["text"][0], "label": test["category"][0]},                        # would leak
                 {"text": "what's the weather like", "label": "weather"}]                         # unknown label
-    labels = json.loads((data_dir / "categories.json").read_text())
-    out = retraining_data(data_dir / "train.csv", data_dir / "test.csv", labelled, labels, tmp_path)
+    source = DataSource.in_folder(data_dir, DataParams())
+    out = retraining_data(source, labelled, tmp_path)
     assert out.added == 1 and out.dropped == {"unknown_label": 1, "in_test_set": 1, "duplicate": 2}
-    assert len(pd.read_csv(out.path)) == len(train) + 1
+    assert len(pd.read_csv(out.path)) == len(train) + 1 and out.source.test == source.test
 
 
 REVIEWED = [("I got my card today, how do I turn it on?", "activate_my_card"),
@@ -147,6 +173,18 @@ def test_retraining_takes_reviewed_labels_and_registers_a_challenger(served):
     version = client.get_model_version_by_alias(MODEL, "challenger")
     assert version.version != 1 and client.get_model_version_by_alias(MODEL, "champion").version == 1
     assert version.tags["feedback_rows"] == "6" and version.tags["retraining_reason"] == "test"
-    trained_on = client.get_run(version.run_id).data.params["data.train"]
-    assert set(t for t, _ in REVIEWED) <= set(pd.read_csv(trained_on)["text"])
-    assert planted not in set(pd.read_csv(trained_on)["text"])   # monitor.trust_client_feedback is off
+    params = client.get_run(version.run_id).data.params
+    trained_on = pd.read_parquet(params["data.train"])              # the user's format and columns
+    assert list(trained_on.columns) == ["utterance", "intent"] and params["data.labels"].endswith("labels.json")
+    assert set(t for t, _ in REVIEWED) <= set(trained_on["utterance"])
+    assert planted not in set(trained_on["utterance"])   # monitor.trust_client_feedback is off
+
+
+def test_reproduce_finds_the_users_own_files_by_the_record(served, tmp_path, monkeypatch):
+    state, client, _, _ = served
+    monkeypatch.chdir(tmp_path)   # another folder than the one it was trained from
+    result = CliRunner().invoke(app, ["reproduce", MODEL, "1", "--state-dir", str(state.root),
+                                      "--output", str(tmp_path / "r.json")], env=ENV)
+    assert result.exit_code == 0, result.output
+    rebuilt = json.loads((tmp_path / "r.json").read_text())
+    assert rebuilt["reproduced"] and rebuilt["data"]["labels"].endswith("labels.json"), rebuilt
