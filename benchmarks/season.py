@@ -211,8 +211,9 @@ def main() -> None:
         known = known[:config.data.max_classes]
         train, test = train[train["category"].isin(known)], test[test["category"].isin(known)]
     shuffled = train.sample(frac=1.0, random_state=0).reset_index(drop=True)
-    gather = [(typo(t, rng), c) for t, c in zip(shuffled["text"][:3000], shuffled["category"][:3000])]
-    later = [(typo(t, rng), c) for t, c in zip(shuffled["text"][3000:], shuffled["category"][3000:])]
+    n = min(3000, len(shuffled) // 2)   # the texts of the shift, then those of the rollout
+    gather = [(typo(t, rng), c) for t, c in zip(shuffled["text"][:n], shuffled["category"][:n])]
+    later = [(typo(t, rng), c) for t, c in zip(shuffled["text"][n:], shuffled["category"][n:])]
     held_out = [(typo(t, rng), c) for t, c in zip(test["text"], test["category"])]   # never sent: before/after
     typists = [random.Random(seed) for seed in range(1, 5)]   # the controls' traffic: 4 typings of each test text
     pool = [(typo(t, r), c) for r in typists for t, c in zip(test["text"], test["category"])]

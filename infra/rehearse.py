@@ -342,6 +342,24 @@ def controller_in_container(docker: list[str], server, pg: str) -> dict:
     get_app_client("basic-auth", tracking_uri=server.url).create_user("anna", "anna-rehearsal-pw")
     log = PredictionLog(predictions_url)
 
+    def shadowed(version: str, n: int, champion_right: float, challenger_right: float) -> None:
+        """n texts the champion answered and `version` scored in shadow, as serving logs them; a reviewer labels
+        the disagreements the queue asks for."""
+        rows, asked = [], []
+        for i in range(n):
+            pid = str(uuid.uuid4())
+            ours, theirs = ("right" if i < champion_right * n else "wrong"), ("right" if i < challenger_right * n else "wrong")
+            reason = "disagreement" if ours != theirs else None
+            rows += [Prediction(pid, time.time(), f"rehearsal text {i}", ours, 0.95, MODEL, "1", "v1", CHAMPION, 3.0,
+                                False, review_reason=reason, inclusion_p=1.0 if reason else 0.02),
+                     Prediction(str(uuid.uuid4()), time.time(), f"rehearsal text {i}", theirs, 0.95, MODEL, version, "v1",
+                                "shadow", 3.0, False, pair_id=pid)]
+            asked += [pid] if reason else []
+        log.append(rows)
+        log.flush()
+        for pid in asked:
+            log.review(pid, "right", "rehearsal-reviewer")
+
     def traffic(version: str, arm: str, n: int, accuracy: float) -> None:
         rows = [Prediction(str(uuid.uuid4()), time.time(), f"rehearsal text {i}", "right" if i < accuracy * n else "wrong",
                            0.95, MODEL, version, "v1", arm, 3.0, False) for i in range(n)]
@@ -378,13 +396,15 @@ def controller_in_container(docker: list[str], server, pg: str) -> dict:
     try:
         begun = cli("rollout", "start", MODEL, "--challenger", "2", "--profile", "full", "--reason", "rehearsal: worse")
         out["start_worse"] = (begun.stdout + begun.stderr).strip()[-300:]
-        traffic("1", CHAMPION, 400, 0.9)
-        traffic("2", CHALLENGER, 400, 0.5)
+        shadowed("2", 400, 0.9, 0.5)     # shadow first: judged on the same texts, never served
         out["worse_rolled_back"] = until(lambda: (ledger.rollout(MODEL) or {}).get("status") == "rolled_back")
+        out["worse_reason"] = (ledger.rollout(MODEL) or {}).get("reason", "")[:300]
         begun = cli("rollout", "start", MODEL, "--challenger", "3", "--plan", "100", "--profile", "full",
                     "--reason", "rehearsal: better")
         out["start_better"] = (begun.stdout + begun.stderr).strip()[-300:]
-        traffic("1", CHAMPION, 600, 0.9)
+        shadowed("3", 600, 0.9, 0.97)
+        out["better_left_shadow"] = until(lambda: (ledger.rollout(MODEL) or {}).get("phase") == "canary")
+        traffic("1", CHAMPION, 600, 0.9)   # the canary: real traffic, judged on failures, latency, review rate
         traffic("3", CHALLENGER, 600, 0.97)
         out["better_awaits_approval"] = until(lambda: (ledger.rollout(MODEL) or {}).get("reason", "").startswith(
             "awaiting approval"))
@@ -404,6 +424,58 @@ def controller_in_container(docker: list[str], server, pg: str) -> dict:
         log.close()
         ledger.close()
     return out
+
+
+REVIEWED = [("I got my card today, how do I turn it on?", "activate_my_card"),   # the tiny profile's intents
+            ("Is there a minimum age to open an account with you?", "age_limit"),
+            ("Can I add my card to my phone's wallet for contactless payments?", "apple_pay_or_google_pay"),
+            ("Which cash machines can I use without a fee?", "atm_support"),
+            ("Set my balance to refill itself when it drops low", "automatic_top_up")]
+
+
+def retraining_in_containers(work: Path, server, pg: str) -> dict:
+    """The monitoring job's cluster path: reviewers' labels in the PostgreSQL prediction log are merged into the
+    champion's training data and kept in MLflow's store (monitoring.job.cluster_training_set, what a KFP
+    submission sends); the pipeline then runs with every step in the image, reading that set by its URI."""
+    import uuid
+
+    import pandas as pd
+    from kfp import local
+    from mlflow import MlflowClient
+    from mlflow.artifacts import download_artifacts
+
+    from yanjin.monitoring.job import champion_recipe, cluster_training_set
+    from yanjin.pipelines.run import run_local
+    from yanjin.registry import CHAMPION, alias_version
+    from yanjin.registry.ledger import LEDGER_ENV
+    from yanjin.serving.predlog import Prediction, PredictionLog
+    from yanjin.state import LocalState
+
+    os.environ.update(server.credentials)
+    client = MlflowClient(server.url)
+    champion = alias_version(client, MODEL, CHAMPION)
+    log = PredictionLog(f"{pg}predictions")
+    rows = [Prediction(str(uuid.uuid4()), time.time(), text, "activate_my_card", 0.4, MODEL, champion, "v1", CHAMPION,
+                       3.0, True, review_reason="low_confidence") for text, _ in REVIEWED]
+    log.append(rows)
+    log.flush()
+    for row, (_, label) in zip(rows, REVIEWED):
+        log.review(row.id, label, "rehearsal-reviewer")
+    config = champion_recipe(client, MODEL, FAMILY_OVERRIDES)
+    started = time.perf_counter()
+    params = cluster_training_set(client, MODEL, config, log, None, LocalState(work / "state"), "rehearsal: drift",
+                                  say=lambda _: None)
+    log.close()
+    merged = pd.read_csv(download_artifacts(params["train_data"], tracking_uri=server.url))
+    runner = local.DockerRunner(network_mode="host", read_only=True, tmpfs={"/tmp": "rw,size=2g"},
+                                environment=server.credentials | {"HOME": "/tmp", LEDGER_ENV: f"{pg}release"})
+    outcome = run_local(config, params["train_data"], params["test_data"], params["label_set"], LocalState(work / "state"),
+                        server.url, "rehearsal", adapt_corpus=[], runner=runner, image=IMAGE)
+    recorded = client.get_run(outcome.evaluation["run_id"]).data.params
+    return {"champion": champion, "train_data": params["train_data"], "gate": outcome.gate, "version": outcome.version,
+            "recorded_train": recorded.get("data.train"), "merged_rows": len(merged),
+            "reviewed_in_training_set": sum(t in set(merged["text"]) for t, _ in REVIEWED),
+            "seconds": round(time.perf_counter() - started, 1)}
 
 
 def main() -> None:
@@ -472,12 +544,19 @@ def main() -> None:
                 result["cronjob"] = drift_cronjob_in_container(docker, server, f"{pg}predictions")
             with stages.stage("controller"):
                 result["controller"] = c = controller_in_container(docker, server, pg)
-                result["controller_ok"] = (c["worse_rolled_back"] and c["better_awaits_approval"]
+                result["controller_ok"] = (c["worse_rolled_back"] and c["better_left_shadow"] and c["better_awaits_approval"]
                                            and c["champion_while_waiting"] == "1" and c["self_approval_refused"]
                                            and c["better_promoted"] and c["champion_after"] == "3"
                                            and c["approved_by"] == ["anna"] and c["audit_verified"])
                 if not result["controller_ok"]:
                     raise RuntimeError(f"the release controller's Deployment fell short: {c}")
+            with stages.stage("retraining"):
+                result["retraining"] = r = retraining_in_containers(args.work, server, pg)
+                result["cluster_retraining_ok"] = (r["reviewed_in_training_set"] == len(REVIEWED)
+                                                   and r["recorded_train"] == r["train_data"]
+                                                   and r["train_data"].startswith("runs:/") and r["gate"] != "")
+                if not result["cluster_retraining_ok"]:
+                    raise RuntimeError(f"the cluster retraining with merged labels fell short: {r}")
     except Exception:
         pass  # recorded by the stage that failed
     finally:

@@ -96,13 +96,16 @@ def keys_list(keys_file: Optional[Path] = KEYS, state_dir: Path = STATE) -> None
 
 
 @review_app.command("list")
-def review_list(limit: int = typer.Option(20, min=1, help="How many flagged predictions to show, oldest first."),
+def review_list(limit: int = typer.Option(20, min=1, help="How many to show, the most useful first."),
                 state_dir: Path = STATE, prediction_log: Optional[str] = LOG) -> None:
-    """Predictions below the confidence threshold that nobody has labelled yet."""
+    """Predictions waiting for a label, the one that helps most first: where a shadowed challenger disagrees with
+    the champion (each decides its verdict), then low-confidence answers, then the audit sample."""
     log = open_log(state_dir, prediction_log)
     rows = log.review_queue(limit)
     for r in rows:
-        typer.echo(f"{r['id']}  {r['confidence']:.2f}  {r['label']:<32} v{r['version']} {r['arm']:<10} {r['text'][:80]!r}")
+        why = r.get("review_reason") or "low_confidence"   # why it is asked: disagreements decide a verdict
+        typer.echo(f"{r['id']}  {why:<14} {r['confidence']:.2f}  {r['label']:<32} v{r['version']} {r['arm']:<10} "
+                   f"{r['text'][:80]!r}")
     typer.echo(f"{len(rows)} waiting for review" + (" (more not shown)" if len(rows) == limit else ""))
     log.close()
 

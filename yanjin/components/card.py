@@ -174,8 +174,11 @@ def _data(r: VersionRecord, cfg: PipelineConfig | None) -> list[str]:
     licence = (cfg.data.licence if cfg and cfg.data.licence else known[1] if known
                else "not recorded: set data.licence in the profile")
     lines = ["## Training data",
-             f"- **Files as given:** train `{p.get(R.RUN_PARAM_TRAIN, '?')}`, test `{p.get(R.RUN_PARAM_TEST, '?')}`"
+             f"- **Files as given:** train `{p.get(R.RUN_PARAM_TRAIN, '?')}`, test `{p.get(R.RUN_PARAM_TEST, '?')}`, "
+             f"labels `{p.get(R.RUN_PARAM_LABELS) or 'from the training file'}`"
              + (f" — the public {known[0]} data set" if known else ""),
+             f"- **Columns:** text `{cfg.data.text_column}`, label `{cfg.data.label_column}`" if cfg else
+             "- **Columns:** not recorded",
              f"- **sha256 of the files:** `{t.data_sha256 or 'not recorded'}`",
              f"- **sha256 of the training split:** `{t.training_data_sha256 or 'not recorded'}` "
              f"(the drift monitor's reference, logged with the run)",

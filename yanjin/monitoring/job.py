@@ -131,27 +131,33 @@ def champion_source(client, model: str, config: PipelineConfig, data: Path | Non
     return source or DataSource.in_folder(find_data_dir(None, state), config.data)
 
 
+def cluster_training_set(client, model: str, config: PipelineConfig, log, data: Path | None, state: LocalState,
+                         reason: str, say: Say = print) -> dict[str, str]:
+    """The pipeline parameters of a cluster retraining: the champion's training data with the trusted review
+    labels merged in, kept in the registry's store (read by URI from any pod), and its test data and labels."""
+    from .retrain import retraining_data, store_retraining_set
+
+    source = champion_source(client, model, config, data, state)
+    merged = retraining_data(source, log.labelled(trust_feedback=config.monitor.trust_client_feedback),
+                             state.retraining)
+    uri = store_retraining_set(client, model, merged, reason)
+    say(f"retraining ({reason}): {merged.added} labelled rows added (dropped {merged.dropped}); training set {uri}")
+    return {"train_data": uri, "test_data": source.test, "label_set": source.labels}
+
+
 def cluster_retrainer(client, overrides: list[str], model: str, host: str, package: Path, params: list[str],
                       log=None, data: Path | None = None, state: LocalState | None = None, say: Say = print) -> Retrainer:
-    """On a cluster: merge the trusted review labels into the champion's training data here, keep the result in
-    the registry's store, and submit one Kubeflow run of the compiled pipeline with the champion's recipe that
-    reads it by URI (`train_data`); test data and labels stay the champion's. Without a prediction log the
-    `train_data` parameter is used as given."""
+    """On a cluster: one Kubeflow run of the compiled pipeline with the champion's recipe, on its training data
+    with the trusted review labels merged in (cluster_training_set). Without a prediction log the `train_data`
+    parameter is used as given."""
     from ..pipelines.remote import client as kfp_client
     from ..pipelines.remote import package_parameters, pipeline_arguments
-    from .retrain import retraining_data, store_retraining_set
 
     def run(reason: str):
         config = champion_recipe(client, model, overrides)
         given = dict(p.split("=", 1) for p in params)
         if log is not None:
-            source = champion_source(client, model, config, data, state or LocalState())
-            merged = retraining_data(source, log.labelled(trust_feedback=config.monitor.trust_client_feedback),
-                                     (state or LocalState()).retraining)
-            uri = store_retraining_set(client, model, merged, reason)
-            given |= {"train_data": uri, "test_data": source.test, "label_set": source.labels}
-            say(f"retraining ({reason}): {merged.added} labelled rows added (dropped {merged.dropped}); "
-                f"training set {uri}")
+            given |= cluster_training_set(client, model, config, log, data, state or LocalState(), reason, say)
         arguments = pipeline_arguments(config, model, given, package_parameters(package))
         submitted = kfp_client(host).create_run_from_pipeline_package(
             str(package), arguments, run_name=f"{model} retraining: {reason}"[:100], experiment_name="yanjin",
