@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DATA_FOUND := $(or $(YANJIN_DATA),$(wildcard ../shared/data/banking77/train.csv),$(wildcard .yanjin/data/banking77/train.csv))
 
-.PHONY: demo test bench bench-family bench-drift bench-serving rehearse install clean
+.PHONY: demo test bench bench-family bench-drift bench-season bench-serving rehearse install clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -59,6 +59,10 @@ bench-family: $(VENV)/.installed
 # drift check calibration and its false-alarm / detection figures -> benchmarks/results/drift.json
 bench-drift: $(VENV)/.installed $(OOD_TEXT)
 	$(BIN)/python benchmarks/drift_calibration.py --state-dir .yanjin-bench
+
+# a season end to end (shift, drift, retraining, shadow verdict, promotion) and the controls' labels to a verdict
+bench-season: $(VENV)/.installed
+	$(BIN)/python benchmarks/season.py --profile demo --runs 20
 
 # Lite and V1 served under load beside the pre-reshaping server, a naive baseline and a no-op ceiling
 bench-serving: $(VENV)/.installed

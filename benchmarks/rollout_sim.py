@@ -1,4 +1,4 @@
-"""A/B rollout rehearsed end to end on the real server: a worse challenger must be rolled back,
+"""The unpaired A/B rollout (`rollout.shadow_share=0`) rehearsed end to end on the real server: a worse challenger must be rolled back,
 a better one promoted; prints and saves the sample counts each verdict needed.
 
 Two versions come from the tiny pipeline (the second trained on labels rotated among its six
@@ -51,7 +51,7 @@ def main() -> None:
     ap.add_argument("--profile", default="demo")
     ap.add_argument("--set", action="append", default=[])
     args = ap.parse_args()
-    policy = load_config(args.profile, args.set).rollout
+    policy = load_config(args.profile, ["rollout.shadow_share=0"] + args.set).rollout   # the unpaired A/B
     data_dir = Path(os.environ.get("YANJIN_DATA", ROOT.parent / "shared" / "data" / "banking77"))
     with tempfile.TemporaryDirectory() as tmp:
         state = LocalState(Path(tmp) / "state")
@@ -67,12 +67,12 @@ def main() -> None:
             t = time.perf_counter()
             release = release_for(client, state.ledger)
             worse = rehearse(release, log, url, MODEL, "2", policy, texts, labels, key, feedback_share=args.feedback_share,
-                             poll_wait_s=0.6)
+                             poll_wait_s=0.6, labels_for="all")
             worse_s = time.perf_counter() - t
             promote(release, MODEL, "2", "benchmark: a weak champion to beat", expected="1", force=True)
             t = time.perf_counter()
             better = rehearse(release, log, url, MODEL, "1", policy, texts, labels, key, feedback_share=args.feedback_share,
-                              poll_wait_s=0.6, seed=1)
+                              poll_wait_s=0.6, seed=1, labels_for="all")
             better_s = time.perf_counter() - t
             result = {
                 "worse_challenger_rolled_back": worse.status == "rolled_back",

@@ -36,7 +36,7 @@ import pandas as pd  # noqa: E402
 from tests.integration.stack import free_port, stop  # noqa: E402
 from yanjin.config import load_config  # noqa: E402
 from yanjin.pipelines.run import LocalState, run_local  # noqa: E402
-from yanjin.registry import CHAMPION, alias_version, client as registry_client  # noqa: E402
+from yanjin.registry import CHALLENGER, CHAMPION, alias_version, client as registry_client  # noqa: E402
 from yanjin.registry.ledger import Ledger  # noqa: E402
 from yanjin.release.paired import NON_INFERIOR, PENDING, WORSE, Pair, paired_estimate  # noqa: E402
 from yanjin.release.sequential import confidence_sequence  # noqa: E402
@@ -178,11 +178,13 @@ def controls(state: LocalState, config, data_dir: Path, commit: str, pool: tuple
     texts, truth = pool
     _, champ = accuracy(state, champion_version, texts, truth)
     policy = config.rollout
-    out = {"pool_texts": len(texts), "champion_version": champion_version}
+    out = {"pool_texts": len(texts), "label_budget_when_no_verdict": len(texts), "champion_version": champion_version}
     for name, m in made.items():
         acc, cand = accuracy(state, m["version"], texts, truth)
-        paired = [paired_labels_to_verdict(champ, cand, truth, policy, seed) for seed in range(runs)]
-        unpaired = [unpaired_labels_to_verdict(champ, cand, truth, policy, seed) for seed in range(runs)]
+        # "no verdict" before the traffic ran out counts as the whole budget: every text of the pool labelled
+        budget = lambda run: run if run[0] != "no verdict" else (run[0], len(truth))   # noqa: E731
+        paired = [budget(paired_labels_to_verdict(champ, cand, truth, policy, seed)) for seed in range(runs)]
+        unpaired = [budget(unpaired_labels_to_verdict(champ, cand, truth, policy, seed)) for seed in range(runs)]
         out[name] = m | {
             "accuracy_on_shifted": acc, "champion_accuracy_on_shifted": sum(c == t for c, t in zip(champ, truth)) / len(truth),
             "disagreement_rate": sum(a != b for a, b in zip(champ, cand)) / len(truth),
@@ -263,7 +265,7 @@ def main() -> None:
                 traffic.send([t for t, _ in gather[w:w + window]])
                 traffic.review()
                 checks.append(yanjin(state, "monitor", "check", MODEL, "--retrain", *overrides, profile=args.profile))
-                retrained = alias_version(registry_client(state.tracking_uri), MODEL, "challenger")
+                retrained = alias_version(registry_client(state.tracking_uri), MODEL, CHALLENGER)
                 if retrained:
                     break
             stages["shift_to_retrained"] = {
@@ -287,7 +289,7 @@ def main() -> None:
                 traffic.send(chunk)
                 traffic.review()
                 raw = ledger.rollout(MODEL)
-                if raw and raw["challenger"] == retrained:
+                if raw and raw[CHALLENGER] == retrained:
                     phase = raw.get("phase", "canary") + ("" if raw.get("phase") == "shadow" else f" {raw['plan'][raw['step']]:.0%}")
                     phases.setdefault(phase, {"requests": traffic.requests - start_requests,
                                               "labels_given": traffic.given - start_given,

@@ -19,7 +19,11 @@ def test_one_screen_holds_every_member_and_the_family_wide_lines():
     text = render(status)
     row = next(line for line in text.splitlines() if line.startswith("lite"))
     assert "#3 0.9149 (10d old)" in row and "#4 0.9201 (1h old)" in row
-    assert "#4 step 2/3 at 50% of traffic, 2h in step" in row
+    assert "#4 canary step 2/3 at 50% of traffic, 2h in step" in row
+    shadow = rollout | {"phase": R.ROLLOUT_SHADOW, "shadow": {"share": 0.5}, "started_at": NOW - 3600}
+    in_shadow = render(FamilyStatus(NOW, [MemberStatus(**{**vars(lite), "rollout": shadow})], 3, "/s/p.db",
+                                    datetime(2027, 1, 1, tzinfo=timezone.utc)))
+    assert "#4 in shadow on 50% of texts, 1h: awaiting the paired verdict" in in_shadow
     assert "drift (10m ago)" in row and "#4 1h ago: drift in 2 of the last 3 checks" in row
     assert next(line for line in text.splitlines() if line.startswith("v1")).split()[1:3] == ["not", "registered"]
     assert "17 prediction(s) waiting" in text and "2027-01-01 00:00 UTC" in text

@@ -80,7 +80,7 @@ def read_table(path: str | Path, text_column: str, label_column: str) -> pd.Data
     return out.reset_index(drop=True)
 
 
-ARTIFACT_SCHEMES = ("runs:/", "mlflow-artifacts:/", "models:/")   # files kept in the registry's store
+ARTIFACT_SCHEMES = ("runs:/", "mlflow-artifacts:/")   # files kept in the registry's store
 
 
 def local_file(location: str, tracking_uri: str | None = None, dest: str | Path | None = None) -> str:

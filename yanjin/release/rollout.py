@@ -268,7 +268,7 @@ def _assess_shadow(log: PredictionLog, model: str, state: RolloutState, policy: 
                    chal: ArmStats) -> Assessment:
     """In shadow: the paired verdict on the same texts, the challenger's failures, and the budget."""
     rows = log.pairs(model, state.challenger, state.started_at)
-    pairs = [Pair(r["champion"], r["challenger"], r["truth"], r["review_reason"] is not None,
+    pairs = [Pair(r["champion_label"], r["challenger_label"], r["truth"], r["review_reason"] is not None,
                   r["inclusion_p"] or 1.0, r["created_at"]) for r in rows]
     now = time.time()
     e = paired_estimate(pairs, now, policy.accuracy_margin, policy.alpha, policy.tau, policy.label_wait_s)

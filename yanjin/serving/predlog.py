@@ -370,8 +370,8 @@ class PredictionLog:
         and with what probability it was asked, and the reviewers' label (clients' feedback never decides it)."""
         self.flush()
         champ, shadow = predictions.alias("champ"), predictions.alias("shadow")
-        q = (sa.select(champ.c.id, champ.c.created_at, champ.c.label.label("champion"),
-                       shadow.c.label.label("challenger"), champ.c.review_reason, champ.c.inclusion_p)
+        q = (sa.select(champ.c.id, champ.c.created_at, champ.c.label.label("champion_label"),
+                       shadow.c.label.label("challenger_label"), champ.c.review_reason, champ.c.inclusion_p)
              .join(shadow, shadow.c.pair_id == champ.c.id)
              .where(shadow.c.model == model, shadow.c.version == challenger, shadow.c.arm == SHADOW,
                     champ.c.created_at >= since).order_by(champ.c.created_at))
