@@ -14,7 +14,7 @@ from mlflow import MlflowClient
 from typer.testing import CliRunner
 
 from yanjin.cli import app
-from yanjin.components.data import DataSource
+from yanjin.components.data import DataSource, local_file
 from yanjin.config import DataParams
 from yanjin.monitoring.drift import MonitorParams
 from yanjin.monitoring.monitor import ServedMonitor
@@ -188,3 +188,27 @@ def test_reproduce_finds_the_users_own_files_by_the_record(served, tmp_path, mon
     assert result.exit_code == 0, result.output
     rebuilt = json.loads((tmp_path / "r.json").read_text())
     assert rebuilt["reproduced"] and rebuilt["data"]["labels"].endswith("labels.json"), rebuilt
+
+
+def test_the_cluster_path_merges_the_labels_itself_and_the_pipeline_reads_them_by_uri(served, tmp_path):
+    """What a KFP submission sends (monitoring.job.cluster_training_set), read by the validate step as a pod
+    would: from the registry's store by its runs:/ URI. The training itself is rehearsed in containers."""
+    from yanjin.components.stages import validate_and_split
+    from yanjin.monitoring.job import champion_recipe, cluster_training_set
+
+    state, client, _, _ = served
+    log = PredictionLog(state.root / "predictions.db")   # the reviewers' labels of the retraining test are there
+    try:
+        config = champion_recipe(client, MODEL, [])
+        params = cluster_training_set(client, MODEL, config, log, None, state, "drift", say=lambda _: None)
+    finally:
+        log.close()
+    assert params["train_data"].startswith("runs:/") and params["label_set"].endswith("labels.json")
+    v = validate_and_split(params["train_data"], params["test_data"], params["label_set"], config, state.tracking_uri,
+                           "cluster-retraining-check", str(state.artifact_root), "test-commit",
+                           *(str(tmp_path / f"{s}.parquet") for s in ("train", "val", "test")))
+    recorded = client.get_run(v.run_id).data.params
+    assert recorded["data.train"] == params["train_data"] and recorded["data.labels"] == params["label_set"]
+    merged = pd.read_parquet(local_file(params["train_data"], state.tracking_uri))
+    assert list(merged.columns) == ["utterance", "intent"] and {t for t, _ in REVIEWED} <= set(merged["utterance"])
+
