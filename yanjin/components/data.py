@@ -134,9 +134,12 @@ class DataSource:
     def files(self) -> list[str]:
         return [self.train, self.test] + ([self.labels] if self.labels else [])
 
-    def read(self, which: str) -> pd.DataFrame:
-        """The `train` or `test` file as (text, label) rows."""
-        return read_table(getattr(self, which), self.text_column, self.label_column)
+    def read(self, which: str, tracking_uri: str | None = None) -> pd.DataFrame:
+        """The `train` or `test` file as (text, label) rows (a store URI is downloaded first)."""
+        return read_table(local_file(getattr(self, which), tracking_uri), self.text_column, self.label_column)
+
+    def label_set(self, train: pd.DataFrame, tracking_uri: str | None = None) -> list[str]:
+        return read_label_set(local_file(self.labels, tracking_uri) if self.labels else None, train)
 
     def write_like_train(self, frame: pd.DataFrame, path: str | Path) -> Path:
         """(text, label) rows written as the training file is: its format (the suffix is added) and column names."""

@@ -139,7 +139,7 @@ def cluster_training_set(client, model: str, config: PipelineConfig, log, data: 
 
     source = champion_source(client, model, config, data, state)
     merged = retraining_data(source, log.labelled(trust_feedback=config.monitor.trust_client_feedback),
-                             state.retraining)
+                             state.retraining, client.tracking_uri)
     uri = store_retraining_set(client, model, merged, reason)
     say(f"retraining ({reason}): {merged.added} labelled rows added (dropped {merged.dropped}); training set {uri}")
     return {"train_data": uri, "test_data": source.test, "label_set": source.labels}

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..components.data import LABEL, TEXT, DataSource, read_label_set
+from ..components.data import LABEL, TEXT, DataSource
 
 
 def normalised(text: str) -> str:
@@ -30,14 +30,15 @@ class RetrainingData:
     source: DataSource | None = None   # the champion's data with this training file in its place
 
 
-def retraining_data(source: DataSource, labelled: list[dict], out_dir: Path) -> RetrainingData:
+def retraining_data(source: DataSource, labelled: list[dict], out_dir: Path,
+                    tracking_uri: str | None = None) -> RetrainingData:
     """The source's training rows + labelled traffic, deduplicated (by case- and space-insensitive text),
     without texts of the test set (they would leak into the gate's measurement) and without labels the
     model does not know. Written as the source's training file is (format, column names), so the pipeline
     validates it as it did the original."""
-    train = source.read("train")
-    test_texts = {normalised(t) for t in source.read("test")[TEXT]}
-    known = set(read_label_set(source.labels or None, train))
+    train = source.read("train", tracking_uri)   # a retrained champion's own set may sit in the store
+    test_texts = {normalised(t) for t in source.read("test", tracking_uri)[TEXT]}
+    known = set(source.label_set(train, tracking_uri))
     seen = {normalised(t) for t in train[TEXT]}
     dropped = {"unknown_label": 0, "in_test_set": 0, "duplicate": 0}
     rows = []
@@ -81,7 +82,7 @@ def retrain(config, source: DataSource, state, tracking_uri: str | None, labelle
     from ..pipelines.run import run_local
     from ..registry import FEEDBACK_DROPPED, FEEDBACK_ROWS, RETRAINING_REASON
 
-    data = retraining_data(source, labelled, state.retraining)
+    data = retraining_data(source, labelled, state.retraining, tracking_uri or state.tracking_uri)
     # the champion's own recipe, domain text included, resolved against the data folder it came from
     corpus = domain_sources(config.adapt.domain_text, data.path, Path(source.train).parent) \
         if config.recipe.uses_domain_text else []
