@@ -74,7 +74,8 @@ def monitor_check(
 @monitor_app.command("calibrate")
 def monitor_calibrate(
     model: str = typer.Argument(..., help="Registered model; its @champion is calibrated."),
-    traffic: Path = typer.Option(..., help="CSV of in-distribution traffic (column text), e.g. a held-out test set."),
+    traffic: Path = typer.Option(..., help="CSV or Parquet of in-distribution traffic (column data.text_column, or "
+                                           "text), e.g. a held-out test set."),
     windows: int = typer.Option(20, min=2, help="In-distribution windows from each source."),
     margin: float = typer.Option(1.5, min=1.0, help="Thresholds = highest in-distribution distance x margin."),
     profile: str = PROFILE, set_: List[str] = SETS, state_dir: Path = STATE, tracking_uri: Optional[str] = TRACKING,
@@ -88,7 +89,12 @@ def monitor_calibrate(
     client, config = _setup(state_dir, tracking_uri, profile, set_)
     monitor = ServedMonitor.load(client, model, config.monitor)
     size = config.monitor.window
-    texts = pd.read_csv(traffic)["text"].tolist()
+    frame = pd.read_parquet(traffic) if traffic.suffix.lower() in (".parquet", ".pq") else pd.read_csv(traffic)
+    column = next((c for c in (config.data.text_column, "text") if c in frame.columns), None)
+    if column is None:
+        raise typer.BadParameter(f"{traffic} has no column {config.data.text_column!r} or 'text' "
+                                 f"(found {list(frame.columns)}); set data.text_column", param_hint="--traffic")
+    texts = frame[column].astype(str).tolist()
     rest = monitor.rest["text"].tolist()
     rng = np.random.default_rng(config.monitor.seed)
     groups = [[pool[i] for i in rng.choice(len(pool), size, replace=False)]
