@@ -235,12 +235,10 @@ def assess(log: PredictionLog, model: str, state: RolloutState, policy: RolloutP
         worse.append(f"challenger flags {chal.review_rate:.1%} for review vs champion's {champ.review_rate:.1%} "
                      f"(more by at least {review.low:.1%} > margin {policy.review_margin:.1%})")
 
-    if judged_in_shadow:
-        pass
-    elif min(chal.labelled, champ.labelled) < policy.min_labelled:
+    if not judged_in_shadow and min(chal.labelled, champ.labelled) < policy.min_labelled:
         pending.append(f"labelled texts: champion {champ.labelled}, challenger {chal.labelled} "
                        f"(need {policy.min_labelled} each)")
-    elif accuracy.low <= -policy.accuracy_margin:
+    elif not judged_in_shadow and accuracy.low <= -policy.accuracy_margin:
         pending.append(f"accuracy difference [{accuracy.low:+.3f}, {accuracy.high:+.3f}] does not yet exclude "
                        f"a loss of {policy.accuracy_margin:.3f}")
     if step_requests < policy.min_step_requests:
