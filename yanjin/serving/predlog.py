@@ -253,7 +253,8 @@ class PredictionLog:
 
     def review_queue(self, limit: int = 50) -> list[dict]:
         """Predictions waiting for a person, the one that helps most first: disagreements of a shadow comparison
-        (each decides the verdict), then low-confidence answers, then the audit sample; oldest first within."""
+        (each decides the verdict), then low-confidence answers, then the audit sample; oldest first within (the
+        verdict counts texts in arrival order up to the oldest one still waiting)."""
         self.flush()
         c = predictions.c
         rank = sa.case(*((c.review_reason == r, i) for i, r in enumerate(QUEUE_ORDER)), else_=QUEUE_ORDER.index(LOW_CONFIDENCE))
