@@ -169,7 +169,7 @@ def controls(state: LocalState, config, data_dir: Path, commit: str, pool: tuple
     test, cats = str(data_dir / "test.csv"), str(data_dir / "categories.json")
     permissive = ["gate.min_accuracy=0", "gate.min_macro_f1=0", "gate.max_ece=1", "gate.min_improvement=-1"]
     made = {}
-    for name, overrides in (("worse", ["data.max_per_class=8", "train.epochs=1"] + permissive),
+    for name, overrides in (("worse", ["data.max_per_class=12", "train.epochs=1"] + permissive),
                             ("equal", ["train.seed=14"] + permissive)):
         t = time.perf_counter()
         outcome = run_local(load_config(args.profile, overrides + args.set), str(data_dir / "train.csv"), test, cats,
@@ -309,6 +309,10 @@ def main() -> None:
             log.close()
         new_champion = alias_version(registry_client(state.tracking_uri), MODEL, CHAMPION)
         after, _ = accuracy(state, new_champion, [t for t, _ in held_out], [c for _, c in held_out])
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.with_suffix(".loop.json").write_text(json.dumps(   # kept should the controls fail
+            {"stages": stages, "accuracy_before": before, "accuracy_after": after, "promoted_version": new_champion},
+            indent=2))
         t = time.perf_counter()
         ctl = controls(state, config, data_dir, commit, ([t for t, _ in pool], [c for _, c in pool]),
                        champion.version, args.runs, args)
