@@ -338,6 +338,7 @@ def main() -> None:
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(result, indent=2))
+    args.output.with_suffix(".loop.json").unlink(missing_ok=True)
     print(json.dumps({k: v for k, v in result.items() if k not in ("controls", "stages")}, indent=2))
 
 
