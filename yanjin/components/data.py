@@ -6,6 +6,7 @@ bytes that are not UTF-8), so a bad file stops a run before any training starts.
 from __future__ import annotations
 
 import hashlib
+import math
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -180,6 +181,10 @@ def subsample(df: pd.DataFrame, labels: list[str], params: DataParams) -> tuple[
 
 def split_train_val(df: pd.DataFrame, params: DataParams) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Stratified hold-out for checkpoint selection; the test file is never touched here."""
+    n_val, n_labels = math.ceil(params.val_fraction * len(df)), df[LABEL].nunique()   # as scikit-learn counts it
+    if n_val < n_labels:
+        raise DataError(f"the validation split would hold {n_val} rows ({params.val_fraction:.0%} of {len(df)}), fewer "
+                        f"than the {n_labels} labels it must stratify: raise data.val_fraction or data.max_per_class")
     tr, va = train_test_split(
         df, test_size=params.val_fraction, stratify=df[LABEL], random_state=params.seed
     )
