@@ -122,6 +122,20 @@ def accuracy(state: LocalState, version: str, texts: list[str], labels: list[str
     return sum(p == t for p, t in zip(predicted, labels)) / len(labels), predicted
 
 
+def shadow_verdict(state: LocalState, raw: dict | None) -> dict:
+    """What the shadow comparison had seen at its last check (the verdict's), from the rollout's MLflow run."""
+    if not raw:
+        return {}
+    client = registry_client(state.tracking_uri)
+    last = {}
+    for key in ("shadow_pairs", "shadow_disagreements", "shadow_labels_asked", "shadow_labels_given", "shadow_diff",
+                "shadow_diff_low", "shadow_diff_high"):
+        history = client.get_metric_history(raw["run_id"], key)
+        if history:
+            last[key] = max(history, key=lambda m: m.step).value
+    return last
+
+
 # -- the controls' verdicts, replayed --------------------------------------------------------------------------
 def paired_labels_to_verdict(champ: list[str], cand: list[str], truth: list[str], policy, seed: int,
                              chunk: int = 64) -> tuple[str, int]:
@@ -298,6 +312,7 @@ def main() -> None:
                     if status != "running":
                         break
             stages["rollout"] = {"status": status, "reason": (raw or {}).get("reason", ""), "phases_entered": phases,
+                                 "shadow_verdict": shadow_verdict(state, raw),
                                  "requests": traffic.requests - start_requests,
                                  "labels_given": traffic.given - start_given, "seconds": round(time.perf_counter() - t, 1)}
         finally:
