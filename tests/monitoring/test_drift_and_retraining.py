@@ -27,7 +27,7 @@ MODEL = "banking77-v1"
 DATA = None   # the banking77 folder, set by the fixture
 SMALL = ["monitor.reference_size=60", "monitor.window=60", "monitor.min_window=40"]
 PARAMS = MonitorParams(reference_size=60, window=60, min_window=40)
-ENV = {"COLUMNS": "300"}
+ENV = {"COLUMNS": "300", "MLFLOW_TRACKING_URI": None}   # mlflow.set_tracking_uri in earlier tests exports one
 
 
 def users_own_data(folder) -> dict:
