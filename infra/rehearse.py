@@ -419,7 +419,9 @@ def controller_in_container(docker: list[str], server, pg: str) -> dict:
         out["approved_by"] = [a["principal"] for a in ledger.approvals_of(MODEL, "3")]
         out["audit_verified"] = ledger.verify() == []
         out["controller_log"] = logs(docker, cid)[-1500:]
-    finally:
+    finally:   # SIGTERM first, as Kubernetes does: the controller releases the leases it holds
+        out["controller_stopped_cleanly"] = subprocess.run(docker + ["stop", "-t", "30", cid],
+                                                           capture_output=True).returncode == 0
         subprocess.run(docker + ["rm", "-f", cid], capture_output=True)
         log.close()
         ledger.close()

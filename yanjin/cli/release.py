@@ -150,8 +150,13 @@ def controller_run(
 ) -> None:
     """Advance, promote (when approved) and roll back every rollout within policy, carry out approved
     promotions, finish yanjin's unconfirmed alias moves. Several may run: one leads (a lease in the ledger)."""
+    import signal
+
     from ..release.controller import run
 
+    def stop(signum, frame):   # SIGTERM (a rolling update, `docker stop`): unwind, so every lease held is released
+        raise SystemExit(0)
+    signal.signal(signal.SIGTERM, stop)
     config = _config(profile, set_)
     rel = _release(state_dir, tracking_uri, config.release.lease_ttl_s)
     log = _open_log(state_dir, prediction_log)
