@@ -236,6 +236,40 @@ def test_one_controller_leads_another_stands_by_and_takes_over_when_it_dies(setu
     assert [e.action for e in release.ledger.history("__controller__")] == ["controller-takeover"]
 
 
+def test_a_controller_stopped_with_sigterm_releases_its_leadership(setup, tmp_path):
+    """As a rolling update or `docker stop` ends it: the lease is released at once, not left to expire."""
+    import signal
+    import subprocess
+    import sys
+
+    from yanjin.registry.ledger import CONTROLLER_LEASE, AliasConflict
+
+    release, _ = setup
+    uri = release.client.tracking_uri
+    env = {k: v for k, v in __import__("os").environ.items() if k != "MLFLOW_TRACKING_URI"}
+    proc = subprocess.Popen([sys.executable, "-m", "yanjin.cli", "controller", "run", "--interval", "1", "--profile",
+                             "tiny", "--tracking-uri", uri, "--state-dir", str(tmp_path)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    def held() -> bool:   # another replica asks for the lead: refused while someone holds it
+        try:
+            lease = release.ledger.acquire(CONTROLLER_LEASE, "probe", ttl_s=60, wait_s=0)
+        except AliasConflict:
+            return True
+        release.ledger.release(lease)
+        return False
+
+    try:
+        deadline = time.time() + 90
+        while time.time() < deadline and not held():
+            time.sleep(0.5)
+        assert held(), "the controller never took the lead"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0, proc.stdout.read()
+    finally:
+        proc.kill()
+    assert not held()
+
+
 # -- shadow first ---------------------------------------------------------------------------------------------
 SHADOWED = RolloutPolicy(plan="50,100", shadow_share=0.5, min_step_requests=40, accuracy_margin=0.02, audit_p=0.02,
                          label_budget=400)
