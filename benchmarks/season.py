@@ -128,7 +128,8 @@ def shadow_verdict(state: LocalState, raw: dict | None) -> dict:
         return {}
     client = registry_client(state.tracking_uri)
     last = {}
-    for key in ("shadow_pairs", "shadow_disagreements", "shadow_labels_asked", "shadow_labels_given", "shadow_diff",
+    for key in ("shadow_pairs", "shadow_disagreements", "shadow_disagreements_labelled", "shadow_labels_asked",
+                "shadow_labels_given", "shadow_diff",
                 "shadow_diff_low", "shadow_diff_high"):
         history = client.get_metric_history(raw["run_id"], key)
         if history:

@@ -309,6 +309,7 @@ def _log_check(client, state: RolloutState, a: Assessment) -> None:
               "error_rate_challenger": a.challenger.error_rate}
     if a.paired is not None:
         values |= {"shadow_pairs": a.paired.pairs, "shadow_disagreements": a.paired.disagreements,
+                   "shadow_disagreements_labelled": a.paired.labelled,
                    "shadow_labels_asked": a.paired.asked, "shadow_labels_given": a.paired.labelled + a.paired.labelled_audit,
                    "shadow_diff": a.paired.estimate, "shadow_diff_low": a.paired.low, "shadow_diff_high": a.paired.high}
     client.log_batch(state.run_id, metrics=[Metric(k, float(v), ms, state.checks) for k, v in values.items()
