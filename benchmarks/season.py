@@ -39,6 +39,7 @@ from yanjin.pipelines.run import LocalState, run_local  # noqa: E402
 from yanjin.registry import CHALLENGER, CHAMPION, alias_version, client as registry_client  # noqa: E402
 from yanjin.registry.ledger import Ledger  # noqa: E402
 from yanjin.release.paired import NON_INFERIOR, PENDING, WORSE, Pair, paired_estimate  # noqa: E402
+from yanjin.release.rehearsal import review_what_is_asked  # noqa: E402
 from yanjin.release.sequential import confidence_sequence  # noqa: E402
 from yanjin.serving.auth import add_key  # noqa: E402
 from yanjin.serving.client import post  # noqa: E402
@@ -101,12 +102,7 @@ class Traffic:
     def review(self) -> int:
         """Label every item the queue asks for whose truth the reviewer knows (held-out texts are never sent)."""
         time.sleep(0.3)   # the shadow scorer logs its pairs just after the answers
-        n = 0
-        for item in self.log.review_queue(limit=100_000):
-            label = self.truth.get(item["text"])
-            if label is not None:
-                post(self.reviewer, f"{self.url}/review", {"prediction_id": item["id"], "label": label})
-                n += 1
+        n = review_what_is_asked(self.reviewer, self.url, self.log, self.truth, limit=100_000)
         self.given += n
         return n
 
@@ -319,7 +315,11 @@ def main() -> None:
         finally:
             if controller is not None:
                 controller.terminate()
-                controller_out = controller.communicate(timeout=30)[0]
+                try:
+                    controller_out = controller.communicate(timeout=30)[0]
+                except subprocess.TimeoutExpired:   # said in the result, never lost with it
+                    controller.kill()
+                    controller_out = controller.communicate()[0] + "\nnot exited 30 s after SIGTERM: killed"
                 stages.setdefault("rollout", {})["controller_lines"] = controller_out.strip().splitlines()[-12:]
             stop(server)
             log.close()
