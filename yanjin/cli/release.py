@@ -3,6 +3,7 @@ Configuration (rollout guardrails, prices) is read here, once."""
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import List, Optional
@@ -154,7 +155,10 @@ def controller_run(
 
     from ..release.controller import run
 
+    stopped = []
+
     def stop(signum, frame):   # SIGTERM (a rolling update, `docker stop`): unwind, so every lease held is released
+        stopped.append(signum)
         raise SystemExit(0)
     signal.signal(signal.SIGTERM, stop)
     config = _config(profile, set_)
@@ -167,6 +171,8 @@ def controller_run(
         _fail(str(err))
     finally:
         log.close()
+        if stopped:   # leases released, log written: exit now, not after library threads (MLflow's) wind down
+            os._exit(0)
 
 
 def _print_assessment(a) -> None:
