@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DATA_FOUND := $(or $(YANJIN_DATA),$(wildcard ../shared/data/banking77/train.csv),$(wildcard .yanjin/data/banking77/train.csv))
 
-.PHONY: demo test bench bench-family bench-drift bench-season bench-serving rehearse install clean
+.PHONY: demo test bench bench-family bench-drift bench-season bench-screens bench-serving rehearse install clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -21,9 +21,12 @@ ifeq ($(DATA_FOUND),)
 endif
 	$(BIN)/yanjin pipeline run --profile demo --variant all
 	$(BIN)/yanjin bench family --output-dir .yanjin/bench --latency-runs 100 --throughput-batches 10
+	# drift thresholds of the served member, from its own test texts, before anyone reads a drift check
+	$(BIN)/yanjin monitor calibrate banking77-lite
 	@echo; $(BIN)/yanjin status
-	@echo "\nNext: the MLflow UI (mlflow ui --backend-store-uri sqlite:///$$PWD/.yanjin/mlflow.db), a model card" \
-	  "(yanjin card banking77-pro 1), the server (yanjin serve, Swagger UI at http://127.0.0.1:3000/docs)"
+	@echo "\nNext (the command is $(BIN)/yanjin; or: source $(VENV)/bin/activate): the MLflow UI" \
+	  "($(BIN)/mlflow ui --backend-store-uri sqlite:///$$PWD/.yanjin/mlflow.db), a model card" \
+	  "($(BIN)/yanjin card banking77-pro 1), the server ($(BIN)/yanjin serve, Swagger UI at http://127.0.0.1:3000/docs)"
 
 # real non-banking text for the drift tests' out-of-domain traffic: Debian's fortune-cookie files
 OOD_TEXT := /usr/share/games/fortunes
@@ -46,7 +49,14 @@ $(PG_CTL):
 	  (apt-get update -qq && apt-get install -y -qq postgresql >/dev/null)) || \
 	  { echo "the integration test needs PostgreSQL: sudo apt-get install postgresql"; exit 1; }
 
-test: $(VENV)/.installed $(OOD_TEXT) $(KUBECTL) $(PG_CTL)
+# a real browser for what users see (the MLflow UI, the Swagger UI): Debian's headless Chromium
+CHROMIUM := /usr/bin/chromium
+$(CHROMIUM):
+	@command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && (apt-get install -y -qq chromium >/dev/null 2>&1 || \
+	  (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)) || \
+	  { echo "the browser tests need Chromium: sudo apt-get install chromium"; exit 1; }
+
+test: $(VENV)/.installed $(OOD_TEXT) $(KUBECTL) $(PG_CTL) $(CHROMIUM)
 	$(BIN)/python -m pytest
 
 bench: $(VENV)/.installed
@@ -63,6 +73,10 @@ bench-drift: $(VENV)/.installed $(OOD_TEXT)
 # a season end to end (shift, drift, retraining, shadow verdict, promotion) and the controls' labels to a verdict
 bench-season: $(VENV)/.installed
 	$(BIN)/python benchmarks/season.py --profile demo --runs 20
+
+# what a reviewer sees (Swagger UI, an MLflow version page, a drift report, select.png) in headless Chromium
+bench-screens: $(VENV)/.installed $(OOD_TEXT) $(CHROMIUM)
+	$(BIN)/python benchmarks/screens.py
 
 # Lite and V1 served under load beside the pre-reshaping server, a naive baseline and a no-op ceiling
 bench-serving: $(VENV)/.installed

@@ -54,8 +54,9 @@ def main(family_json: Path = RESULTS / "family.json") -> dict:
         shown = at_issue_price
         verdict = f"Pro never wins against V2: it costs more and is not more accurate ({gap})"
     else:
-        below, shown = (Demand(100_000, 18, threshold * f, costs.cpu_hour_usd) for f in (0.99, 1.01))
-        result |= {"pro_wins_just_above_threshold": total_cost(pro, shown, 18) < total_cost(v2, shown, 18),
+        below, above = (Demand(100_000, 18, threshold * f, costs.cpu_hour_usd) for f in (0.99, 1.01))
+        shown = Demand(100_000, 18, threshold * 2, costs.cpu_hour_usd)  # drawn where the lines part, not at the crossing
+        result |= {"pro_wins_just_above_threshold": total_cost(pro, above, 18) < total_cost(v2, above, 18),
                    "v2_wins_just_below_threshold": total_cost(v2, below, 18) < total_cost(pro, below, 18)}
         verdict = f"Pro wins at 18 months only if an error costs more than ${threshold:.2f} ({gap})"
     stem = "select_seed_example" + ("" if family_json.name == "family.json" else f"_{family_json.stem}")

@@ -138,6 +138,9 @@ def torch_wheel() -> Path:
 
 def build_image(docker: list[str], dockerfile: str, tag: str, args: dict[str, str]) -> float:
     start = time.perf_counter()
+    from yanjin.state import git_commit
+
+    args = {"GIT_COMMIT": git_commit(ROOT)} | args
     build_args = [a for k, v in args.items() for a in ("--build-arg", f"{k}={v}")]
     run(docker + ["build", "--network", "host", "-f", dockerfile, *build_args, "-t", tag, str(ROOT)],
         stdout=subprocess.DEVNULL)

@@ -50,8 +50,10 @@ def test_submit_sends_what_the_package_takes_and_refuses_a_mismatch(tmp_path):
     from yanjin.pipelines.remote import package_parameters, pipeline_arguments
 
     member, family = tmp_path / "member.yaml", tmp_path / "family.yaml"
-    assert runner.invoke(app, ["pipeline", "compile", "--output", str(member)]).exit_code == 0
-    assert runner.invoke(app, ["pipeline", "compile", "--family", "--output", str(family)]).exit_code == 0
+    refused = runner.invoke(app, ["pipeline", "compile", "--output", str(member)], env={"COLUMNS": "300"})
+    assert refused.exit_code == 2 and "--image-default" in refused.output and not member.exists()
+    assert runner.invoke(app, ["pipeline", "compile", "--image-default", "--output", str(member)]).exit_code == 0
+    assert runner.invoke(app, ["pipeline", "compile", "--image-default", "--family", "--output", str(family)]).exit_code == 0
     config, data = load_config("full"), {"train_data": "s3://b/train.csv", "test_data": "s3://b/test.csv"}
     assert set(pipeline_arguments(config, "banking77-v1", data, package_parameters(member))) == {
         "config_json", "registered_model", "train_data", "test_data"}
@@ -80,3 +82,18 @@ def test_an_error_is_one_message_with_the_next_step_and_debug_shows_the_tracebac
     assert lines[1].strip().startswith("next: see what is registered: yanjin status") and len(lines) == 2
     debug = subprocess.run(args + ["--debug"], capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert debug.returncode == 1 and "Traceback" in debug.stderr
+
+
+def test_read_only_commands_in_a_folder_without_state_create_nothing_and_say_where_they_looked(tmp_path):
+    """`yanjin status` from another folder used to create an empty registry and report nothing registered."""
+    from importlib.metadata import version
+
+    runner = CliRunner()
+    env = {"COLUMNS": "300", "MLFLOW_TRACKING_URI": None}
+    for args in (["status"], ["history", "banking77-v1"], ["card", "banking77-v1", "1"], ["review", "list"]):
+        out = runner.invoke(app, args + ["--state-dir", str(tmp_path / ".yanjin")], env=env)
+        assert out.exit_code == 1 and f"no yanjin state in {tmp_path / '.yanjin'}" in out.output, (args, out.output)
+        assert "--state-dir" in out.output
+    assert list(tmp_path.iterdir()) == []                                  # nothing was created by looking
+    shown = runner.invoke(app, ["--version"])
+    assert shown.exit_code == 0 and shown.output.startswith(f"yanjin {version('yanjin')} (code ")

@@ -3,6 +3,7 @@ retraining run that takes reviewed labels and registers a challenger. The versio
 a user with their own data does it: Parquet files with other column names and a label list of another
 name, through `yanjin pipeline run`; retraining, reproduce and the drift check then find it all by the
 version's record alone."""
+import html
 import json
 import time
 import uuid
@@ -122,7 +123,12 @@ def test_cli_check_reports_logs_and_fails_on_drift(served, monitor, tmp_path):
     summary = json.loads(next((tmp_path / "out").glob("drift-*.json")).read_text())
     assert summary["verdict"] == "drift" and "novelty" in summary["drifted_columns"]
     assert set(summary) >= {"drift_share", "drifted_columns", "low_confidence_share", "scores", "thresholds"}
-    assert next((tmp_path / "out").glob("drift-*.html")).stat().st_size > 10_000
+    assert next((tmp_path / "out").glob("drift-*-evidently.html")).stat().st_size > 10_000
+    page = next(p for p in (tmp_path / "out").glob("drift-*.html") if not p.name.endswith("-evidently.html")).read_text()
+    assert f"<title>Drift check of {MODEL} version 1: drift</title>" in page      # what, which version, the verdict
+    assert "never seen in the training texts" in page and "DRIFTED" in page     # each feature said, its threshold
+    assert any(html.escape(t) in page for t in fortune_texts()[:60])              # the window's novel texts, shown
+    assert any(f"<td>{name}</td>" in page for name in monitor.featurizer.classifier.labels)   # intents by name
     runs = client.search_runs([client.get_experiment_by_name(f"{MODEL}-monitoring").experiment_id])
     assert runs[0].data.tags["verdict"] == "drift" and runs[0].data.metrics["drift_share"] > 0
     from evidently.ui.workspace import Workspace
@@ -151,6 +157,17 @@ REVIEWED = [("I got my card today, how do I turn it on?", "activate_my_card"),
             ("Set my balance to refill itself when it drops low", "automatic_top_up"),
             ("I sent money from my other bank yesterday and my balance still shows the old amount",
              "balance_not_updated_after_bank_transfer")]
+
+
+def test_retraining_with_nothing_new_says_so_and_registers_nothing(served, tmp_path):
+    """No trusted labels, the champion's own rows, recipe and code: the same bytes would come out."""
+    state, client, _, _ = served
+    before = len(client.search_model_versions(f"name='{MODEL}'"))
+    result = CliRunner().invoke(app, ["monitor", "retrain", MODEL, "--state-dir", str(state.root), "--profile", "tiny",
+                                      "--prediction-log", str(tmp_path / "empty.db")], env=ENV)
+    assert result.exit_code == 0, result.output
+    assert "nothing changed since v1: no new trusted labels" in result.output and "not retrained" in result.output
+    assert len(client.search_model_versions(f"name='{MODEL}'")) == before
 
 
 def test_retraining_takes_reviewed_labels_and_registers_a_challenger(served):

@@ -10,6 +10,9 @@ from yanjin.pipelines.run import LocalState, run_family_local
 from yanjin.registry import FAMILY_RUN_TABLE, RUN_FAMILY, family_experiment
 
 
+PRO_SAYS = "domain, as this profile words it - adapted on in-domain text, then fine-tuned"
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, data_dir):
     tmp = tmp_path_factory.mktemp("family")
@@ -18,7 +21,9 @@ def runs(tmp_path_factory, data_dir):
     args = (str(data_dir / "train.csv"), str(data_dir / "test.csv"), str(data_dir / "categories.json"), state, None,
             "test-commit")
     # at tiny scale Pro does not beat V1 (see issue 15): a negative margin lets the first run register it
-    first = run_family_local(load_config("tiny", ["gate.min_improvement=-0.5"]), *args, adapt_corpus=corpus)
+    # Pro's recipe as this profile changes it (its summary): every view must say the run's recipe, not the table's
+    first = run_family_local(load_config("tiny", ["gate.min_improvement=-0.5", f"recipes.pro.summary={PRO_SAYS}"]),
+                             *args, adapt_corpus=corpus)
     # then Pro and Lite again on the default margin: Pro loses to V1, so Lite distils the Pro champion, and
     # held to a size ceiling it cannot meet, the compression gate blocks Lite; its student_from (V1's champion)
     # is unused and not fetched, as the MiniLM teacher's own blocks fit the student
@@ -118,3 +123,53 @@ def test_the_family_table_is_logged_to_the_family_run(runs, tmp_path):
     rows = json.load(open(client.download_artifacts(family_run, FAMILY_RUN_TABLE, str(tmp_path))))
     assert list(rows) == ["v1", "v2", "pro", "lite"] and all(r["gate"] == "register" for r in rows.values())
     assert "| lite | banking77-lite | register | 1 |" in first.markdown
+
+
+# -- every view of a version says what the checkpoint and the recorded recipe say --------------------------
+@pytest.mark.parametrize("variant", ["v1", "v2", "pro", "lite"])
+def test_card_params_description_and_status_describe_the_checkpoint_and_the_recipe_that_ran(runs, variant, tmp_path):
+    from yanjin.components.card import base_encoder, card_markdown, network_line, read_record
+    from yanjin.config import PipelineConfig
+    from yanjin.monitoring.status import family_status, render
+
+    _, _, client = runs
+    model = f"banking77-{variant}"
+    mv = client.get_model_version(model, "1")
+    spec = json.load(open(client.download_artifacts(mv.run_id, "checkpoint/model_config.json", str(tmp_path))))
+    recipe = PipelineConfig.from_json(mv.tags["config"]).recipe
+    card = card_markdown(read_record(client, model, "1"))
+    assert f"**Network:** {network_line(spec)}" in card
+    assert recipe.summary in card and (variant != "pro" or recipe.summary == PRO_SAYS)
+    # MLflow's params: the network as built (a base's architecture, Lite's pruned sizes), never the profile's
+    params = client.get_run(mv.run_id).data.params
+    assert {k: params[f"model.{k}"] for k in spec} == {k: str(v) for k, v in spec.items()}
+    # the version page's description carries the metrics row, not only its header
+    assert f"| {mv.tags['accuracy'][:6]} | {mv.tags['macro_f1'][:6]} | {mv.tags['ece'][:6]} |" in mv.description
+    assert client.get_run(mv.run_id).info.run_name == f"{model} #1 train"
+    if variant == "lite":  # the teacher's base is the teacher's, read from its own checkpoint
+        pro = client.get_model_version("banking77-pro", "1")
+        teacher = json.load(open(client.download_artifacts(pro.run_id, "checkpoint/model_config.json", str(tmp_path))))
+        assert f"itself built on {base_encoder(teacher)}" in card
+    shown = render(family_status(client, {variant: model}, None, "none"))
+    assert f"{variant} #1: {recipe.summary}; {network_line(spec)}" in shown
+
+
+def test_a_retrained_member_identical_to_its_champion_is_refused_by_name(runs, tmp_path):
+    """The second run's Pro trains on the same rows with the same recipe and code: the same bytes."""
+    _, again, client = runs
+    decision = client.download_artifacts(again.members["pro"].evaluation["run_id"], "gate/decision.json", str(tmp_path))
+    assert "identical to champion v1: nothing changed, nothing to register" in json.load(open(decision))["reasons"]
+
+
+def test_the_mlflow_ui_shows_the_metrics_row_on_a_version_page(runs, tmp_path):
+    """Read as a reviewer reads it: the version page of a real MLflow server, rendered by Chromium."""
+    from tests.browser import mlflow_ui, rendered, text_of, version_page
+
+    _, _, client = runs
+    mv = client.get_model_version("banking77-lite", "1")
+    with mlflow_ui(client.tracking_uri) as ui:
+        shown = text_of(rendered(version_page(ui, "banking77-lite", "1"), tmp_path / "version-page.png"))
+    assert "Metrics (held-out test set)" in shown
+    row = next(line for line in shown.splitlines() if line.startswith(mv.tags["accuracy"][:6] + " | "))
+    assert mv.tags["macro_f1"][:6] in row and mv.tags["ece"][:6] in row, row
+    assert "banking77-lite #1 train" in shown            # the run it came from, by name

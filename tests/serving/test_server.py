@@ -1,4 +1,5 @@
 """The real server: `yanjin serve` as a subprocess (BentoML + ONNX Runtime), talked to over HTTP."""
+import json
 import os
 import subprocess
 import sys
@@ -86,8 +87,9 @@ def test_prediction_carries_everything_a_caller_needs(server):
     r = predict(url, [{"text": "my card has not arrived yet", "key": "u1"}, {"text": "how do I top up?"}])
     assert r.status_code == 200, r.text
     first, second = r.json()
-    assert set(first) == {"prediction_id", "label", "confidence", "top_k", "needs_review", "model", "version",
-                          "variant", "arm", "error"}
+    assert set(first) == {"prediction_id", "label", "confidence", "top_k", "needs_review", "truncated", "share_read",
+                          "model", "version", "variant", "arm", "error"}
+    assert not first["truncated"] and first["share_read"] == 1.0
     assert first["error"] is None and second["error"] is None
     assert first["model"] == MODEL and first["variant"] == "v1" and first["arm"] in (CHAMPION, CHALLENGER)
     assert first["version"] == {"champion": "1", "challenger": "2"}[first["arm"]]
@@ -95,6 +97,19 @@ def test_prediction_carries_everything_a_caller_needs(server):
     assert first["top_k"][0]["confidence"] == pytest.approx(first["confidence"])
     assert first["needs_review"] == (first["confidence"] < 0.99)
     assert first["prediction_id"] != second["prediction_id"]
+
+
+def test_a_text_longer_than_the_model_reads_says_so_and_goes_to_review(server):
+    url, state, *_ = server
+    complaint = ("I ordered a replacement card three weeks ago after the old one was swallowed by a cash machine, "
+                 "and the app still says it is on its way; meanwhile my rent is due, the branch told me to call, "
+                 "and the phone line keeps me waiting for forty minutes before it hangs up on me every time. ") * 2
+    r = predict(url, [{"text": complaint}])
+    assert r.status_code == 200, r.text
+    (answer,) = r.json()
+    assert answer["truncated"] and 0 < answer["share_read"] < 0.5 and answer["needs_review"]
+    info = httpx.post(f"{url}/info", json={}, timeout=10).json()
+    assert info["limits"]["tokens_read"]["champion"] == 32   # the tiny profile's max_length
 
 
 def test_info_shows_versions_variants_providers_and_weights(server):
@@ -238,6 +253,29 @@ def test_the_swagger_ui_is_at_docs_with_an_example_request_that_works(server):
     unknown = label(url, "feedback", example["/feedback"]["prediction_id"], example["/feedback"]["label"],
                     as_key(keys["crm-app"]))
     assert unknown.status_code in (400, 404)                        # well-formed: refused only for its content
+
+
+def test_the_api_documents_itself_as_yanjin_with_its_keys_and_errors_in_a_real_browser(server, tmp_path):
+    from importlib.metadata import version
+
+    from tests.browser import external_assets, rendered
+
+    url, *_ = server
+    doc = httpx.get(f"{url}/docs.json", timeout=10).json()
+    assert doc["info"]["title"] == f"yanjin serving: {MODEL}" and doc["info"]["version"] == version("yanjin")
+    assert "BentoML" not in json.dumps(doc["info"]) and doc["info"]["contact"]["name"]
+    assert set(doc["components"]["securitySchemes"]) == {"bearer", "apiKey"}
+    review = doc["paths"]["/review"]["post"]
+    assert {"bearer": []} in review["security"] and {} not in review["security"]   # a key is needed
+    assert {"401", "403", "413", "415", "429"} <= set(review["responses"])
+    assert review["responses"]["429"]["content"]["application/json"]["example"]["error"]
+    assert {} in doc["paths"]["/predict"]["post"]["security"]   # open /predict on this embedded server
+    assert {"413", "415", "429", "503"} <= set(doc["paths"]["/predict"]["post"]["responses"])
+    page = httpx.get(f"{url}/docs", timeout=10).text
+    assert external_assets(page) == [] and "googletagmanager" not in page
+    dom = rendered(f"{url}/docs", tmp_path / "swagger.png")              # what a person sees in Chromium
+    assert "Authorize" in dom and f"yanjin serving: {MODEL}" in dom and "BentoML Team" not in dom
+    assert (tmp_path / "swagger.png").stat().st_size > 10_000
 
 
 def test_metrics_endpoint_is_prometheus_text(server):

@@ -41,9 +41,21 @@ app.command("reproduce")(reproduce)
 DEBUG_ENV = "YANJIN_DEBUG"
 
 
+def _version(asked: bool) -> None:
+    if asked:
+        from importlib.metadata import version
+
+        from ..state import git_commit
+
+        typer.echo(f"yanjin {version('yanjin')} (code {git_commit()})")
+        raise typer.Exit()
+
+
 @app.callback()
 def _global(debug: bool = typer.Option(False, "--debug", help="On an error, show the Python traceback too "
-                                       "(also accepted anywhere on the line, or YANJIN_DEBUG=1).")) -> None:
+                                       "(also accepted anywhere on the line, or YANJIN_DEBUG=1)."),
+            version: bool = typer.Option(False, "--version", is_eager=True, callback=_version,
+                                         help="Print the version and the code's commit, then exit.")) -> None:
     if debug:
         os.environ[DEBUG_ENV] = "1"
 

@@ -106,11 +106,12 @@ def status(
     from ..registry import registered_model_name
     from .options import prediction_log as open_log
 
+    c = client(state_dir, tracking_uri)  # refuses a state folder that is not there: looking creates nothing
     location = prediction_log or str(state_of(state_dir).prediction_log)
     exists = "://" in location or Path(location).is_file()  # do not create an empty SQLite log by looking
     log = open_log(state_dir, prediction_log) if exists else None
     try:
-        result = family_status(client(state_dir, tracking_uri), {m: registered_model_name(model_name, m) for m in FAMILY},
+        result = family_status(c, {m: registered_model_name(model_name, m) for m in FAMILY},
                                log, location, ledger_if_any(state_dir, tracking_uri))
     finally:
         if log is not None:

@@ -74,13 +74,16 @@ def monitor_check(
 @monitor_app.command("calibrate")
 def monitor_calibrate(
     model: str = typer.Argument(..., help="Registered model; its @champion is calibrated."),
-    traffic: Path = typer.Option(..., help="CSV or Parquet of in-distribution traffic (column data.text_column, or "
-                                           "text), e.g. a held-out test set."),
+    traffic: Optional[Path] = typer.Option(None, help="CSV or Parquet of in-distribution traffic (column "
+                                                      "data.text_column, or text); default: the champion's own test "
+                                                      "file, as its run recorded it."),
     windows: int = typer.Option(20, min=2, help="In-distribution windows from each source."),
     margin: float = typer.Option(1.5, min=1.0, help="Thresholds = highest in-distribution distance x margin."),
     profile: str = PROFILE, set_: List[str] = SETS, state_dir: Path = STATE, tracking_uri: Optional[str] = TRACKING,
 ) -> None:
     """Set the champion's drift thresholds from in-distribution windows (traffic + unused training rows)."""
+    from dataclasses import replace
+
     import numpy as np
     import pandas as pd
 
@@ -89,6 +92,15 @@ def monitor_calibrate(
     client, config = _setup(state_dir, tracking_uri, profile, set_)
     monitor = ServedMonitor.load(client, model, config.monitor)
     size = config.monitor.window
+    if traffic is None:
+        from ..components.data import local_file
+        from ..monitoring.job import champion_recipe, champion_source
+
+        recorded = champion_recipe(client, model, [])
+        traffic = Path(local_file(champion_source(client, model, recorded, None, state_of(state_dir)).test,
+                                  client.tracking_uri))
+        config = replace(config, data=recorded.data)   # its columns
+        typer.echo(f"in-distribution traffic: {traffic} (the champion's test file)")
     frame = pd.read_parquet(traffic) if traffic.suffix.lower() in (".parquet", ".pq") else pd.read_csv(traffic)
     column = next((c for c in (config.data.text_column, "text") if c in frame.columns), None)
     if column is None:
@@ -115,6 +127,7 @@ def monitor_retrain(
     verbose: bool = typer.Option(False, "--verbose", help="Also show kfp.local's own output."),
 ) -> None:
     """Retrain on the training data plus reviewed/feedback labels; a passing candidate becomes @challenger."""
+    from ..monitoring.retrain import UNCHANGED
     from ..pipelines.console import watched
     from ..pipelines.pipeline import DEFAULT_IMAGE, build_pipeline
 
@@ -130,7 +143,7 @@ def monitor_retrain(
     if error is not None:
         typer.echo("\n".join(watch.failure_lines()), err=True)
         fail(f"retraining stopped: {error} (all output: {watch.log})")
-    if outcome.version is None:
+    if outcome.version is None and outcome.gate != UNCHANGED:  # nothing new to learn from is not a failure
         raise typer.Exit(1)
 
 

@@ -46,9 +46,17 @@ def data_dir(explicit: Path | None, state_dir: Path) -> Path:
         raise typer.BadParameter(str(e), param_hint="--data / $YANJIN_DATA") from None
 
 
+def require_state(state_dir: Path, tracking_uri: str | None) -> None:
+    """Commands that read a registry never create one: an embedded state folder must be there already."""
+    if tracking_uri is None and not (state_dir / "mlflow.db").is_file():
+        fail(f"no yanjin state in {state_dir.resolve()}; pass --state-dir (the folder `yanjin pipeline run` wrote, "
+             f"{DEFAULT_STATE_DIR}/ where it ran) or --tracking-uri")
+
+
 def client(state_dir: Path, tracking_uri: str | None):
     from ..registry import client as mlflow_client
 
+    require_state(state_dir, tracking_uri)
     return mlflow_client(tracking_uri or state_of(state_dir).tracking_uri)
 
 
@@ -64,6 +72,8 @@ def profile(name: str, overrides: list[str]):
 def prediction_log(state_dir: Path, location: str | None):
     from ..serving.predlog import PredictionLog
 
+    if location is None and not state_dir.is_dir():
+        fail(f"no yanjin state in {state_dir.resolve()}; pass --state-dir or --prediction-log")
     return PredictionLog(location or state_of(state_dir).prediction_log)
 
 
@@ -75,6 +85,7 @@ def release(state_dir: Path, tracking_uri: str | None, lease_ttl_s: float = 120.
     from ..registry.mirror import Release
     from ..registry.principal import PrincipalError, authenticated_principal
 
+    require_state(state_dir, tracking_uri)
     uri = tracking_uri or state_of(state_dir).tracking_uri
     try:
         who = authenticated_principal(uri, os.environ.get("MLFLOW_TRACKING_USERNAME"),

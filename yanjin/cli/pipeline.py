@@ -111,12 +111,17 @@ def pipeline_compile(
     gpu: bool = typer.Option(False, help="Adapt and train/distil request one NVIDIA GPU (and tolerate GPU nodes' taint)."),
     family: bool = typer.Option(False, "--family", help="The family pipeline: every member in one run (validate once, "
                                                         "a branch per member, the family table) instead of one member per run."),
+    image_default: bool = typer.Option(False, "--image-default", help="Compile with the local image name (yanjin:VERSION, "
+                                                                      "what infra/Dockerfile builds) instead of --image."),
 ) -> None:
     """Compile the pipeline to YAML (upload it in the Kubeflow UI or submit it with kfp.Client)."""
     from ..pipelines.pipeline import DEFAULT_IMAGE
     from ..pipelines.run import compile_pipeline
     from .options import profile as load_profile
 
+    if not image and not image_default:  # a cluster cannot pull the local name: say so now, not at the first pod
+        raise typer.BadParameter(f"name the image every step runs, e.g. --image REGISTRY/yanjin:0.1.0 (or "
+                                 f"--image-default for the local {DEFAULT_IMAGE})", param_hint="--image")
     path = compile_pipeline(output, image or DEFAULT_IMAGE, load_profile(profile, set_).resources, gpu, family)
     typer.echo(f"wrote {path}" + (" (the family pipeline)" if family else "") + (" (GPU steps: adapt, train)" if gpu else ""))
 

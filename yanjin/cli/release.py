@@ -107,9 +107,12 @@ def history(model: str = typer.Argument(..., help="Registered model."),
         drift = rel.drift(model)
     except _errors() as err:
         _fail(str(err))
+    if entries:
+        typer.echo(f"{'seq':>4}  {'when (UTC)':<19}  {'who':<24} {'action':<16} {'alias':<11} from -> to  why")
     for e in entries:
-        typer.echo(f"{e.seq:>4}  {e.when}  {e.principal:<24} {e.action:<16} @{e.alias or '-':<10} v{e.from_version} -> "
-                   f"v{e.to_version}{'  FORCED' if e.forced else ''}  {e.reason}")
+        typer.echo(f"{e.seq:>4}  {e.when}  {e.principal:<24} {e.action:<16} @{e.alias or '-':<10} "
+                   f"{'#' + e.from_version if e.from_version else 'none'} -> {'#' + e.to_version if e.to_version else 'none'}"
+                   f"{'  FORCED' if e.forced else ''}  {e.reason}")
     typer.echo(f"{len(entries)} change(s)")
     for d in drift:
         typer.secho(f"MIRROR: {d}", fg="yellow")
@@ -390,11 +393,12 @@ def select(
                    + (f"month {crossing:.1f}" if crossing else "never (one is cheaper at every month)"))
     for p in advice.pairs:
         c = p["break_even_cost_per_error"]
-        typer.echo(f"{p['variant']} (+{p['accuracy_gap']:.4f} accuracy) beats {p['versus']} at {months} months only "
-                   f"when an error costs more than ${c:,.2f}")
+        typer.echo(f"{p['variant']} (+{p['accuracy_gap']:.4f} accuracy) "
+                   + (f"costs no more than {p['versus']} over {months} months, whatever an error costs" if c == 0 else
+                      f"is cheaper than {p['versus']} over {months} months once an error costs more than ${c:,.2f}"))
     output_dir = output_dir or state_of(state_dir).select
     output_dir.mkdir(parents=True, exist_ok=True)
-    plot_cumulative(registered, demand, output_dir / "select.png")
+    plot_cumulative(registered, demand, output_dir / "select.png", advice)
     (output_dir / "select.json").write_text(json.dumps(_advice_json(advice, demand, source, stale), indent=2))
     typer.echo(f"wrote {output_dir / 'select.json'} and select.png")
 

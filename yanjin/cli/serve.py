@@ -101,12 +101,12 @@ def review_list(limit: int = typer.Option(20, min=1, help="How many to show, the
     """Predictions waiting for a label, the one that helps most first: where a shadowed challenger disagrees with
     the champion (each decides its verdict), then low-confidence answers, then the audit sample."""
     log = open_log(state_dir, prediction_log)
-    rows = log.review_queue(limit)
+    rows, waiting = log.review_queue(limit), log.review_backlog()
     for r in rows:
         why = r.get("review_reason") or "low_confidence"   # why it is asked: disagreements decide a verdict
         typer.echo(f"{r['id']}  {why:<14} {r['confidence']:.2f}  {r['label']:<32} v{r['version']} {r['arm']:<10} "
                    f"{r['text'][:80]!r}")
-    typer.echo(f"{len(rows)} waiting for review" + (" (more not shown)" if len(rows) == limit else ""))
+    typer.echo(f"{waiting} waiting for review" + (f"; the first {len(rows)} shown (--limit)" if waiting > len(rows) else ""))
     log.close()
 
 

@@ -54,12 +54,20 @@ class VersionRecord:
     gate: dict = field(default_factory=dict)          # GateDecision.to_dict
     validation: dict = field(default_factory=dict)    # the Great Expectations verdict
     network: dict = field(default_factory=dict)       # the checkpoint's own spec: Lite's after pruning
+    teacher_network: dict = field(default_factory=dict)  # a compressed member's teacher: its checkpoint's spec
     history: list = field(default_factory=list)     # ledger.AuditEntry: the confirmed alias changes naming this version
     approvals: list = field(default_factory=list)   # {principal, reason, at}: who approved it for champion
 
     @property
     def config(self) -> PipelineConfig | None:
         return PipelineConfig.from_json(self.tags.config) if self.tags.config else None
+
+    @property
+    def recipe(self):
+        """The recipe as the run had it (its recorded config, a profile's changes included); the table's only
+        for versions recorded before configs carried one."""
+        cfg = self.config
+        return cfg.recipe if cfg else FAMILY.get(self.tags.variant)
 
 
 def _artifact_json(client, run_id: str, path: str, tmp: str) -> dict:
@@ -69,6 +77,22 @@ def _artifact_json(client, run_id: str, path: str, tmp: str) -> dict:
         return json.loads(Path(client.download_artifacts(run_id, path, tmp)).read_text())
     except (MlflowException, OSError, ValueError):
         return {}  # registered before this artifact existed: the card says it is not recorded
+
+
+def checkpoint_network(client, run_id: str) -> dict:
+    """The network a run's checkpoint records (its own spec), {} when it logged none."""
+    with tempfile.TemporaryDirectory() as tmp:
+        return _artifact_json(client, run_id, f"{R.CHECKPOINT_ARTIFACT}/{R.CHECKPOINT_SPEC}", tmp)
+
+
+def as_made(client, model: str, version: str) -> tuple[str, str]:
+    """(recipe, network) of a registered version, from its recorded config and its checkpoint: what
+    `yanjin status` shows beside the card."""
+    mv = client.get_model_version(model, version)
+    tags = R.VersionTags.from_tags(dict(mv.tags))
+    recipe = PipelineConfig.from_json(tags.config).recipe.summary if tags.config else "recipe not recorded"
+    network = checkpoint_network(client, mv.run_id)
+    return recipe, network_line(network) if network else "network not recorded"
 
 
 def read_record(client, model: str, version: str, ledger=None) -> VersionRecord:
@@ -86,6 +110,9 @@ def read_record(client, model: str, version: str, ledger=None) -> VersionRecord:
             R.VersionTags.from_tags(dict(mv.tags)), mv.run_id, dict(run.data.params), dict(run.data.tags),
             art(f"{ev}/per_class.json"), art(f"{ev}/slices.json"), art(f"{ev}/confusion_matrix.json"),
             art(R.GATE_DECISION), art(R.VALIDATION_REPORT), art(f"{R.CHECKPOINT_ARTIFACT}/{R.CHECKPOINT_SPEC}"))
+        if record.tags.teacher_run_id:
+            record.teacher_network = _artifact_json(client, record.tags.teacher_run_id,
+                                                    f"{R.CHECKPOINT_ARTIFACT}/{R.CHECKPOINT_SPEC}", tmp)
     if ledger is not None:
         record.history = [e for e in ledger.history(model) if e.phase == "done" and
                           record.version in (e.to_version, e.from_version)]
@@ -121,26 +148,46 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
 
 
+def network_line(m: dict) -> str:
+    """The network as its checkpoint records it (never a profile default): the card, `yanjin status`."""
+    return (f"{m.get('builder') or m['variant']} encoder ({m.get('arch', 'bert')}), {m['n_layers']} layers, "
+            f"{m['n_heads']} heads, width {m.get('d_model', 384)}, FFN {m['d_ff']}, vocabulary {m['vocab_size']:,}, "
+            f"up to {m['max_length']} tokens per text")
+
+
+def how_trained(r: VersionRecord, cfg: PipelineConfig | None) -> str:
+    """How the weights were fitted, from the recorded training settings."""
+    if cfg is None:
+        return "not recorded"
+    if cfg.recipe.start == TEACHER:
+        return (f"distilled for {cfg.compress.epochs} + {cfg.compress.recovery_epochs} epochs (temperature "
+                f"{cfg.compress.temperature}, soft-target weight {cfg.compress.alpha})")
+    if cfg.train.probe:
+        return "encoder frozen; a linear head fitted by logistic regression on its pooled embeddings"
+    return (f"fine-tuned end to end for {cfg.train.epochs} epochs (batch {cfg.train.batch_size}, peak learning rate "
+            f"{cfg.train.learning_rate})")
+
+
 def _details(r: VersionRecord, cfg: PipelineConfig | None) -> list[str]:
-    t, member = r.tags, r.tags.variant
-    recipe = FAMILY.get(member)
+    t, member, recipe = r.tags, r.tags.variant, r.recipe
     lines = ["## Model details", f"- **Family member:** {member}" + (f" — {recipe.summary}" if recipe else "")]
     m = r.network or (asdict(cfg.model) if cfg else {})  # as trained; the config holds Lite's before pruning
     if m:
-        lines.append(f"- **Network:** {m.get('builder') or m['variant']} encoder, {m['n_layers']} layers, "
-                     f"{m['n_heads']} heads, FFN {m['d_ff']}, vocabulary {m['vocab_size']:,}, up to "
-                     f"{m['max_length']} tokens per text")
+        lines.append(f"- **Network:** {network_line(m)}")
     start = recipe.start if recipe else ""
     if start == TEACHER or t.teacher_model:
+        teacher_base = base_encoder(r.teacher_network) if r.teacher_network else "a base not recorded"
         lines.append(f"- **Base:** distilled from {t.teacher_model} version {t.teacher_version} "
-                     f"(run {t.teacher_run_id}), itself built on {base_encoder(m)}"
-                     + (f"; the student started from {t.student_init_model} version {t.student_init_version}"
+                     f"(run {t.teacher_run_id}), itself built on {teacher_base}; the student's encoder: "
+                     f"{base_encoder(m)}"
+                     + (f", started from {t.student_init_model} version {t.student_init_version}"
                         if t.student_init_model else ""))
     elif start == ADAPTED:
         lines.append(f"- **Base encoder:** {base_encoder(m)}, adapted on unlabeled in-domain text "
                      f"({r.params.get(R.RUN_PARAM_CORPUS, 'sources not recorded')})")
     else:
         lines.append(f"- **Base encoder:** {base_encoder(m)}")
+    lines.append(f"- **Training:** {how_trained(r, cfg)}")
     if t.onnx_bytes:
         lines.append(f"- **Served as:** ONNX, {int(t.onnx_bytes) / 1e6:.1f} MB"
                      + (" (INT8, quantized by ONNX Runtime)" if recipe and recipe.int8 else " (FP32)"))
@@ -152,7 +199,7 @@ def _details(r: VersionRecord, cfg: PipelineConfig | None) -> list[str]:
 def _use(r: VersionRecord, cfg: PipelineConfig | None) -> list[str]:
     n_labels = r.params.get("data.n_labels", "?")
     threshold = cfg.evaluate.review_threshold if cfg else 0.7
-    max_length = cfg.model.max_length if cfg else "?"
+    max_length = r.network.get("max_length") or (cfg.model.max_length if cfg else "?")
     return [
         "## Intended use",
         f"- Routing English customer-service messages to one of the {n_labels} intents of its training label set, "
@@ -194,12 +241,18 @@ def _data(r: VersionRecord, cfg: PipelineConfig | None) -> list[str]:
     return lines
 
 
+def _headline(r: VersionRecord) -> list[str]:
+    t = r.tags
+    return ["## Metrics (held-out test set)",
+            *_table(["accuracy", "macro-F1", "ECE", "latency p50 (batch 1)", "test texts"],
+                    [[t.accuracy[:6] or "–", t.macro_f1[:6] or "–", t.ece[:6] or "–",
+                      f"{float(t.latency_ms_p50_b1):.2f} ms" if t.latency_ms_p50_b1 else "–",
+                      str(r.params.get("data.n_test", "–"))]])]
+
+
 def _metrics(r: VersionRecord) -> list[str]:
     t, s = r.tags, r.slices
-    lines = ["## Metrics (held-out test set)",
-             *_table(["accuracy", "macro-F1", "ECE", "latency p50 (batch 1)"],
-                     [[t.accuracy[:6] or "–", t.macro_f1[:6] or "–", t.ece[:6] or "–",
-                       f"{float(t.latency_ms_p50_b1):.2f} ms" if t.latency_ms_p50_b1 else "–"]])]
+    lines = _headline(r)
     if not s:
         return lines + ["", "Per-slice figures were not recorded for this version (registered before model cards)."]
     review = s["review"]
@@ -268,13 +321,22 @@ def _gate(r: VersionRecord, cfg: PipelineConfig | None) -> list[str]:
         lines.append(f"Floors: accuracy ≥ {p.min_accuracy}, macro-F1 ≥ {p.min_macro_f1}, ECE ≤ {p.max_ece}; "
                      f"margin over each champion {p.min_improvement:+}.")
     lines += [f"- {reason}" for reason in g.get("reasons", [])] or ["- every floor met"]
-    lines += [f"- beat {c['model']} champion v{c['version']} (accuracy {c['accuracy']:.4f} on the same test set)"
-              for c in g.get("champions", [])] if g["verdict"] == "register" else []
+    lines += [_against(r, c, cfg) for c in g.get("champions", [])] if g["verdict"] == "register" else []
     if g.get("teacher"):
         tch = g["teacher"]
         lines.append(f"- teacher {tch['model']} v{tch['version']}: accuracy {tch['accuracy']:.4f}, "
                      f"ONNX {tch['onnx_bytes']:,} bytes")
     return lines
+
+
+def _against(r: VersionRecord, champion: dict, cfg: PipelineConfig | None) -> str:
+    """The gate's evidence against a champion, said as it is: "beat" only when the candidate measured higher."""
+    mine, theirs = float(r.tags.accuracy or "nan"), champion["accuracy"]
+    margin = cfg.gate.min_improvement if cfg else 0.0
+    verb = ("beat" if mine > theirs else "matched" if mine == theirs
+            else f"stayed within the allowed margin ({margin:+}) of")
+    return (f"- {verb} {champion['model']} champion v{champion['version']}: accuracy {mine:.4f} vs {theirs:.4f} "
+            f"on the same test set ({champion.get('source', 're-scored')})")
 
 
 def _lineage(r: VersionRecord, cfg: PipelineConfig | None) -> list[str]:
@@ -326,7 +388,7 @@ def card_summary(r: VersionRecord) -> str:
     """The card's head for the version's description in the MLflow UI: details, headline metrics, review
     share and gate; the whole card is the run's artifact."""
     cfg = r.config
-    parts = [[f"# Model card: {r.model} version {r.version}"], _details(r, cfg), _metrics(r)[:3],
+    parts = [[f"# Model card: {r.model} version {r.version}"], _details(r, cfg), _headline(r),
              [f"Sent to review below confidence {r.slices['review']['threshold']}: "
               f"{_pct(r.slices['review']['share'])} of the test set."] if r.slices else [],
              _gate(r, cfg), [f"The whole card (data, calibration, slices, per intent, lineage): artifact "

@@ -42,9 +42,10 @@ class GateDecision:
 
 
 def decide(metrics: dict, params: GateParams, champions: list[ChampionScore] = (),
-           teacher: TeacherScore | None = None) -> GateDecision:
-    """Every failed condition becomes a reason; no reasons means register."""
-    reasons = []
+           teacher: TeacherScore | None = None, identical_to: str = "") -> GateDecision:
+    """Every failed condition becomes a reason; no reasons means register. `identical_to`: the registered
+    version whose weights or ONNX file the candidate's equal byte for byte (a retraining that changed nothing)."""
+    reasons = [f"identical to {identical_to}: nothing changed, nothing to register"] if identical_to else []
     if metrics["accuracy"] < params.min_accuracy:
         reasons.append(f"accuracy {metrics['accuracy']:.4f} < floor {params.min_accuracy:.4f}")
     if metrics["macro_f1"] < params.min_macro_f1:

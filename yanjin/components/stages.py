@@ -64,7 +64,9 @@ def validate_and_split(train_data: str, test_data: str, label_set: str, cfg: Pip
     data_sha = D.sha256_files(local.files)
 
     mlflow.set_tracking_uri(tracking_uri)
-    with mlflow.start_run(experiment_id=R.ensure_experiment(experiment, artifact_root or None)) as run:
+    name = f"{experiment} validate" if experiment == R.family_experiment(cfg.model_name) else \
+        R.run_name(experiment, None, "train")
+    with mlflow.start_run(experiment_id=R.ensure_experiment(experiment, artifact_root or None), run_name=name) as run:
         _tag_run(cfg, source, data_sha, git_commit)
         try:
             verdict = validate_splits({"train": train, "test": test}, {"train": train_data, "test": test_data},
@@ -91,7 +93,8 @@ def start_member_run(train_set: str, val_set: str, test_set: str, report: dict, 
     import mlflow
 
     mlflow.set_tracking_uri(tracking_uri)
-    with mlflow.start_run(experiment_id=R.ensure_experiment(experiment, artifact_root or None)) as run:
+    with mlflow.start_run(experiment_id=R.ensure_experiment(experiment, artifact_root or None),
+                          run_name=R.run_name(experiment, None, "train")) as run:
         _tag_run(cfg, D.DataSource(train_data, test_data, label_set, cfg.data.text_column, cfg.data.label_column),
                  data_sha256, git_commit)
         mlflow.set_tag(R.RUN_FAMILY, family_run_id)
@@ -104,7 +107,8 @@ def _tag_run(cfg: PipelineConfig, source: D.DataSource, data_sha: str, git_commi
     import mlflow
 
     mlflow.set_tags(R.VersionTags(variant=cfg.model.variant, profile=cfg.profile, data_sha256=data_sha,
-                                  git_commit=git_commit).to_tags() | {R.RUN_PIPELINE: "yanjin"})
+                                  git_commit=git_commit).to_tags()
+                   | {R.RUN_PIPELINE: "yanjin", R.RUN_SOURCE_TAG: f"yanjin pipeline ({cfg.model.variant}, profile {cfg.profile})"})
     mlflow.log_params(source.run_params())   # the data as given (paths or URIs); the columns are in the config
 
 
@@ -282,7 +286,9 @@ def train_member(train_set: str, val_set: str, labels: list[str], domain_dir: st
     resume = Resume(Path(resume_dir), every) if resume_dir and every else None
     with _logging_to(tracking_uri, run_id) if world.lead else contextlib.nullcontext():
         log = _lead_log(world)
-        log.log_params(_params("model", cfg.model) | _params("train", cfg.train) | {"train.placement": str(place)}
+        # model.* is logged from the checkpoint's own spec once it exists: the profile's values are not the network
+        # (a base's architecture is read when training starts, Lite's sizes are what pruning left)
+        log.log_params(_params("train", cfg.train) | {"train.placement": str(place)}
                        | ({"train.ranks": world.size} if world.parallel else {}))
 
         def on_epoch(rec: dict) -> None:  # rank 0 only (fit)
@@ -333,6 +339,10 @@ def train_member(train_set: str, val_set: str, labels: list[str], domain_dir: st
             temperature = calibrate_checkpoint(out_dir, read_shard(val_set), cfg.train.eval_batch_size, place)
             log.log_metric("calibration_temperature", temperature)
             print(f"calibrated: logits / {temperature:.3f} (temperature fitted on the validation rows)")
+        if world.lead:
+            from ..models.family import checkpoint_spec
+
+            log.log_params(_params("model", checkpoint_spec(out_dir)))
         log.log_artifacts(out_dir, R.CHECKPOINT_ARTIFACT)
     if not world.lead:  # the checkpoint and its record are rank 0's
         return Trained({}, result.best_epoch, result.best_val_accuracy, result.seconds)
@@ -433,6 +443,7 @@ def gate_member(bundle: str, test_set: str, evaluation: dict, lineage: dict, cfg
             champion = R.find_champion(name, tmp, tracking_uri=tracking_uri)
             if champion:
                 champions.append(ChampionScore(name, champion.version, *_accuracy_on(champion, test, test_sha256)))
+    same = identical_version(bundle, lineage, registered_model, tracking_uri)
     teacher = None
     if lineage.get("teacher_model"):
         with tempfile.TemporaryDirectory() as tmp:
@@ -440,9 +451,11 @@ def gate_member(bundle: str, test_set: str, evaluation: dict, lineage: dict, cfg
             accuracy, source = _accuracy_on(t, test, test_sha256)
             teacher = TeacherScore(t.model, t.version, accuracy, R.bundle_file(t.bundle_dir, R.ONNX_FILE).stat().st_size,
                                    source)
-    decision = decide(evaluation, cfg.gate, champions, teacher)
+    decision = decide(evaluation, cfg.gate, champions, teacher, same)
     with _logging_to(tracking_uri, evaluation["run_id"]):
         mlflow.set_tag(R.RUN_GATE, decision.verdict)
+        if not decision.register:
+            mlflow.set_tag(R.RUN_NAME_TAG, R.run_name(registered_model, "rejected", "train"))
         mlflow.log_dict(decision.to_dict(), R.GATE_DECISION)
         for c in champions:
             mlflow.log_metric(f"champion_test_accuracy.{c.model}", c.accuracy)
@@ -452,6 +465,22 @@ def gate_member(bundle: str, test_set: str, evaluation: dict, lineage: dict, cfg
                                 "size_ratio_vs_teacher": evaluation["onnx_bytes"] / teacher.onnx_bytes})
     print(f"gate: {decision.verdict}" + "".join(f"\n  - {r}" for r in decision.reasons))
     return decision
+
+
+def identical_version(bundle: str, lineage: dict, registered_model: str, tracking_uri: str) -> str:
+    """The @champion or @challenger whose checkpoint or ONNX bundle equals the candidate's byte for byte, as
+    "champion v3"; "" when none does. Deterministic training on the same rows, recipe and code gives the same
+    bytes: registering them again would roll a version out against itself."""
+    c = R.client(tracking_uri)
+    checkpoint, onnx = lineage.get("checkpoint_sha256", ""), R.bundle_sha256(bundle)
+    for alias in (R.CHAMPION, R.CHALLENGER):
+        version = R.alias_version(c, registered_model, alias)
+        if version is None:
+            continue
+        tags = R.version_tags(c, registered_model, version)
+        if onnx == tags.artifact_sha256 or (checkpoint and checkpoint == tags.checkpoint_sha256):
+            return f"{alias} v{version}"
+    return ""
 
 
 # -- register -------------------------------------------------------------------------------------------
@@ -477,7 +506,9 @@ def register_member(bundle: str, evaluation: dict, lineage: dict, cfg: PipelineC
     try:
         release = Release(R.client(tracking_uri), ledger, authenticated_principal(tracking_uri, *credentials),
                           cfg.release.lease_ttl_s)
-        return R.register_bundle(bundle, registered_model, evaluation["run_id"], tags, release)
+        version = R.register_bundle(bundle, registered_model, evaluation["run_id"], tags, release)
+        R.client(tracking_uri).set_tag(evaluation["run_id"], R.RUN_NAME_TAG, R.run_name(registered_model, version, "train"))
+        return version
     finally:
         ledger.close()
 

@@ -33,6 +33,16 @@ class TextTokenizer:
         mask = np.asarray([e.attention_mask for e in enc], dtype=np.int64)  # (B, T)
         return ids, mask
 
+    def read_shares(self, texts: list[str]) -> list[float]:
+        """Share of each text's characters the model reads: 1.0 unless the text was cut at max_length tokens.
+        A token covers at least one character, so only texts longer than max_length characters are encoded again."""
+        shares = [1.0] * len(texts)
+        long = [i for i, t in enumerate(texts) if len(t.rstrip()) > self.max_length - 2]  # [CLS] and [SEP]
+        for i, e in zip(long, self._tok.encode_batch([texts[i] for i in long]) if long else []):
+            kept = max((end for (_, end), m in zip(e.offsets, e.attention_mask) if m), default=0)
+            shares[i] = min(1.0, kept / len(texts[i].rstrip()))
+        return shares
+
     def lengths(self, texts: list[str]) -> np.ndarray:
         """(N,) tokens per text after truncation, padding not counted."""
         return np.asarray([sum(e.attention_mask) for e in self._tok.encode_batch(list(texts))], dtype=np.int64)

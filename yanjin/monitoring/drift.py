@@ -12,7 +12,7 @@ drifts when any column crosses its threshold.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -32,6 +32,8 @@ class DriftResult:
     thresholds: dict[str, float]
     low_confidence_share: float
     snapshot: object = None             # the Evidently snapshot (HTML / JSON / workspace)
+    examples: list = field(default_factory=list)  # the window's most novel texts: text, label, confidence, novelty
+    labels: dict = field(default_factory=dict)    # intent -> (texts in the window, share of the reference)
 
     @property
     def drift_share(self) -> float:
@@ -61,7 +63,7 @@ def column_scores(reference: pd.DataFrame, current: pd.DataFrame, params: Monito
         raise ValueError(f"monitor.thresholds has no threshold for {missing}; give all of {COLUMNS}")
     preset = DataDriftPreset(columns=COLUMNS, per_column_method=dict(params.methods),
                              per_column_threshold={c: float(limits[c]) for c in COLUMNS},
-                             drift_share=1.0 / len(COLUMNS) - 1e-9)  # any drifted column is dataset drift
+                             drift_share=round(1.0 / len(COLUMNS) - 0.005, 2))  # any drifted column is dataset drift
     snapshot = Report([preset], include_tests=True).run(
         current_data=Dataset.from_pandas(current[COLUMNS], data_definition=_definition()),
         reference_data=Dataset.from_pandas(reference[COLUMNS], data_definition=_definition()))

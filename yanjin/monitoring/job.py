@@ -27,6 +27,7 @@ def run_check(client, config: PipelineConfig, model: str, log, out_dir: Path, wo
     import mlflow
 
     from .monitor import ServedMonitor
+    from .report import drift_page
 
     champion = R.alias_version(client, model, R.CHAMPION)
     if champion is None:
@@ -39,19 +40,23 @@ def run_check(client, config: PipelineConfig, model: str, log, out_dir: Path, wo
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = result.summary() | {"model": model, "version": monitor.version, "calibrated": monitor.calibrated,
                                   "at": time.time()}
-    (out_dir / f"drift-{stamp}.json").write_text(json.dumps(summary, indent=2))
+    (out_dir / f"drift-{stamp}.json").write_text(json.dumps(summary | {"examples": result.examples}, indent=2))
+    evidently = None
     if result.snapshot is not None:
-        result.snapshot.save_html(str(out_dir / f"drift-{stamp}.html"))
+        evidently = f"drift-{stamp}-evidently.html"
+        result.snapshot.save_html(str(out_dir / evidently))
+    (out_dir / f"drift-{stamp}.html").write_text(drift_page(summary, dict(config.monitor.methods), result.examples,
+                                                            result.labels, evidently))
     mlflow.set_tracking_uri(client.tracking_uri)
-    with mlflow.start_run(experiment_id=R.ensure_experiment(R.monitoring_experiment(model)), run_name=f"drift {stamp}"):
+    with mlflow.start_run(experiment_id=R.ensure_experiment(R.monitoring_experiment(model), tracking_uri=client.tracking_uri), run_name=R.run_name(model, monitor.version, f"drift check {stamp}")):
         mlflow.set_tags({R.RUN_VERDICT: result.verdict, "model": model, "version": monitor.version,
                          "calibrated": str(monitor.calibrated)})
         mlflow.log_metrics({"drift_share": result.drift_share, "window": result.window,
                             "low_confidence_share": result.low_confidence_share}
                            | {f"score_{c}": v for c, v in result.scores.items()})
-        for suffix in ("json", "html"):
-            if (out_dir / f"drift-{stamp}.{suffix}").is_file():
-                mlflow.log_artifact(str(out_dir / f"drift-{stamp}.{suffix}"), "drift")
+        for name in (f"drift-{stamp}.json", f"drift-{stamp}.html", evidently):
+            if name and (out_dir / name).is_file():
+                mlflow.log_artifact(str(out_dir / name), "drift")
     if workspace is not None and result.snapshot is not None:
         add_to_workspace(workspace, model, result.snapshot)
     return monitor, result, summary
@@ -171,13 +176,19 @@ def local_retrainer(client, overrides: list[str], model: str, state: LocalState,
                     data: Path | None, say: Say = print) -> Retrainer:
     """A function that retrains the member served as `model` with its champion's own recipe (the config
     it was trained with, plus any --set overrides) on the training data + labelled traffic."""
-    from .retrain import retrain
+    from .retrain import UNCHANGED, Champion, retrain
 
     def run(reason: str):
         config = champion_recipe(client, model, overrides)
         labelled = log.labelled(trust_feedback=config.monitor.trust_client_feedback)  # reviewers' labels by default
+        version = R.alias_version(client, model, R.CHAMPION)
+        tags = R.version_tags(client, model, version)
+        champion = Champion(version, from_dict(json.loads(tags.config)).to_json(), tags.git_commit, data is not None)
         outcome, added = retrain(config, champion_source(client, model, config, data, state), state, tracking_uri,
-                                 labelled, reason, git_commit())
+                                 labelled, reason, git_commit(), champion)
+        if outcome.gate == UNCHANGED:
+            say(f"retraining ({reason}): {outcome.evaluation['reason']}")
+            return outcome
         say(f"retraining ({reason}): {added.added} labelled rows added (dropped {added.dropped}); gate "
             f"{outcome.gate}" + (f"; registered {outcome.registered_model} v{outcome.version} as @{R.CHALLENGER}"
                                  if outcome.version else ""))

@@ -53,8 +53,18 @@ class ServedMonitor:
     def features(self, texts: list[str]) -> pd.DataFrame:
         return self.featurizer.frame(texts)
 
-    def check(self, texts: list[str]) -> DriftResult:
-        return check(self.reference, self.features(texts) if texts else self.reference[:0], self.params)
+    def check(self, texts: list[str], examples: int = 8) -> DriftResult:
+        """The verdict on a window, with what a reviewer reads beside it: its most novel texts and its intents."""
+        current = self.features(texts) if texts else self.reference[:0]
+        result = check(self.reference, current, self.params)
+        top = current["novelty"].to_numpy().argsort()[::-1][:examples]
+        result.examples = [{"text": texts[i], "label": current["label"].iloc[i],
+                            "confidence": float(current["confidence"].iloc[i]),
+                            "novelty": float(current["novelty"].iloc[i])} for i in top]
+        reference = self.reference["label"].value_counts(normalize=True)
+        result.labels = {name: (int(n), float(reference.get(name, 0.0)))
+                         for name, n in current["label"].value_counts().items()}
+        return result
 
     def calibrate(self, client: MlflowClient, in_distribution: list[list[str]], margin: float = 1.5) -> dict:
         """Thresholds from in-distribution windows of `params.window` texts, stored on the version."""

@@ -63,7 +63,7 @@ def store_retraining_set(client, model: str, data: RetrainingData, reason: str, 
     from ..registry import ensure_experiment
 
     exp = ensure_experiment(f"{model}-retraining", artifact_root, tracking_uri=client.tracking_uri)
-    run = client.create_run(exp, run_name=f"{model}: {reason}"[:100], tags={"model": model, "reason": reason[:4000]})
+    run = client.create_run(exp, run_name=f"{model} retraining set: {reason}"[:100], tags={"model": model, "reason": reason[:4000]})
     client.log_param(run.info.run_id, "original_rows", data.original_rows)
     client.log_param(run.info.run_id, "added_rows", data.added)
     client.log_param(run.info.run_id, "dropped", json.dumps(data.dropped))
@@ -72,17 +72,49 @@ def store_retraining_set(client, model: str, data: RetrainingData, reason: str, 
     return f"runs:/{run.info.run_id}/retraining/{data.path.name}"
 
 
+UNCHANGED = "unchanged"  # the outcome's gate when a retraining had nothing new to learn from
+
+
+@dataclass(frozen=True)
+class Champion:
+    """The version a retraining would replace, as its record says it was made."""
+    version: str
+    config_json: str
+    git_commit: str
+    data_given: bool = False    # --data named files of the user's own: new data, whatever their rows
+
+
+def nothing_new(data: RetrainingData, config, commit: str, champion: Champion) -> str:
+    """Why retraining would reproduce the champion ("" when something changed): no new trusted labels, the
+    champion's own training rows, its recipe and its code. Training is deterministic on the CPU: the same
+    inputs give the same bytes, which the gate would refuse anyway, after an hour of training."""
+    if data.added or champion.data_given:
+        return ""
+    if config.to_json() != champion.config_json or commit != champion.git_commit:
+        return ""
+    dropped = ", ".join(f"{n} {why.replace('_', ' ')}" for why, n in data.dropped.items() if n) or "none offered"
+    return (f"nothing changed since v{champion.version}: no new trusted labels (dropped: {dropped}), the same "
+            f"training rows, recipe and code ({commit[:12]}); not retrained")
+
+
 def retrain(config, source: DataSource, state, tracking_uri: str | None, labelled: list[dict], reason: str,
-            git_commit: str):
+            git_commit: str, champion: Champion | None = None):
     """Run the pipeline (kfp.local) on the champion's data plus labelled traffic; returns (outcome, data).
-    A registered result is tagged with why it was trained and how many labelled rows it used."""
+    A registered result is tagged with why it was trained and how many labelled rows it used. With the
+    `champion` it would replace, a retraining that has nothing new (nothing_new) does not run: its outcome's
+    gate is UNCHANGED and its evaluation holds the reason."""
     from mlflow import MlflowClient
 
     from ..components.stages import domain_sources
-    from ..pipelines.run import run_local
-    from ..registry import FEEDBACK_DROPPED, FEEDBACK_ROWS, RETRAINING_REASON
+    from ..pipelines.run import RunOutcome, run_local
+    from ..registry import FEEDBACK_DROPPED, FEEDBACK_ROWS, RETRAINING_REASON, registered_model_name
 
     data = retraining_data(source, labelled, state.retraining, tracking_uri or state.tracking_uri)
+    why = nothing_new(data, config, git_commit, champion) if champion else ""
+    if why:
+        data.path.unlink(missing_ok=True)  # a copy of the champion's rows: nothing to keep
+        return RunOutcome(registered_model_name(config.model_name, config.model.variant), UNCHANGED,
+                          {"reason": why}, None), data
     # the champion's own recipe, domain text included, resolved against the data folder it came from
     corpus = domain_sources(config.adapt.domain_text, data.path, Path(source.train).parent) \
         if config.recipe.uses_domain_text else []

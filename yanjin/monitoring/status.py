@@ -35,6 +35,7 @@ class MemberStatus:
     drift: dict | None = None               # the last drift check: verdict, at, version
     retraining: dict | None = None          # the newest retrained version: version, reason, at
     last_quarterly: float | None = None
+    made: tuple[str, str] | None = None     # the champion's (recipe, network) as recorded (card.as_made)
 
 
 @dataclass
@@ -80,13 +81,16 @@ def member_status(client, member: str, model: str, ledger=None) -> MemberStatus:
     rollout = ledger.rollout(model) if ledger is not None else None
     if rollout is None and tags.get(R.ROLLOUT_TAG):   # a registry not yet migrated into the ledger
         rollout = json.loads(tags[R.ROLLOUT_TAG])
+    from ..components.card import as_made
+
     trigger = TriggerState.from_json(tags.get(R.MONITOR_STATE_TAG))
+    champion = _line(client, model, R.CHAMPION)
     return MemberStatus(
-        member, model, True, len(versions), _line(client, model, R.CHAMPION), _line(client, model, R.CHALLENGER),
+        member, model, True, len(versions), champion, _line(client, model, R.CHALLENGER),
         rollout, _last_drift_check(client, model),
         {"version": str(newest.version), "reason": newest.tags[R.RETRAINING_REASON],
          "at": newest.creation_timestamp / 1000} if newest else None,
-        trigger.last_quarterly)
+        trigger.last_quarterly, as_made(client, model, champion.version) if champion else None)
 
 
 def release_notes(client, ledger, models: list[str]) -> list[str]:
@@ -175,6 +179,9 @@ def render(status: FamilyStatus) -> str:
     widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
     lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in [header] + rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
+    made = [f"  {m.member} #{m.champion.version}: {m.made[0]}; {m.made[1]}" for m in status.members if m.made]
+    if made:
+        lines += ["", "champions as trained (recorded recipe; network from the checkpoint):", *made]
     queue = ("no prediction log yet" if status.review_queue is None
              else f"{status.review_queue} prediction(s) waiting (yanjin review list)")
     nq = status.next_quarterly

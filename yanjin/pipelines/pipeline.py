@@ -29,7 +29,8 @@ FORM = {
     "profile": "Config profile shipped in the image: tiny (CI), demo (minutes) or full (benchmark quality).",
     "member": "Family member to build: v1 (general), v2 (long inputs), pro (domain-adapted; must beat V1) or lite "
               "(Pro distilled, INT8); empty means the profile's, v1.",
-    "epochs": "Training epochs of every member; 0 keeps the profile's (and a member's recipe's, e.g. the full Pro's 5).",
+    "epochs": "Training epochs of every member; 0 keeps the profile's (and a member's recipe's: the profile's "
+              "`recipes` section, e.g. the full profile's Pro).",
     "learning_rate": "Peak learning rate of fine-tuning, every member; 0 keeps the profile's (and a member's recipe's).",
     "seed": "Random seed of the split and training; -1 keeps the profile's.",
     "min_improvement": "Accuracy margin a candidate needs over each champion (e.g. 0.005); -1 keeps the profile's.",
@@ -46,7 +47,8 @@ FORM = {
     "config_json": "Advanced: a whole resolved config as JSON (what `yanjin pipeline submit` sends) used instead of "
                    "the profile; the fields above still apply on top.",
     "artifact_root": "Artifact location for a new MLflow experiment; empty uses the server default.",
-    "git_commit": "Commit of the code that built this run, recorded as a lineage tag.",
+    "git_commit": "Advanced: leave empty. The commit of the code that runs is recorded as lineage: the image's own "
+                  "(YANJIN_GIT_COMMIT, set when it was built); a value here is recorded instead.",
     "teacher_version": "Lite: the exact teacher version to distil (e.g. 7); empty means the teacher's @champion.",
     "register": "Register the version when the gate passes; off evaluates and gates only (yanjin reproduce).",
 }
@@ -153,7 +155,7 @@ def build_pipeline(image: str = DEFAULT_IMAGE, resources: ResourceParams | None 
         train_data: str, test_data: str, label_set: str = "", profile: str = "full", member: str = "",
         epochs: int = 0, learning_rate: float = 0.0, seed: int = -1, min_improvement: float = -1.0,
         overrides: str = "", tracking_uri: str = "http://mlflow.yanjin:5000", registered_model: str = "",
-        adapt_corpus: str = "", config_json: str = "", artifact_root: str = "", git_commit: str = "unknown",
+        adapt_corpus: str = "", config_json: str = "", artifact_root: str = "", git_commit: str = "",
         teacher_version: str = "", register: bool = True, trainer_workers: int = 0, trainer_gpus: int = 0,
     ) -> NamedTuple("PipelineOutputs", [("evaluation", str), ("gate", str), ("version", str)]):
         rc = op("resolve_config", "Resolve the run's config", "resolve", config_json=config_json, profile=profile,
@@ -187,7 +189,7 @@ def build_family_pipeline(image: str = DEFAULT_IMAGE, resources: ResourceParams 
         train_data: str, test_data: str, label_set: str = "", profile: str = "full", epochs: int = 0,
         learning_rate: float = 0.0, seed: int = -1, min_improvement: float = -1.0, overrides: str = "",
         tracking_uri: str = "http://mlflow.yanjin:5000", adapt_corpus: str = "", config_json: str = "",
-        artifact_root: str = "", git_commit: str = "unknown", trainer_workers: int = 0, trainer_gpus: int = 0,
+        artifact_root: str = "", git_commit: str = "", trainer_workers: int = 0, trainer_gpus: int = 0,
     ) -> NamedTuple("FamilyOutputs", [("family", str)]):
         form = dict(config_json=config_json, profile=profile, epochs=epochs, learning_rate=learning_rate, seed=seed,
                     min_improvement=min_improvement, overrides=overrides, registered_model="",

@@ -38,9 +38,10 @@ def validate_data(
 
     from yanjin.components.stages import validate_and_split
     from yanjin.config import PipelineConfig
+    from yanjin.state import git_commit as running_code
 
     v = validate_and_split(train_data, test_data, label_set, PipelineConfig.from_json(config_json), tracking_uri,
-                           experiment, artifact_root, git_commit, train_set.path, val_set.path, test_set.path)
+                           experiment, artifact_root, git_commit or running_code(), train_set.path, val_set.path, test_set.path)
     with open(validation_report.path, "w") as f:
         json.dump(v.report, f, indent=2)
     return namedtuple("ValidateOutputs", ["run_id", "data_sha256", "split_sha256"])(v.run_id, v.data_sha256,
@@ -57,9 +58,11 @@ def start_member_run(
 
     from yanjin.components.stages import start_member_run as start
     from yanjin.config import PipelineConfig
+    from yanjin.state import git_commit as running_code
 
     return start(train_set.path, val_set.path, test_set.path, json.load(open(validation_report.path)),
-                 PipelineConfig.from_json(config_json), tracking_uri, experiment, artifact_root, git_commit,
+                 PipelineConfig.from_json(config_json), tracking_uri, experiment, artifact_root,
+                 git_commit or running_code(),
                  train_data, test_data, data_sha256, family_run_id, label_set)
 
 
@@ -165,7 +168,9 @@ def register_model(
     from yanjin.components.stages import card_member, register_member
     from yanjin.config import PipelineConfig
     from yanjin.registry.ledger import LEDGER_ENV
+    from yanjin.state import git_commit as running_code
 
+    git_commit = git_commit or running_code()   # the form left it empty: the image's own commit
     # the release ledger's database and this step's MLflow credentials come from the pod (a Secret)
     version = register_member(bundle.path, json.loads(evaluation), json.loads(lineage or "{}"),
                               PipelineConfig.from_json(config_json), tracking_uri, registered_model, data_sha256,

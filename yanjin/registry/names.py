@@ -37,6 +37,8 @@ CARD_MARKDOWN, CARD_HTML = "card/model_card.md", "card/model_card.html"   # the 
 RUN_PIPELINE = "pipeline"                   # "yanjin" on every run the pipeline made
 RUN_VALIDATION = "validation"               # passed | failed
 RUN_GATE = "gate"                           # register | reject
+RUN_NAME_TAG = "mlflow.runName"             # MLflow's own: renamed once the version has its number
+RUN_SOURCE_TAG = "mlflow.source.name"       # MLflow's own: what made the run (not kfp's executor_main.py)
 RUN_FAMILY = "family_run_id"                # a member run of a family pipeline: the run that validated its data
 RUN_PARAM_TRAIN, RUN_PARAM_TEST = "data.train", "data.test"   # run params: the data files as given
 RUN_PARAM_LABELS = "data.labels"             # ... and the label list file ("" when the labels came from training)
@@ -116,6 +118,11 @@ def lock_name(model: str) -> str:
 
 
 
+def run_name(model: str, version: str | None, step: str) -> str:
+    """What a run is called in the MLflow UI: `<model> #<version> <step>` (`#new` until registration numbers it)."""
+    return f"{model} #{version or 'new'} {step}"
+
+
 def rollouts_experiment(model: str) -> str:
     return f"{model}-rollouts"
 
@@ -130,4 +137,4 @@ def family_experiment(base: str) -> str:
 
 
 
-__all__ = ['CHAMPION', 'CHALLENGER', 'CHECKPOINT_WEIGHTS', 'CHECKPOINT_SPEC', 'LABELS_FILE', 'TOKENIZER_FILE', 'ONNX_FILE', 'BUNDLE_FILES', 'CHECKPOINT_FILES', 'MODEL_ARTIFACT', 'CHECKPOINT_ARTIFACT', 'TRAINING_DATA_ARTIFACT', 'TRAINING_DATA_FILE', 'VALIDATION_REPORT', 'ADAPTED_ENCODER_ARTIFACT', 'DISTRIBUTED_JOB_ARTIFACT', 'EVALUATION_ARTIFACT', 'GATE_DECISION', 'FAMILY_RESULT', 'FAMILY_RUN_TABLE', 'FAMILY_RUN_MARKDOWN', 'REPRODUCTION', 'CARD_MARKDOWN', 'CARD_HTML', 'RUN_PIPELINE', 'RUN_VALIDATION', 'RUN_GATE', 'RUN_FAMILY', 'RUN_PARAM_TRAIN', 'RUN_PARAM_TEST', 'RUN_PARAM_LABELS', 'RUN_PARAM_CORPUS', 'RUN_REPRODUCES', 'RUN_VERDICT', 'SHARE_TAG', 'SHADOW_TAG', 'ROLLOUT_TAG', 'ROLLOUT_RUNNING', 'ROLLOUT_SHADOW', 'LEDGER_HEAD_TAG', 'MONITOR_STATE_TAG', 'AUDIT_PREFIX', 'LOCK_PREFIX', 'ROLLOUT_OUTCOME', 'ROLLED_BACK', 'ROLLOUT_REASON', 'DRIFT_THRESHOLDS', 'RETRAINING_REASON', 'FEEDBACK_ROWS', 'FEEDBACK_DROPPED', 'GATE_PASSED', 'METRIC_TAGS', 'VersionTags', 'registered_model_name', 'model_uri', 'lock_name', 'rollouts_experiment', 'monitoring_experiment', 'family_experiment']
+__all__ = ['CHAMPION', 'CHALLENGER', 'CHECKPOINT_WEIGHTS', 'CHECKPOINT_SPEC', 'LABELS_FILE', 'TOKENIZER_FILE', 'ONNX_FILE', 'BUNDLE_FILES', 'CHECKPOINT_FILES', 'MODEL_ARTIFACT', 'CHECKPOINT_ARTIFACT', 'TRAINING_DATA_ARTIFACT', 'TRAINING_DATA_FILE', 'VALIDATION_REPORT', 'ADAPTED_ENCODER_ARTIFACT', 'DISTRIBUTED_JOB_ARTIFACT', 'EVALUATION_ARTIFACT', 'GATE_DECISION', 'FAMILY_RESULT', 'FAMILY_RUN_TABLE', 'FAMILY_RUN_MARKDOWN', 'REPRODUCTION', 'CARD_MARKDOWN', 'CARD_HTML', 'RUN_PIPELINE', 'RUN_VALIDATION', 'RUN_GATE', 'RUN_FAMILY', 'RUN_PARAM_TRAIN', 'RUN_PARAM_TEST', 'RUN_PARAM_LABELS', 'RUN_PARAM_CORPUS', 'RUN_REPRODUCES', 'RUN_VERDICT', 'SHARE_TAG', 'SHADOW_TAG', 'ROLLOUT_TAG', 'ROLLOUT_RUNNING', 'ROLLOUT_SHADOW', 'LEDGER_HEAD_TAG', 'MONITOR_STATE_TAG', 'AUDIT_PREFIX', 'LOCK_PREFIX', 'ROLLOUT_OUTCOME', 'ROLLED_BACK', 'ROLLOUT_REASON', 'DRIFT_THRESHOLDS', 'RETRAINING_REASON', 'FEEDBACK_ROWS', 'FEEDBACK_DROPPED', 'GATE_PASSED', 'METRIC_TAGS', 'VersionTags', 'registered_model_name', 'model_uri', 'run_name', 'RUN_NAME_TAG', 'RUN_SOURCE_TAG', 'lock_name', 'rollouts_experiment', 'monitoring_experiment', 'family_experiment']

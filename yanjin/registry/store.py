@@ -98,12 +98,22 @@ def client(tracking_uri: str | None = None):
     return MlflowClient(tracking_uri) if tracking_uri else MlflowClient()
 
 
+def embedded_artifact_root(tracking_uri: str) -> str | None:
+    """Where an embedded (SQLite) registry keeps artifacts: `mlartifacts` beside its database, inside the state
+    folder (MLflow's own default is ./mlruns under whatever folder the process runs in); None for a server."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    return str(Path(tracking_uri[len("sqlite:///"):]).resolve().parent / "mlartifacts")
+
+
 def ensure_experiment(name: str, artifact_root: str | None = None, tracking_uri: str | None = None) -> str:
-    """Experiment id, created with artifacts under `artifact_root` (embedded mode) if new."""
+    """Experiment id, created if new with artifacts under `artifact_root`, by default beside an embedded
+    registry's database (a tracking server keeps its own default)."""
     c = client(tracking_uri)
     exp = c.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id
+    artifact_root = artifact_root or embedded_artifact_root(c.tracking_uri)
     location = Path(artifact_root).resolve().as_uri() if artifact_root else None
     return c.create_experiment(name, artifact_location=location)
 
@@ -219,4 +229,4 @@ def register_bundle(bundle_dir: str | Path, model: str, run_id: str, tags: Versi
     return version
 
 
-__all__ = ['Downloaded', 'LineageError', 'MissingArtifact', 'TamperedArtifact', 'sha256_file', 'bundle_file', 'files_sha256', 'bundle_sha256', 'checkpoint_sha256', 'verify_bundle', 'client', 'ensure_experiment', 'alias_version', 'version_tags', 'download_version', 'find_champion', 'download_checkpoint', 'download_training_split', 'register_bundle']
+__all__ = ['Downloaded', 'LineageError', 'MissingArtifact', 'TamperedArtifact', 'sha256_file', 'bundle_file', 'files_sha256', 'bundle_sha256', 'checkpoint_sha256', 'verify_bundle', 'client', 'embedded_artifact_root', 'ensure_experiment', 'alias_version', 'version_tags', 'download_version', 'find_champion', 'download_checkpoint', 'download_training_split', 'register_bundle']

@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from ..registry import (CHALLENGER, CHAMPION, ROLLED_BACK, ROLLOUT_OUTCOME, ROLLOUT_REASON, ROLLOUT_RUNNING,
-                        ROLLOUT_SHADOW, rollouts_experiment)
+                        ROLLOUT_SHADOW, ensure_experiment, rollouts_experiment, run_name)
 from ..registry.ledger import Lease
 from ..registry.mirror import Release
 from ..serving.predlog import SHADOW, PredictionLog
@@ -152,10 +152,8 @@ def start(release: Release, model: str, challenger: str, policy: RolloutPolicy, 
         if champion == challenger:
             raise RolloutError(f"{model} v{challenger} is already the champion")
         forced = eligible(client, model, challenger, force, "roll out")
-        experiment = rollouts_experiment(model)
-        exp = client.get_experiment_by_name(experiment)
-        exp_id = exp.experiment_id if exp else client.create_experiment(experiment)
-        run = client.create_run(exp_id, run_name=f"v{champion}-vs-v{challenger}",
+        exp_id = ensure_experiment(rollouts_experiment(model), tracking_uri=client.tracking_uri)
+        run = client.create_run(exp_id, run_name=run_name(model, challenger, f"rollout against #{champion}"),
                                 tags={"model": model, CHAMPION: champion, CHALLENGER: challenger})
         for key, value in asdict(policy).items():
             client.log_param(run.info.run_id, key, value)

@@ -10,7 +10,8 @@ over the labels can weight them back (Horvitz-Thompson).
 from __future__ import annotations
 
 DISAGREEMENT, LOW_CONFIDENCE, AUDIT = "disagreement", "low_confidence", "audit"
-QUEUE_ORDER = (DISAGREEMENT, LOW_CONFIDENCE, AUDIT)   # what helps most first
+TRUNCATED = "truncated"   # the model read only the start of a long text: a person reads the rest
+QUEUE_ORDER = (DISAGREEMENT, LOW_CONFIDENCE, TRUNCATED, AUDIT)   # what helps most first
 
 
 def review_selection(champion: str, challenger: str, flagged: bool, disagreement_p: float, audit_p: float,

@@ -21,13 +21,14 @@ from typing import Annotated, Optional
 
 import bentoml
 import numpy as np
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .auth import Authenticator, key_principal, principal, read_keys
 from .batch import classify_each
+from .docs import DocsPages
 from .guard import RequestGuard
 from .predlog import FEEDBACK, REVIEW, SHADOW, Prediction, PredictionLog, UnknownPrediction
-from .sampling import LOW_CONFIDENCE, review_selection
+from .sampling import LOW_CONFIDENCE, TRUNCATED, review_selection
 from .watcher import AliasWatcher, ServedModel, Shadow, VersionCache
 from .routing import CHALLENGER, CHAMPION, assign_arm, read_secret
 from .settings import from_env
@@ -84,12 +85,26 @@ class Scored(BaseModel):
     confidence: float
 
 
+EXAMPLE_RESULT = {  # an answer as the server gives it: the response example in the Swagger UI
+    "prediction_id": EXAMPLE_LABEL["prediction_id"], "label": "card_arrival", "confidence": 0.912,
+    "top_k": [{"label": "card_arrival", "confidence": 0.912}, {"label": "card_delivery_estimate", "confidence": 0.041},
+              {"label": "lost_or_stolen_card", "confidence": 0.012}],
+    "needs_review": False, "truncated": False, "share_read": 1.0, "model": "banking77-lite", "version": "3",
+    "variant": "lite", "arm": "champion", "error": None}
+
+
 class Result(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"example": EXAMPLE_RESULT})
+
     prediction_id: str
     label: str
     confidence: float
     top_k: list[Scored]
-    needs_review: bool = Field(description=f"confidence below the review threshold ({SETTINGS.review_threshold})")
+    needs_review: bool = Field(description=f"confidence below the review threshold ({SETTINGS.review_threshold}), "
+                                           "or the text was truncated")
+    truncated: bool = Field(False, description="the model read only the start of the text: it has a limit of tokens "
+                                               "(see share_read); the prediction goes to review")
+    share_read: float = Field(1.0, description="share of the text's characters the model read")
     model: str
     version: str
     variant: str
@@ -99,6 +114,9 @@ class Result(BaseModel):
 
 
 class Labelled(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"example": {"ok": True, **EXAMPLE_LABEL, "source": "review",
+                                                             "given_by": "anna"}})
+
     ok: bool
     prediction_id: str
     label: str
@@ -237,16 +255,18 @@ class Classifier:
         labels, k, now = model.classifier.labels, self.settings.top_k, time.time()
         top = np.argsort(-probs, axis=1)[:, :k]                                   # (n, k) label ids, best first
         top_p = np.take_along_axis(probs, top, axis=1).tolist()                   # (n, k) as Python floats
-        for i, text, ids, ps in zip(idx, texts, top.tolist(), top_p):
+        shares = model.classifier.tokenizer.read_shares(texts)                    # 1.0 unless cut at max_length tokens
+        for i, text, ids, ps, share in zip(idx, texts, top.tolist(), top_p, shares):
             pid, label, confidence = str(uuid.uuid4()), labels[ids[0]], ps[0]
-            needs_review = confidence < self.settings.review_threshold
+            low, truncated = confidence < self.settings.review_threshold, share < 1.0
             result = Result.model_construct(
                 prediction_id=pid, label=label, confidence=confidence,
                 top_k=[Scored.model_construct(label=labels[j], confidence=p) for j, p in zip(ids, ps)],
-                needs_review=needs_review, model=model.name, version=model.version, variant=model.variant, arm=arm)
+                needs_review=low or truncated, truncated=truncated, share_read=round(share, 3), model=model.name,
+                version=model.version, variant=model.variant, arm=arm)
             yield i, result, Prediction(pid, now, text, label, confidence, model.name, model.version, model.variant,
-                                        arm, latency_ms, needs_review,
-                                        review_reason=LOW_CONFIDENCE if needs_review else None)
+                                        arm, latency_ms, low or truncated,
+                                        review_reason=LOW_CONFIDENCE if low else TRUNCATED if truncated else None)
 
     def _label(self, prediction_id: str, label: str, ctx: bentoml.Context, review: bool) -> Labelled:
         who = principal(ctx.request.headers)
@@ -292,6 +312,7 @@ class Classifier:
             "cached_versions": self.cache.versions(),
             "refusals": self.watcher.errors,
             "limits": {"max_chars": s.max_chars, "truncate": s.truncate, "max_items": s.max_items,
+                       "tokens_read": {arm: m.classifier.spec.max_length for arm, m in arms.items() if m is not None},
                        "max_body_bytes": s.max_body_bytes, "max_batch_size": s.max_batch_size,
                        "max_latency_ms": s.max_latency_ms},
             "review_threshold": s.review_threshold,
@@ -307,16 +328,10 @@ def fix_media_types(service) -> None:
             api.output_spec.media_type = api.output_spec.mime_type()
 
 
-async def docs_page(scope, receive, send) -> None:
-    """/docs: BentoML serves its Swagger UI at /; people (and the guides) look for it here."""
-    from starlette.responses import RedirectResponse
-
-    if scope["type"] == "http":
-        await RedirectResponse("/")(scope, receive, send)
-
-
 fix_media_types(Classifier)
-Classifier.mount_asgi_app(docs_page, path="/docs", name="docs")
+Classifier.add_asgi_middleware(DocsPages, generated=lambda: Classifier.openapi_spec.asdict(), model=SETTINGS.model,
+                               open_predict=SETTINGS.open_predict, max_chars=SETTINGS.max_chars,
+                               review_threshold=SETTINGS.review_threshold)
 Classifier.add_asgi_middleware(RequestGuard, max_body_bytes=SETTINGS.max_body_bytes,
                                max_in_flight=SETTINGS.max_concurrency)
 Classifier.add_asgi_middleware(Authenticator, keys=read_keys(SETTINGS.api_keys), open_predict=SETTINGS.open_predict)
