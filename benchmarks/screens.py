@@ -26,6 +26,7 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from yanjin.registry import CHAMPION  # noqa: E402
 from tests.browser import external_assets, mlflow_ui, rendered, text_of, version_page  # noqa: E402
 from tests.integration.stack import free_port, stop  # noqa: E402
 from tests.serving.test_server import wait_ready  # noqa: E402
@@ -47,7 +48,7 @@ def mlflow_version(state: Path, model: str) -> dict:
     from mlflow import MlflowClient
 
     client = MlflowClient(f"sqlite:///{(state / 'mlflow.db').resolve()}")
-    mv = client.get_model_version_by_alias(model, "champion")
+    mv = client.get_model_version_by_alias(model, CHAMPION)
     return {"version": str(mv.version), "tags": dict(mv.tags), "run": client.get_run(mv.run_id)}
 
 

@@ -37,6 +37,7 @@ def rendered(url: str, screenshot: Path | None = None, wait_ms: int = 15_000, si
 def text_of(dom: str) -> str:
     """The rendered page's visible text, cells separated by ' | ' and rows by newlines."""
     dom = re.sub(r"(?is)<(script|style)\b.*?</\1>", "", dom)
+    dom = re.sub(r">\s+<", "><", dom)   # the markup's own line breaks are not the page's
     dom = re.sub(r"(?i)</t[dh]>", " | ", dom)
     dom = re.sub(r"(?i)</tr>|<br\s*/?>|</p>|</h\d>|</li>|</div>", "\n", dom)
     return html.unescape(re.sub(r"<[^>]+>", "", dom))

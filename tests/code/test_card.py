@@ -25,9 +25,9 @@ def test_a_version_registered_before_cards_says_what_is_not_recorded():
     assert "The gate's decision was not recorded" in text
     assert "Licence:** not recorded: set data.licence" in text       # unknown data, no licence in the profile
     assert "distilled from banking77-pro version 3" in text           # Lite's base is its teacher version
-    assert "the student started from" not in text
+    assert "started from" not in text
     started = R.VersionTags(**{**record().tags.__dict__, "student_init_model": "banking77-v1", "student_init_version": "2"})
-    assert "the student started from banking77-v1 version 2" in card_markdown(record(tags=started))
+    assert "started from banking77-v1 version 2" in card_markdown(record(tags=started))
     assert "(INT8, quantized by ONNX Runtime)" in text and "77 intents" in text
 
 
@@ -62,12 +62,15 @@ def test_the_mlflow_description_fits_its_column():
 def test_the_network_is_the_one_trained_not_the_config_before_pruning():
     pruned = {"variant": "lite", "builder": "v1", "n_layers": 2, "max_length": 64, "n_heads": 6, "d_ff": 768,
               "vocab_size": 3208}
-    assert "2 layers, 6 heads, FFN 768, vocabulary 3,208" in card_markdown(record(network=pruned))
-    assert "12 heads, FFN 1536, vocabulary 30,522" in card_markdown(record())   # no checkpoint spec: the config's
+    assert "2 layers, 6 heads, width 384, FFN 768, vocabulary 3,208" in card_markdown(record(network=pruned))
+    assert "not recorded with this version (its checkpoint has no spec); its config asked for" in card_markdown(record())
 
 
 def test_the_card_names_the_base_the_version_was_built_on():
-    pruned = {"variant": "lite", "builder": "v1", "n_layers": 2, "max_length": 64, "n_heads": 6, "d_ff": 1536,
-              "vocab_size": 3208, "base": "mpnet", "arch": "mpnet"}
-    assert "built on all-mpnet-base-v2 (MPNet" in card_markdown(record(network=pruned))
+    student = {"variant": "lite", "builder": "v1", "n_layers": 2, "max_length": 64, "n_heads": 6, "d_ff": 768,
+               "vocab_size": 3208, "base": "minilm", "arch": "bert"}
+    teacher = {"variant": "pro", "builder": "v1", "n_layers": 12, "max_length": 64, "n_heads": 12, "d_ff": 3072,
+               "vocab_size": 30527, "base": "mpnet", "arch": "mpnet", "d_model": 768}
+    text = card_markdown(record(network=student, teacher_network=teacher))   # a MiniLM Lite taught by an MPNet Pro
+    assert "itself built on all-mpnet-base-v2 (MPNet" in text and "the student's encoder: all-MiniLM-L6-v2" in text
     assert "all-MiniLM-L6-v2 (MiniLM-L6-H384" in card_markdown(record())   # recorded before bases were a choice

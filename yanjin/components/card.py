@@ -171,9 +171,10 @@ def how_trained(r: VersionRecord, cfg: PipelineConfig | None) -> str:
 def _details(r: VersionRecord, cfg: PipelineConfig | None) -> list[str]:
     t, member, recipe = r.tags, r.tags.variant, r.recipe
     lines = ["## Model details", f"- **Family member:** {member}" + (f" — {recipe.summary}" if recipe else "")]
-    m = r.network or (asdict(cfg.model) if cfg else {})  # as trained; the config holds Lite's before pruning
-    if m:
-        lines.append(f"- **Network:** {network_line(m)}")
+    m = r.network   # as trained: the checkpoint's own spec (the config holds a profile's values, Lite's before pruning)
+    lines.append(f"- **Network:** {network_line(m)}" if m else
+                 "- **Network:** not recorded with this version (its checkpoint has no spec)"
+                 + (f"; its config asked for {network_line(asdict(cfg.model))}" if cfg else ""))
     start = recipe.start if recipe else ""
     if start == TEACHER or t.teacher_model:
         teacher_base = base_encoder(r.teacher_network) if r.teacher_network else "a base not recorded"

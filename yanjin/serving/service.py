@@ -90,7 +90,7 @@ EXAMPLE_RESULT = {  # an answer as the server gives it: the response example in 
     "top_k": [{"label": "card_arrival", "confidence": 0.912}, {"label": "card_delivery_estimate", "confidence": 0.041},
               {"label": "lost_or_stolen_card", "confidence": 0.012}],
     "needs_review": False, "truncated": False, "share_read": 1.0, "model": "banking77-lite", "version": "3",
-    "variant": "lite", "arm": "champion", "error": None}
+    "variant": "lite", "arm": CHAMPION, "error": None}
 
 
 class Result(BaseModel):

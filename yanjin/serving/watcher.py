@@ -35,11 +35,16 @@ class ServedModel:
         return self.classifier.providers[0]
 
 
+WARM_UP = (1, 1, 8, 8, 32)  # batch sizes run once on load, before the version answers anything
+
+
 def load_verified(name: str, version: str, threads: int = 0, spin: bool = True) -> ServedModel:
     """Download one registered version, check its sha256 against its tag, open an ORT session."""
     with tempfile.TemporaryDirectory() as tmp:
         found = download_version(name, version, tmp)  # refused unless it hashes to its registered digest
         classifier = OnnxClassifier.from_dir(found.bundle_dir, threads=threads, spin=spin)  # reads everything into memory
+    for size in WARM_UP:   # ORT's first calls allocate and plan: paid here, never by a request or an A/B latency figure
+        classifier.predict_proba(["warm up the session"] * size, batch_size=size)
     return ServedModel(name, version, found.tags.variant or "?", found.tags.artifact_sha256, classifier)
 
 
