@@ -83,6 +83,9 @@ def openapi(generated: dict, model: str, open_predict: bool, max_chars: int, rev
         "contact": {"name": about["author"]},
         "license": {"name": "Apache-2.0"},
     }
+    about_tags = {"Service APIs": "classify texts, label predictions, see what is served",
+                  "Infrastructure": "probes for Kubernetes and the Prometheus metrics"}
+    doc["tags"] = [t | {"description": about_tags.get(t.get("name"), t.get("description", ""))} for t in doc.get("tags", [])]
     doc.setdefault("components", {})["securitySchemes"] = {
         BEARER: {"type": "http", "scheme": "bearer", "description": "an API key from `yanjin keys add`"},
         API_KEY: {"type": "apiKey", "in": "header", "name": "X-API-Key", "description": "the same key, as a header"},
@@ -92,9 +95,11 @@ def openapi(generated: dict, model: str, open_predict: bool, max_chars: int, rev
             if not isinstance(op, dict) or "responses" not in op:
                 continue
             op["security"] = ([{}] + KEYED) if route == "/predict" and open_predict else KEYED
+            # BentoML keys some statuses by int: as JSON they would repeat ours, and Swagger UI then renders nothing
+            responses = {str(code): r for code, r in op["responses"].items()}
             for code in ("400", "404", "500"):
-                op["responses"].pop(code, None)   # BentoML's generic ones; ours say what this server answers
-            op["responses"].update({c: ERRORS[c] for c in codes})
+                responses.pop(code, None)   # BentoML's generic ones; ours say what this server answers
+            op["responses"] = responses | {c: ERRORS[c] for c in codes}
     return doc
 
 
