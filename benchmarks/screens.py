@@ -132,7 +132,7 @@ def select_screen() -> dict:
     family = json.loads((RESULTS / "family.json").read_text())
     candidates = candidates_from_family(family, CostParams())
     slowest = max(candidates, key=lambda c: c.latency_ms_p95)
-    limits = Constraints(max_latency_ms=sorted(c.latency_ms_p95 for c in candidates)[-2] + 0.01)
+    limits = Constraints(max_latency_ms=round(sorted(c.latency_ms_p95 for c in candidates)[-2] + 0.01, 2))
     demand = Demand(100_000, 18, 0.20)
     advice = advise(candidates, limits, demand)
     png = OUT / "select.png"
