@@ -1,6 +1,7 @@
 """The family pipeline: V1, V2, Pro and Lite in one run over data validated once, each registered as
 its own model; Pro gated after V1 registers; Lite distilling this run's Pro, or the Pro champion."""
 import json
+from pathlib import Path
 
 import mlflow
 import pytest
@@ -152,6 +153,11 @@ def test_card_params_description_and_status_describe_the_checkpoint_and_the_reci
         assert f"itself built on {base_encoder(teacher)}" in card
     shown = render(family_status(client, {variant: model}, None, "none"))
     assert f"{variant} #1: {recipe.summary}; {network_line(spec)}" in shown
+    # the Kubeflow UI's Markdown of the register step (kfp.local keeps every step's outputs under the state folder)
+    kfp_root = Path(client.tracking_uri.removeprefix("sqlite:///")).parent / "kfp"
+    shown_in_kfp = [p.read_text() for p in kfp_root.glob("*/register-model*/card")]
+    assert any(text.startswith(f"# Model card: {model} version 1") and f"**Network:** {network_line(spec)}" in text
+               and recipe.summary in text for text in shown_in_kfp)
 
 
 def test_a_retrained_member_identical_to_its_champion_is_refused_by_name(runs, tmp_path):

@@ -145,7 +145,7 @@ def test_cli_promote_conflict_history_and_select(client, tmp_path):
     out = run(app, ["select", "--family-json", family, "--months", "18", "--calls-per-day", "100000",
                     "--tracking-uri", uri, "--output-dir", str(tmp_path / "sel")], env=env)
     assert out.exit_code == 0, out.output
-    assert "choose v2" in out.output and "pro (+0.0013 accuracy) beats v2 at 18 months only when an error costs more than $0.87" in out.output
+    assert "choose v2" in out.output and "pro (+0.0013 accuracy) is cheaper than v2 over 18 months once an error costs more than $0.87" in out.output
     assert "banking77-v1 v1 is no longer registered" in out.output          # measured, but not in this registry
     saved = json.loads((tmp_path / "sel" / "select.json").read_text())
     assert saved["ranking"] == ["v2", "pro"] and (tmp_path / "sel" / "select.png").stat().st_size > 0

@@ -103,11 +103,11 @@ def test_a_text_longer_than_the_model_reads_says_so_and_goes_to_review(server):
     url, state, *_ = server
     complaint = ("I ordered a replacement card three weeks ago after the old one was swallowed by a cash machine, "
                  "and the app still says it is on its way; meanwhile my rent is due, the branch told me to call, "
-                 "and the phone line keeps me waiting for forty minutes before it hangs up on me every time. ") * 2
+                 "and the phone line keeps me waiting for forty minutes before it hangs up on me every time.")
     r = predict(url, [{"text": complaint}])
     assert r.status_code == 200, r.text
     (answer,) = r.json()
-    assert answer["truncated"] and 0 < answer["share_read"] < 0.5 and answer["needs_review"]
+    assert len(complaint) < 500 and answer["truncated"] and 0 < answer["share_read"] < 0.8 and answer["needs_review"]
     info = httpx.post(f"{url}/info", json={}, timeout=10).json()
     assert info["limits"]["tokens_read"]["champion"] == 32   # the tiny profile's max_length
 

@@ -472,13 +472,14 @@ def identical_version(bundle: str, lineage: dict, registered_model: str, trackin
     "champion v3"; "" when none does. Deterministic training on the same rows, recipe and code gives the same
     bytes: registering them again would roll a version out against itself."""
     c = R.client(tracking_uri)
-    checkpoint, onnx = lineage.get("checkpoint_sha256", ""), R.bundle_sha256(bundle)
+    checkpoint = lineage.get("checkpoint_sha256", "")
+    onnx = R.bundle_sha256(bundle) if Path(bundle).is_dir() else ""   # a gate asked about scores alone has no bundle
     for alias in (R.CHAMPION, R.CHALLENGER):
         version = R.alias_version(c, registered_model, alias)
         if version is None:
             continue
         tags = R.version_tags(c, registered_model, version)
-        if onnx == tags.artifact_sha256 or (checkpoint and checkpoint == tags.checkpoint_sha256):
+        if (onnx and onnx == tags.artifact_sha256) or (checkpoint and checkpoint == tags.checkpoint_sha256):
             return f"{alias} v{version}"
     return ""
 
