@@ -89,6 +89,10 @@ def monitor_calibrate(
 
     from ..monitoring.monitor import ServedMonitor
 
+    import warnings
+
+    # numpy's "invalid value in divide" from Evidently's statistics of constant columns: noise on the screen
+    warnings.filterwarnings("ignore", "invalid value encountered", RuntimeWarning)
     client, config = _setup(state_dir, tracking_uri, profile, set_)
     monitor = ServedMonitor.load(client, model, config.monitor)
     size = config.monitor.window

@@ -88,13 +88,31 @@ def pipeline_run(
         typer.echo(f"MLflow run {ev['run_id']} in {uri}")
     if family_run:
         typer.echo("\n" + made.markdown)
+    me, mlflow_cmd = _command("yanjin"), _command("mlflow")
     typer.echo("\nWhere to look next:\n"
-               f"  the MLflow UI (runs, versions, model cards): mlflow ui --backend-store-uri {uri} --port 5000, "
+               f"  the MLflow UI (runs, versions, model cards): {mlflow_cmd} ui --backend-store-uri {uri} --port 5000, "
                f"then http://127.0.0.1:5000\n"
-               f"  the family at a glance:  yanjin status{_state_flag(state_dir)}\n"
-               f"  a version's model card:  yanjin card <model> <version>{_state_flag(state_dir)}\n"
-               f"  serve it over HTTP:      yanjin serve --model {next(iter(outcomes.values())).registered_model}"
+               f"  the family at a glance:  {me} status{_state_flag(state_dir)}\n"
+               f"  a version's model card:  {me} card <model> <version>{_state_flag(state_dir)}\n"
+               f"  serve it over HTTP:      {me} serve --model {next(iter(outcomes.values())).registered_model}"
                f"{_state_flag(state_dir)}  (Swagger UI at http://127.0.0.1:3000/docs)")
+
+
+def _command(name: str) -> str:
+    """How the user reaches a command of this environment: its bare name when PATH finds this one, else its path
+    (after `make demo` that is .venv/bin/, which no shell has on PATH until the venv is activated)."""
+    import os
+    import shutil
+    import sys
+
+    mine = Path(sys.executable).with_name(name)
+    found = shutil.which(name)
+    if found and Path(found).resolve() == mine.resolve():
+        return name
+    try:
+        return os.path.relpath(mine)
+    except ValueError:
+        return str(mine)
 
 
 def _state_flag(state_dir: Path) -> str:
