@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -163,6 +164,7 @@ def pipeline_in_containers(work: Path, server, host: str, data: Path, ledger_url
 
     from yanjin.config import load_config
     from yanjin.pipelines.run import run_family_local
+    from yanjin.state import git_commit
     from yanjin.registry.ledger import LEDGER_ENV
     from yanjin.state import LocalState
 
@@ -179,7 +181,7 @@ def pipeline_in_containers(work: Path, server, host: str, data: Path, ledger_url
                                 environment=server.credentials | {"HOME": "/tmp", LEDGER_ENV: ledger_url})
     started = time.perf_counter()
     family = run_family_local(load_config("tiny", FAMILY_OVERRIDES), str(inputs / "train.csv"), str(inputs / "test.csv"),
-                              str(inputs / "categories.json"), state, server.url, "rehearsal",
+                              str(inputs / "categories.json"), state, server.url, "",   # the image's own commit
                               adapt_corpus=[str(inputs / "train.csv")], runner=runner, image=IMAGE)
     this_run = max(root.glob("yanjin-family-*"), key=lambda p: p.stat().st_mtime)  # --work may hold earlier runs
     steps = sorted(p.name for p in this_run.iterdir() if p.is_dir())  # one per task that ran
@@ -188,7 +190,11 @@ def pipeline_in_containers(work: Path, server, host: str, data: Path, ledger_url
                                 f" v{o.evaluation['teacher_version']}" if o.evaluation.get("teacher_version") else "")}
                         for m, o in family.members.items()},
             "overrides": FAMILY_OVERRIDES, "family_table": family.markdown,
-            "seconds": round(time.perf_counter() - started, 1), "steps_in_containers": len(steps), "steps": steps}
+            "seconds": round(time.perf_counter() - started, 1), "steps_in_containers": len(steps), "steps": steps,
+            # the run form's git_commit left empty: each version records the commit the image was built from
+            "recorded_commits": sorted({m for card in this_run.glob("register-model*/card")
+                                        for m in re.findall(r"\*\*Code commit:\*\* `([^`]+)`", card.read_text())}),
+            "image_commit": git_commit(ROOT)}
 
 
 def container(docker: list[str], image: str, args: list[str], env: dict[str, str], detach: bool = False,
