@@ -22,7 +22,6 @@ import time
 from pathlib import Path
 
 import httpx
-import pandas as pd
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -91,13 +90,7 @@ def served_screens(state: Path, model: str, tiny: bool) -> dict:
             "errors_documented": {"401", "403", "413", "415", "429", "503"} <= errors,
             "real_response_example": '"label": "card_arrival"' in example,
             "no_internet_assets": external_assets(httpx.get(f"{url}/docs", timeout=10).text) == []}}
-        # traffic: the champion's own test texts (in distribution), then out-of-domain text
-        params = mlflow_version(state, model)["run"].data.params
-        from yanjin.components.data import local_file
-
-        config = json.loads(mlflow_version(state, model)["tags"]["config"])
-        test = pd.read_parquet(p) if (p := local_file(params["data.test"])).endswith(".parquet") else pd.read_csv(p)
-        texts = test[config["data"]["text_column"]].astype(str).tolist()
+        # thresholds from the champion's own recorded test texts (in distribution), then out-of-domain traffic over HTTP
         monitor = TINY_MONITOR if tiny else []
         yanjin("monitor", "calibrate", model, "--state-dir", str(state), "--windows", "5", *monitor)
         for batch in (fortune_texts()[i:i + 16] for i in range(0, 240, 16)):
