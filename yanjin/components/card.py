@@ -79,10 +79,13 @@ def _artifact_json(client, run_id: str, path: str, tmp: str) -> dict:
         return {}  # registered before this artifact existed: the card says it is not recorded
 
 
+SPEC = f"{R.CHECKPOINT_ARTIFACT}/{R.CHECKPOINT_SPEC}"   # a run's checkpoint spec: the network as trained
+
+
 def checkpoint_network(client, run_id: str) -> dict:
     """The network a run's checkpoint records (its own spec), {} when it logged none."""
     with tempfile.TemporaryDirectory() as tmp:
-        return _artifact_json(client, run_id, f"{R.CHECKPOINT_ARTIFACT}/{R.CHECKPOINT_SPEC}", tmp)
+        return _artifact_json(client, run_id, SPEC, tmp)
 
 
 def as_made(client, model: str, version: str) -> tuple[str, str]:
@@ -109,10 +112,9 @@ def read_record(client, model: str, version: str, ledger=None) -> VersionRecord:
             model, str(mv.version), mv.creation_timestamp / 1000, sorted(getattr(mv, "aliases", []) or []),
             R.VersionTags.from_tags(dict(mv.tags)), mv.run_id, dict(run.data.params), dict(run.data.tags),
             art(f"{ev}/per_class.json"), art(f"{ev}/slices.json"), art(f"{ev}/confusion_matrix.json"),
-            art(R.GATE_DECISION), art(R.VALIDATION_REPORT), art(f"{R.CHECKPOINT_ARTIFACT}/{R.CHECKPOINT_SPEC}"))
-        if record.tags.teacher_run_id:
-            record.teacher_network = _artifact_json(client, record.tags.teacher_run_id,
-                                                    f"{R.CHECKPOINT_ARTIFACT}/{R.CHECKPOINT_SPEC}", tmp)
+            art(R.GATE_DECISION), art(R.VALIDATION_REPORT), art(SPEC))
+    if record.tags.teacher_run_id:
+        record.teacher_network = checkpoint_network(client, record.tags.teacher_run_id)
     if ledger is not None:
         record.history = [e for e in ledger.history(model) if e.phase == "done" and
                           record.version in (e.to_version, e.from_version)]

@@ -508,7 +508,7 @@ def register_member(bundle: str, evaluation: dict, lineage: dict, cfg: PipelineC
         release = Release(R.client(tracking_uri), ledger, authenticated_principal(tracking_uri, *credentials),
                           cfg.release.lease_ttl_s)
         version = R.register_bundle(bundle, registered_model, evaluation["run_id"], tags, release)
-        R.client(tracking_uri).set_tag(evaluation["run_id"], R.RUN_NAME_TAG, R.run_name(registered_model, version, "train"))
+        release.client.set_tag(evaluation["run_id"], R.RUN_NAME_TAG, R.run_name(registered_model, version, "train"))
         return version
     finally:
         ledger.close()

@@ -99,11 +99,13 @@ def client(tracking_uri: str | None = None):
 
 
 def embedded_artifact_root(tracking_uri: str) -> str | None:
-    """Where an embedded (SQLite) registry keeps artifacts: `mlartifacts` beside its database, inside the state
-    folder (MLflow's own default is ./mlruns under whatever folder the process runs in); None for a server."""
+    """Where an embedded (SQLite) registry keeps artifacts: the state folder its database lies in says
+    (MLflow's own default is ./mlruns under whatever folder the process runs in); None for a server."""
+    from ..state import LocalState
+
     if not tracking_uri.startswith("sqlite:///"):
         return None
-    return str(Path(tracking_uri[len("sqlite:///"):]).resolve().parent / "mlartifacts")
+    return LocalState(Path(tracking_uri[len("sqlite:///"):]).parent).artifact_root
 
 
 def ensure_experiment(name: str, artifact_root: str | None = None, tracking_uri: str | None = None) -> str:
