@@ -91,18 +91,21 @@ class Traffic:
         self.app = httpx.Client(timeout=60, headers={"Authorization": f"Bearer {app_key}"})
         self.reviewer = httpx.Client(timeout=60, headers={"Authorization": f"Bearer {reviewer_key}"})
         self.requests = self.asked = self.given = 0
+        self.by_id: dict[str, str] = {}   # the true label per prediction id (the log keeps texts redacted)
 
     def send(self, texts: list[str], batch: int = 32) -> list[dict]:
         answers = []
         for i in range(0, len(texts), batch):
             answers += post(self.app, f"{self.url}/predict", {"items": [{"text": t} for t in texts[i:i + batch]]}).json()
+        self.by_id |= {a["prediction_id"]: self.truth[t] for a, t in zip(answers, texts)
+                       if a["prediction_id"] and t in self.truth}
         self.requests += len(texts)
         return answers
 
     def review(self) -> int:
         """Label every item the queue asks for whose truth the reviewer knows (held-out texts are never sent)."""
         time.sleep(0.3)   # the shadow scorer logs its pairs just after the answers
-        n = review_what_is_asked(self.reviewer, self.url, self.log, self.truth, limit=100_000)
+        n = review_what_is_asked(self.reviewer, self.url, self.log, self.by_id, limit=100_000)
         self.given += n
         return n
 

@@ -40,29 +40,47 @@ class Rehearsal:
 
 
 def send_chunk(http: httpx.Client, url: str, texts: list[str], labels: list[str], keys: list[str | None],
-               feedback_share: float, rng: random.Random, batch: int = 32) -> tuple[int, int, dict]:
+               feedback_share: float, rng: random.Random, batch: int = 32,
+               truth: dict[str, str] | None = None) -> tuple[int, int, int, dict]:
     """Predict `texts` in requests of `batch` (a None key: the server draws the arm); review about
-    feedback_share of them with their true label (`http` carries the reviewer's key)."""
-    sent = given = 0
+    feedback_share of them with their true label (`http` carries the reviewer's key); `truth` collects the
+    true label per prediction id (the log keeps texts redacted: an id is what a reviewer looks up). Returns
+    texts sent, labels given, answers the server logged (a text the model failed on is not) and texts per arm."""
+    sent = given = logged = 0
     arms = {CHAMPION: 0, CHALLENGER: 0}
     for i in range(0, len(texts), batch):
         items = [{"text": t} | ({"key": k} if k else {}) for t, k in zip(texts[i:i + batch], keys[i:i + batch])]
         r = post(http, f"{url}/predict", {"items": items})
         for result, label in zip(r.json(), labels[i:i + batch]):
             sent += 1
+            logged += bool(result["prediction_id"])
+            if truth is not None and result["prediction_id"]:
+                truth[result["prediction_id"]] = label
             arms[result["arm"]] += 1
             if rng.random() < feedback_share:
                 post(http, f"{url}/review", {"prediction_id": result["prediction_id"], "label": label})
                 given += 1
-    return sent, given, arms
+    return sent, given, logged, arms
+
+
+def wait_logged(log: PredictionLog, model: str, since: float, expected: int, timeout: float = 30.0) -> bool:
+    """Wait until the server has logged `expected` answers of `model` since `since`: a shadowed text's row is
+    written with its pair after the challenger scored it, so a reviewer reading the queue at once misses it."""
+    deadline = time.monotonic() + timeout
+    while log.answered(model, since) < expected:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
 
 
 def review_what_is_asked(http: httpx.Client, url: str, log: PredictionLog, truth: dict[str, str],
                          limit: int = 10_000) -> int:
-    """A reviewer works through the review queue, labelling each item with its true label; returns how many."""
+    """A reviewer works through the review queue, labelling each item with its true label (`truth`: per
+    prediction id); returns how many."""
     given = 0
     for item in log.review_queue(limit):
-        label = truth.get(item["text"])
+        label = truth.get(item["id"])
         if label is not None:
             post(http, f"{url}/review", {"prediction_id": item["id"], "label": label})
             given += 1
@@ -79,20 +97,22 @@ def rehearse(release, log: PredictionLog, url: str, model: str, challenger: str,
     if labels_for not in ("queue", "all"):
         raise ValueError(f"labels_for {labels_for!r}: queue (what the review queue asks for) or all")
     rng = random.Random(seed)
-    truth = dict(zip(texts, labels))
+    truth: dict[str, str] = {}
+    started = time.time()
     start(release, model, challenger, policy, reason, force)
-    out = Rehearsal()
+    out, logged = Rehearsal(), 0
     order = list(range(len(texts)))
     with httpx.Client(timeout=60, headers={"Authorization": f"Bearer {api_key}"}) as http:
         while out.requests < max_requests:
             time.sleep(poll_wait_s)  # let every replica see the share the last decision set
             picks = [order[(out.requests + j) % len(order)] for j in range(chunk)]
             keys = [None] * chunk
-            sent, given, arms = send_chunk(http, url, [texts[p] for p in picks], [labels[p] for p in picks], keys,
-                                           feedback_share if labels_for == "all" else 0.0, rng)
+            sent, given, n_logged, arms = send_chunk(http, url, [texts[p] for p in picks], [labels[p] for p in picks],
+                                                     keys, feedback_share if labels_for == "all" else 0.0, rng,
+                                                     truth=truth)
             if labels_for == "queue":
-                log.flush()
-                time.sleep(0.2)   # the shadow scorer logs its pairs just after the answers went out
+                logged += n_logged
+                wait_logged(log, model, started, logged)
                 given = review_what_is_asked(http, url, log, truth)
                 out.asked += given
             out.requests += sent

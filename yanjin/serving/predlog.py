@@ -380,6 +380,14 @@ class PredictionLog:
         with self.engine.connect() as conn:
             return [dict(r) | {"truth": truth.get(r.id, (None,))[0]} for r in conn.execute(q).mappings()]
 
+    def answered(self, model: str, since: float) -> int:
+        """How many texts of `model` were answered and logged since `since` (a shadow row is not an answer)."""
+        c = predictions.c
+        q = (sa.select(sa.func.count()).select_from(predictions)
+             .where(c.model == model, c.arm != SHADOW, c.created_at >= since))
+        with self.engine.connect() as conn:
+            return conn.execute(q).scalar_one()
+
     def count(self) -> int:
         self.flush()
         with self.engine.connect() as conn:
