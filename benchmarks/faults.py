@@ -38,7 +38,8 @@ from yanjin.pipelines.run import LocalState, run_local  # noqa: E402
 from yanjin.state import git_commit  # noqa: E402
 from yanjin.release.policy import RolloutPolicy  # noqa: E402
 from yanjin.serving.auth import add_key  # noqa: E402
-from yanjin.serving.predlog import Prediction, PredictionLog  # noqa: E402
+from yanjin.serving.predlog import PredictionLog  # noqa: E402
+from yanjin.traffic.store import Prediction  # noqa: E402
 
 POLICY = RolloutPolicy(plan="10,50,100", shadow_share=0, min_labelled=40, min_step_requests=40, accuracy_margin=0.05, review_margin=0.1)
 

@@ -44,7 +44,7 @@ from yanjin.release.sequential import confidence_sequence  # noqa: E402
 from yanjin.serving.auth import add_key  # noqa: E402
 from yanjin.serving.client import post  # noqa: E402
 from yanjin.serving.predlog import PredictionLog  # noqa: E402
-from yanjin.serving.sampling import review_selection  # noqa: E402
+from yanjin.traffic.sampling import review_selection  # noqa: E402
 from yanjin.serving.watcher import load_verified  # noqa: E402
 
 MODEL = "banking77-v1"

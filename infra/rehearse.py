@@ -339,7 +339,8 @@ def controller_in_container(docker: list[str], server, pg: str) -> dict:
 
     from yanjin.registry import CHALLENGER, CHAMPION, alias_version
     from yanjin.registry.ledger import LEDGER_ENV, Ledger
-    from yanjin.serving.predlog import Prediction, PredictionLog
+    from yanjin.serving.predlog import PredictionLog
+    from yanjin.traffic.store import Prediction
 
     ledger_url, predictions_url = f"{pg}release", f"{pg}predictions"
     os.environ.update(server.credentials)
@@ -459,7 +460,8 @@ def retraining_in_containers(work: Path, server, pg: str) -> dict:
     from yanjin.pipelines.run import run_local
     from yanjin.registry import CHAMPION, alias_version
     from yanjin.registry.ledger import LEDGER_ENV
-    from yanjin.serving.predlog import Prediction, PredictionLog
+    from yanjin.serving.predlog import PredictionLog
+    from yanjin.traffic.store import Prediction
     from yanjin.state import LocalState
 
     os.environ.update(server.credentials)

@@ -352,6 +352,18 @@ class ServeSettings:
     api_keys: str = field(default_factory=lambda: str(LocalState().api_keys))  # keys file (hashed tokens): `yanjin keys add`
     open_predict: bool = True           # /predict without a key (embedded, on localhost); off on a cluster
     ab_secret: str = field(default_factory=lambda: str(LocalState().ab_secret))  # HMAC key of the A/B arms (a Secret on a cluster)
+    require_log: bool = False           # every answer logged or refused: 503 while the log's database is down or behind
+    max_log_backlog: int = 10_000       # answers waiting to be written beyond which require_log refuses new ones
+    redact: bool = True                 # card numbers, IBANs, e-mails, phones replaced before a text is stored (traffic.redact)
+    phone_regions: str = "GB,US"        # where a phone number without +country code is read as national
+    redact_patterns: dict = field(default_factory=dict)   # a deployment's own identifiers: NAME -> regular expression
+
+    def redactor(self):
+        """The redactor these settings ask for, None when redaction is off; RedactionError names a bad setting."""
+        from .traffic.redact import Redactor
+
+        regions = tuple(r.strip().upper() for r in self.phone_regions.split(",") if r.strip())
+        return Redactor(regions, dict(self.redact_patterns)) if self.redact else None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))

@@ -22,7 +22,8 @@ from yanjin.monitoring.monitor import ServedMonitor
 from yanjin.monitoring.retrain import retraining_data
 from yanjin.monitoring.scenarios import fortune_texts, planted
 from yanjin.pipelines.run import LocalState
-from yanjin.serving.predlog import Prediction, PredictionLog, predictions
+from yanjin.serving.predlog import PredictionLog
+from yanjin.traffic.store import Prediction, predictions
 
 MODEL = "banking77-v1"
 DATA = None   # the banking77 folder, set by the fixture
@@ -229,3 +230,55 @@ def test_the_cluster_path_merges_the_labels_itself_and_the_pipeline_reads_them_b
     merged = pd.read_parquet(local_file(params["train_data"], state.tracking_uri))
     assert list(merged.columns) == ["utterance", "intent"] and {t for t, _ in REVIEWED} <= set(merged["utterance"])
 
+
+
+def test_erasing_a_reviewed_text_reaches_every_copy_and_names_the_versions_trained_on_it(served):
+    """A customer's erasure request after their text was reviewed, exported for retraining and trained on: the
+    log, its labels, the retraining files and the MLflow copies lose it; the record keeps no text and names
+    the version that learnt from it. Runs last in this module: it removes what the tests above used."""
+    import os
+    import stat
+
+    from yanjin.registry import ERASED_ROWS_TAG, RETRAINING_SET_ARTIFACT, TRAINING_DATA_ARTIFACT
+
+    state, client, _, _ = served
+    text = REVIEWED[0][0]
+    challenger = client.get_model_version_by_alias(MODEL, "challenger")
+    result = CliRunner().invoke(app, ["log", "erase", "--text", "  " + text.upper() + " ", "--state-dir", str(state.root)],
+                                env=ENV)
+    assert result.exit_code == 0, result.output
+    assert f"trained on an erased text: {MODEL} v{challenger.version}" in result.output
+    assert f"{MODEL} v1 " not in result.output + " "          # v1 never saw the traffic
+    gone = {text.strip().lower()}
+
+    def held(frame) -> bool:
+        return any(isinstance(v, str) and v.strip().lower() in gone for col in frame.columns for v in frame[col])
+
+    store = PredictionLog(state.root / "predictions.db")
+    try:
+        assert store.ids_with_text(text) == []
+        with store.engine.connect() as conn:
+            assert conn.execute(sa.select(sa.func.count()).select_from(sa.table("labels"))
+                                .where(sa.text("given_by = 'anna'"))).scalar_one() == len(REVIEWED) - 1
+        records = store.erasure_records()
+    finally:
+        store.close()
+    splits = [p for p in (state.root / "kfp").rglob("*") if p.name in ("train_set", "val_set")]
+    assert splits and (state.retraining / "x.parquet").parent.is_dir()
+    for path in [*state.retraining.rglob("*.parquet"), *splits]:
+        assert not held(pd.read_parquet(path)), path
+    copies = []
+    for run in client.search_runs([e.experiment_id for e in client.search_experiments()], max_results=1000):
+        for folder in (TRAINING_DATA_ARTIFACT, RETRAINING_SET_ARTIFACT):
+            for f in client.list_artifacts(run.info.run_id, folder):
+                frame = pd.read_parquet(client.download_artifacts(run.info.run_id, f.path))
+                copies.append(run.info.run_id)
+                assert not held(frame), f.path
+    assert challenger.run_id in copies and client.get_run(challenger.run_id).data.tags[ERASED_ROWS_TAG] == "1"
+    assert len(records) == 1 and records[0]["action"] == "erase" and records[0]["versions"] == [f"{MODEL} v{challenger.version}"]
+    assert text.lower() not in json.dumps(records).lower() and records[0]["predictions"] >= 1
+    listed = CliRunner().invoke(app, ["log", "erasures", "--state-dir", str(state.root)], env=ENV)
+    assert listed.exit_code == 0 and "#1" in listed.output and text.lower() not in listed.output.lower()
+    assert stat.S_IMODE(os.stat(state.root / "predictions.db").st_mode) == 0o600
+    again = CliRunner().invoke(app, ["log", "erase", "--prediction-id", "no-such-id", "--state-dir", str(state.root)], env=ENV)
+    assert again.exit_code != 0 and "no logged prediction no-such-id" in again.output and "Traceback" not in again.output

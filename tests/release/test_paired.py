@@ -3,7 +3,7 @@
 import numpy as np
 
 from yanjin.release.paired import NON_INFERIOR, PENDING, WORSE, Pair, paired_estimate
-from yanjin.serving.sampling import AUDIT, DISAGREEMENT, LOW_CONFIDENCE, review_selection
+from yanjin.traffic.sampling import AUDIT, DISAGREEMENT, LOW_CONFIDENCE, review_selection
 
 MARGIN, ALPHA, TAU = 0.02, 0.05, 0.05
 LOOKS = (250, 500, 1000, 1500, 2000, 3000, 4000, 6000)

@@ -9,7 +9,8 @@ from yanjin.release.policy import RolloutPolicy
 from yanjin.registry import alias_version
 from yanjin.release.promotion import CHAMPION, PromotionRefused, history
 from yanjin.release.rollout import RolloutError, abort, assess, check, read_state, start
-from yanjin.serving.predlog import Prediction, PredictionLog
+from yanjin.serving.predlog import PredictionLog
+from yanjin.traffic.store import Prediction
 from yanjin.registry import SHARE_TAG
 
 from .conftest import release_for
@@ -282,8 +283,8 @@ def shadowed(log: PredictionLog, n: int, lose: float, win: float, seed: int, rev
     asked. Returns (texts asked, texts labelled)."""
     import random
 
-    from yanjin.serving.predlog import SHADOW
-    from yanjin.serving.sampling import review_selection
+    from yanjin.traffic.store import SHADOW
+    from yanjin.traffic.sampling import review_selection
 
     rng, now, rows, asked = random.Random(seed), time.time(), [], []
     for i in range(n):

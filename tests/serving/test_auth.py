@@ -5,8 +5,8 @@ import stat
 
 import pytest
 
-from yanjin.serving.auth import (PRINCIPAL_HEADER, ApiKey, Authenticator, Keyring, KeysError, RateLimit, add_key,
-                                 principal, read_keys, token_sha256)
+from yanjin.serving.auth import (PRINCIPAL_HEADER, ApiKey, Authenticator, KeyFile, Keyring, KeysError, RateLimit,
+                                 add_key, principal, read_keys, revoke_key, rotate_key, token_sha256)
 
 
 def test_a_key_is_stored_hashed_in_a_private_file(tmp_path):
@@ -24,13 +24,51 @@ def test_a_key_is_stored_hashed_in_a_private_file(tmp_path):
 @pytest.mark.parametrize("content, problem", [
     ("{", "not a keys file"),
     ('{"keys": [{"name": "a", "role": "admin", "sha256": "' + "0" * 64 + '"}]}', "role 'admin'"),
-    ('{"keys": [{"name": "a", "role": "client", "sha256": "plaintext-token"}]}', "64 hex digits"),
+    ('{"keys": [{"name": "a", "role": "client", "sha256": "plaintext-token"}]}', "64 lower-case hex digits"),
     ('{"keys": [{"name": "a", "role": "client"}]}', "not a keys file"),
+    ('{"keys": [{"name": "a", "role": "client", "sha256": "' + "g" * 64 + '"}]}', "64 lower-case hex digits"),
+    ('{"keys": [{"name": "a", "role": "client", "sha256": "' + "0" * 64 + '", "per_minute": 0}]}', "at least 1"),
+    ('{"keys": [{"name": "", "role": "client", "sha256": "' + "0" * 64 + '"}]}', "needs a name"),
 ])
 def test_a_malformed_keys_file_is_refused_naming_the_problem(tmp_path, content, problem):
     (tmp_path / "keys.json").write_text(content)
     with pytest.raises(KeysError, match=problem):
         read_keys(tmp_path / "keys.json")
+
+
+def test_concurrent_adds_from_many_processes_lose_no_key_and_the_file_stays_private(tmp_path):
+    """60 `yanjin keys add` at once (processes, as people and scripts run them): every key reported added is
+    in the file; an existing 0644 file becomes 0600."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    path = tmp_path / "keys.json"
+    path.write_text('{"keys": []}')
+    path.chmod(0o644)
+    with ProcessPoolExecutor(8) as pool:
+        tokens = list(pool.map(add_key, [path] * 60, [f"app-{i}" for i in range(60)], ["client"] * 60))
+    keys = Keyring(read_keys(path))
+    assert len(keys.keys) == 60 and all(keys.find(t) for t in tokens)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".keys.json.")]   # no temporary file left
+
+
+def test_revoke_and_rotate_take_effect_in_a_running_server_without_a_restart(tmp_path):
+    path, now = tmp_path / "keys.json", [0.0]
+    old = add_key(path, "crm-app", "client")
+    gone = add_key(path, "old-app", "client")
+    watched = KeyFile(path, clock=lambda: now[0])
+    assert watched.current().find(old) and watched.current().find(gone)
+    new = rotate_key(path, "crm-app")
+    revoke_key(path, "old-app")
+    assert watched.current().find(old)            # checked at most once a second
+    now[0] += 1.5
+    assert watched.current().find(old) is None and watched.current().find(new).name == "crm-app"
+    assert watched.current().find(gone) is None and [k.name for k in read_keys(path)] == ["crm-app"]
+    path.write_text('{"keys": [{"name": "x", "role": "client", "sha256": "nothex", "per_minute": 1}]}')
+    now[0] += 1.5
+    assert watched.current().find(new).name == "crm-app"   # a broken edit is refused; the last good keys stay
+    with pytest.raises(KeysError, match="no key named 'nobody'"):
+        revoke_key(tmp_path / "other.json", "nobody")
 
 
 def test_no_keys_file_means_no_keys():
@@ -63,7 +101,7 @@ def call(app, path: str, headers: dict[str, str]) -> tuple[int, dict, dict | Non
 
     scope = {"type": "http", "path": path, "method": "POST",
              "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()]}
-    asyncio.run(app(service, keys=KEYS, open_predict=OPEN)(scope, receive, send))
+    asyncio.run(app(service, keys=Keyring(KEYS), open_predict=OPEN)(scope, receive, send))
     body = json.loads(b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body"))
     return sent[0]["status"], body, (seen[0] if seen else None)
 

@@ -5,7 +5,8 @@ import threading
 import time
 
 from tests.integration import stack
-from yanjin.serving.predlog import Prediction, PredictionLog
+from yanjin.serving.predlog import PredictionLog
+from yanjin.traffic.store import Prediction
 
 
 def rows(n: int, start: int = 0) -> list[Prediction]:

@@ -6,7 +6,8 @@ import time
 
 import pytest
 
-from yanjin.serving.predlog import Prediction, PredictionLog, UnknownPrediction
+from yanjin.serving.predlog import PredictionLog
+from yanjin.traffic.store import Prediction, UnknownPrediction
 from yanjin.serving.routing import CHALLENGER, CHAMPION, assign_arm
 
 
@@ -126,7 +127,8 @@ def test_sqlite_log_uses_wal(tmp_path):
 
 WRITER = """
 import sys, time
-from yanjin.serving.predlog import PredictionLog, Prediction
+from yanjin.serving.predlog import PredictionLog
+from yanjin.traffic.store import Prediction
 log = PredictionLog(sys.argv[1], flush_seconds=0.05)
 i = 0
 while True:

@@ -13,6 +13,7 @@ from .monitor import monitor_app, schedule_app
 from .pipeline import bench_app, data_app, pipeline_app
 from .release import approve, controller_app, history, ledger_app, promote, reconcile, rollback, rollout_app, select
 from .serve import keys_app, review_app, serve
+from .traffic import log_app
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # progress bars garble CLI output
 
@@ -24,6 +25,7 @@ app.add_typer(bench_app, name="bench")
 app.command("serve")(serve)
 app.add_typer(keys_app, name="keys")
 app.add_typer(review_app, name="review")
+app.add_typer(log_app, name="log")
 app.command("promote")(promote)
 app.command("approve")(approve)
 app.command("reconcile")(reconcile)

@@ -70,11 +70,11 @@ def profile(name: str, overrides: list[str]):
 
 
 def prediction_log(state_dir: Path, location: str | None):
-    from ..serving.predlog import PredictionLog
+    from ..traffic.store import TrafficStore
 
     if location is None and not state_dir.is_dir():
         fail(f"no yanjin state in {state_dir.resolve()}; pass --state-dir or --prediction-log")
-    return PredictionLog(location or state_of(state_dir).prediction_log)
+    return TrafficStore(location or state_of(state_dir).prediction_log)
 
 
 def release(state_dir: Path, tracking_uri: str | None, lease_ttl_s: float = 120.0):

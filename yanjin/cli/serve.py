@@ -38,6 +38,8 @@ def serve(
     port: int = typer.Option(3000, help="HTTP port."),
     state_dir: Path = STATE, tracking_uri: Optional[str] = TRACKING, prediction_log: Optional[str] = LOG,
     set_: List[str] = typer.Option([], "--set", help="Override a serving setting, e.g. --set challenger_share=0.1 (repeatable; ServeSettings in config.py)."),
+    allow_open_predict: bool = typer.Option(False, "--allow-open-predict", help="Serve /predict without an API key on "
+                                            "a non-loopback address (anyone who reaches it has texts classified and logged)."),
 ) -> None:
     """Start the BentoML server (ONNX Runtime, adaptive batching, A/B, review flags, hot swap)."""
     import sys
@@ -46,11 +48,23 @@ def serve(
     from ..serving.routing import read_secret
     from ..serving.settings import ENV
 
+    from ..traffic.redact import RedactionError
+
     settings = serve_settings(state_dir, tracking_uri, model, prediction_log, set_)
+    try:
+        redactor = settings.redactor()
+    except RedactionError as e:
+        raise typer.BadParameter(str(e), param_hint="--set") from None
+    typer.echo(f"stored texts redacted: {', '.join(redactor.kinds)}" if redactor else
+               "WARNING: redact=false: customer texts are stored as sent (card numbers, IBANs, e-mails, phones)")
     try:
         keys = read_keys(settings.api_keys)
     except KeysError as e:
         raise typer.BadParameter(str(e), param_hint="--set api_keys") from None
+    if settings.open_predict and not loopback(host) and not allow_open_predict:
+        raise typer.BadParameter(f"--host {host} with open_predict on: anyone who reaches the port could have texts "
+                                 f"classified and logged without a key. Set --set open_predict=false and add keys "
+                                 f"(`yanjin keys add NAME`), or pass --allow-open-predict", param_hint="--host")
     if not settings.open_predict and not keys:
         raise typer.BadParameter(f"open_predict=false but {settings.api_keys} holds no API key: nobody could "
                                  f"predict; add one with `yanjin keys add NAME`", param_hint="--set")
@@ -68,6 +82,18 @@ def serve(
 
 
 
+def loopback(host: str) -> bool:
+    """Only this machine can reach the address (a name is resolved: 'localhost' is, '0.0.0.0' is not)."""
+    import ipaddress
+    import socket
+
+    try:
+        return all(ipaddress.ip_address(info[4][0]).is_loopback
+                   for info in socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP))
+    except (OSError, ValueError):
+        return False
+
+
 @keys_app.command("add")
 def keys_add(name: str = typer.Argument(..., help="Who holds the key, e.g. crm-app or reviewer-anna (unique)."),
              role: str = typer.Option("client", help="client: predict and feedback; reviewer: also /review (trusted labels)."),
@@ -81,7 +107,40 @@ def keys_add(name: str = typer.Argument(..., help="Who holds the key, e.g. crm-a
         token = add_key(path, name, role, per_minute)
     except KeysError as e:
         raise typer.BadParameter(str(e)) from None
-    typer.echo(f"added {name} ({role}, {per_minute}/min) to {path}; restart the server to load it. Token (shown once):")
+    typer.echo(f"added {name} ({role}, {per_minute}/min) to {path}; a running server takes it within a second. "
+               f"Token (shown once):")
+    typer.echo(token)
+
+
+def _change_key(change, name: str, keys_file: Optional[Path], state_dir: Path):
+    """(path, what `change(path, name)` returned); a KeysError is one message."""
+    from ..serving.auth import KeysError
+
+    path = keys_file or state_of(state_dir).api_keys
+    try:
+        return path, change(path, name)
+    except KeysError as e:
+        raise typer.BadParameter(str(e)) from None
+
+
+@keys_app.command("revoke")
+def keys_revoke(name: str = typer.Argument(..., help="The key's name (`yanjin keys list`)."),
+                keys_file: Optional[Path] = KEYS, state_dir: Path = STATE) -> None:
+    """Remove a key; a running server refuses its token within a second."""
+    from ..serving.auth import revoke_key
+
+    path, gone = _change_key(revoke_key, name, keys_file, state_dir)
+    typer.echo(f"revoked {gone.name} ({gone.role}) in {path}")
+
+
+@keys_app.command("rotate")
+def keys_rotate(name: str = typer.Argument(..., help="The key's name (`yanjin keys list`)."),
+                keys_file: Optional[Path] = KEYS, state_dir: Path = STATE) -> None:
+    """A new token for a key (same role and rate); the old token stops working within a second."""
+    from ..serving.auth import rotate_key
+
+    path, token = _change_key(rotate_key, name, keys_file, state_dir)
+    typer.echo(f"rotated {name} in {path}; the old token no longer works. New token (shown once):")
     typer.echo(token)
 
 
@@ -120,7 +179,7 @@ def review_label(prediction_id: str = typer.Argument(..., help="Prediction id, a
     import os
 
     from ..registry.principal import PrincipalError, authenticated_principal
-    from ..serving.predlog import UnknownPrediction
+    from ..traffic.store import UnknownPrediction
 
     try:
         who = authenticated_principal(tracking_uri or state_of(state_dir).tracking_uri,

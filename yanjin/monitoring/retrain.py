@@ -7,7 +7,6 @@ rollout or a person's decision.
 from __future__ import annotations
 
 import json
-import re
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -15,10 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..components.data import LABEL, TEXT, DataSource
-
-
-def normalised(text: str) -> str:
-    return re.sub(r"\s+", " ", text.strip().lower())
+from ..traffic.store import normalised
 
 
 @dataclass
@@ -60,16 +56,16 @@ def retraining_data(source: DataSource, labelled: list[dict], out_dir: Path,
 def store_retraining_set(client, model: str, data: RetrainingData, reason: str, artifact_root: str | None = None) -> str:
     """Keep the retraining set in the registry's store, as a run of `<model>-retraining` with what went into it;
     returns its artifact URI, which a cluster run reads as its training data."""
-    from ..registry import ensure_experiment
+    from ..registry import RETRAINING_SET_ARTIFACT, ensure_experiment
 
     exp = ensure_experiment(f"{model}-retraining", artifact_root, tracking_uri=client.tracking_uri)
     run = client.create_run(exp, run_name=f"{model} retraining set: {reason}"[:100], tags={"model": model, "reason": reason[:4000]})
     client.log_param(run.info.run_id, "original_rows", data.original_rows)
     client.log_param(run.info.run_id, "added_rows", data.added)
     client.log_param(run.info.run_id, "dropped", json.dumps(data.dropped))
-    client.log_artifact(run.info.run_id, str(data.path), "retraining")
+    client.log_artifact(run.info.run_id, str(data.path), RETRAINING_SET_ARTIFACT)
     client.set_terminated(run.info.run_id, "FINISHED")
-    return f"runs:/{run.info.run_id}/retraining/{data.path.name}"
+    return f"runs:/{run.info.run_id}/{RETRAINING_SET_ARTIFACT}/{data.path.name}"
 
 
 UNCHANGED = "unchanged"  # the outcome's gate when a retraining had nothing new to learn from

@@ -122,7 +122,7 @@ def release_notes(client, ledger, models: list[str]) -> list[str]:
 
 def family_status(client, members: dict[str, str], prediction_log, log_location: str, ledger=None,
                   now: float | None = None) -> FamilyStatus:
-    """`members`: member -> registered model; `prediction_log`: an open PredictionLog, or None when none exists;
+    """`members`: member -> registered model; `prediction_log`: an open TrafficStore, or None when none exists;
     `ledger`: the release ledger, or None when none was written yet."""
     now = now or time.time()
     status = FamilyStatus(now, [member_status(client, m, name, ledger) for m, name in members.items()],

@@ -27,7 +27,7 @@ from typing import Callable
 from ..registry import CHALLENGER, CHAMPION, ROLLOUT_OUTCOME
 from ..registry.ledger import CONTROLLER_LEASE, AliasConflict, Lease, LedgerError
 from ..registry.mirror import Release
-from ..serving.predlog import PredictionLog
+from ..traffic.store import TrafficStore
 from .policy import ReleasePolicy, RolloutPolicy
 from .promotion import PromotionRefused, missing_approvals, promote
 from .rollout import RUNNING, RolloutError, check, read_state, start
@@ -43,7 +43,7 @@ class Pass:
     problems: list[str] = field(default_factory=list)
 
 
-def tick(release: Release, predictions: PredictionLog | None, rollout: RolloutPolicy, policy: ReleasePolicy,
+def tick(release: Release, predictions: TrafficStore | None, rollout: RolloutPolicy, policy: ReleasePolicy,
          models: list[str] | None = None, report_dir: Path | None = None) -> Pass:
     """One pass over `models`, or every model the ledger knows: rollouts, approved proposals, unconfirmed
     mirror moves."""
@@ -57,7 +57,7 @@ def tick(release: Release, predictions: PredictionLog | None, rollout: RolloutPo
     return result
 
 
-def _model_pass(release: Release, predictions: PredictionLog | None, rollout: RolloutPolicy, policy: ReleasePolicy,
+def _model_pass(release: Release, predictions: TrafficStore | None, rollout: RolloutPolicy, policy: ReleasePolicy,
                 model: str, report_dir: Path | None, result: Pass) -> None:
     for done in release.complete(model):
         result.actions.append(done)
@@ -101,7 +101,7 @@ def _untried_challenger(release: Release, model: str, last) -> str | None:
     return None if tags.get(ROLLOUT_OUTCOME) else challenger
 
 
-def run(release: Release, predictions: PredictionLog | None, rollout: RolloutPolicy, policy: ReleasePolicy,
+def run(release: Release, predictions: TrafficStore | None, rollout: RolloutPolicy, policy: ReleasePolicy,
         interval_s: float, once: bool = False, echo: Callable[[str], None] = print,
         models: list[str] | None = None, passes: int | None = None) -> list[Pass]:
     """Lead and tick every `interval_s`; stand by while another controller leads. `once`: one pass."""

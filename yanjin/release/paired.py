@@ -4,7 +4,7 @@ In shadow both versions score the same text. Where they agree, the difference of
 exactly 0 whatever the truth: no label can change it. The accuracy difference lives on the disagreements,
 and which texts those are is known without a label. So reviewers are asked for labels where they decide
 the question ("active testing", Kossen et al., ICML 2021): serving puts a disagreement on the review queue
-with probability `pi` (serving.sampling; policy `disagreement_p`, 1 by default) and records it. Per shadowed text i,
+with probability `pi` (traffic.sampling; policy `disagreement_p`, 1 by default) and records it. Per shadowed text i,
 
     z_i = S_i * (c'_i - c_i) / pi_i        c = champion correct, c' = challenger correct, S_i = asked
 

@@ -20,7 +20,7 @@ import httpx
 
 from ..registry import CHALLENGER, CHAMPION
 from ..serving.client import post
-from ..serving.predlog import PredictionLog
+from ..traffic.store import TrafficStore
 from .policy import RolloutPolicy
 from .rollout import RUNNING, check, start
 
@@ -63,7 +63,7 @@ def send_chunk(http: httpx.Client, url: str, texts: list[str], labels: list[str]
     return sent, given, logged, arms
 
 
-def wait_logged(log: PredictionLog, model: str, since: float, expected: int, timeout: float = 30.0) -> bool:
+def wait_logged(log: TrafficStore, model: str, since: float, expected: int, timeout: float = 30.0) -> bool:
     """Wait until the server has logged `expected` answers of `model` since `since`: a shadowed text's row is
     written with its pair after the challenger scored it, so a reviewer reading the queue at once misses it."""
     deadline = time.monotonic() + timeout
@@ -74,7 +74,7 @@ def wait_logged(log: PredictionLog, model: str, since: float, expected: int, tim
     return True
 
 
-def review_what_is_asked(http: httpx.Client, url: str, log: PredictionLog, truth: dict[str, str],
+def review_what_is_asked(http: httpx.Client, url: str, log: TrafficStore, truth: dict[str, str],
                          limit: int = 10_000) -> int:
     """A reviewer works through the review queue, labelling each item with its true label (`truth`: per
     prediction id); returns how many."""
@@ -87,7 +87,7 @@ def review_what_is_asked(http: httpx.Client, url: str, log: PredictionLog, truth
     return given
 
 
-def rehearse(release, log: PredictionLog, url: str, model: str, challenger: str,
+def rehearse(release, log: TrafficStore, url: str, model: str, challenger: str,
              policy: RolloutPolicy, texts: list[str], labels: list[str], api_key: str, chunk: int = 64,
              feedback_share: float = 1.0, max_requests: int = 20_000, poll_wait_s: float = 0.0,
              seed: int = 0, reason: str = "rehearsal", force: bool = False, labels_for: str = "queue") -> Rehearsal:

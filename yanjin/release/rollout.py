@@ -28,7 +28,7 @@ from ..registry import (CHALLENGER, CHAMPION, ROLLED_BACK, ROLLOUT_OUTCOME, ROLL
                         ROLLOUT_SHADOW, ensure_experiment, rollouts_experiment, run_name)
 from ..registry.ledger import Lease
 from ..registry.mirror import Release
-from ..serving.predlog import SHADOW, PredictionLog
+from ..traffic.store import SHADOW, TrafficStore
 from .paired import NON_INFERIOR, WORSE, Pair, PairedEstimate, paired_estimate
 from .policy import RolloutPolicy
 from .promotion import eligible, missing_approvals
@@ -197,7 +197,7 @@ def _arm(rows: list[dict], failed: int, version: str, max_share: float = 1.0) ->
                     float(np.percentile(latencies, 95)) if latencies else math.nan)
 
 
-def assess(log: PredictionLog, model: str, state: RolloutState, policy: RolloutPolicy) -> Assessment:
+def assess(log: TrafficStore, model: str, state: RolloutState, policy: RolloutPolicy) -> Assessment:
     """Compare the arms on everything logged since the rollout began; decide what to do next."""
     rows = log.outcomes(model, state.since, trust_feedback=policy.trust_client_feedback)
     failed = log.failed_items(model, state.since)
@@ -260,7 +260,7 @@ def assess(log: PredictionLog, model: str, state: RolloutState, policy: RolloutP
                       None, policy.alpha)
 
 
-def _assess_shadow(log: PredictionLog, model: str, state: RolloutState, policy: RolloutPolicy, champ: ArmStats,
+def _assess_shadow(log: TrafficStore, model: str, state: RolloutState, policy: RolloutPolicy, champ: ArmStats,
                    chal: ArmStats) -> Assessment:
     """In shadow: the paired verdict on the same texts, the challenger's failures, and the budget."""
     rows = log.pairs(model, state.challenger, state.started_at)
@@ -369,7 +369,7 @@ def abort(release: Release, model: str, reason: str, report_dir: Path | None = N
     return state
 
 
-def check(release: Release, log: PredictionLog, model: str, policy: RolloutPolicy, act: bool = True,
+def check(release: Release, log: TrafficStore, model: str, policy: RolloutPolicy, act: bool = True,
           approvals: int = 0, report_dir: Path | None = None) -> tuple[RolloutState, Assessment]:
     """One look at a running rollout: assess, and (act=True) advance, roll back or promote."""
     state = read_state(release, model)

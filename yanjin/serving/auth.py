@@ -16,15 +16,24 @@ removed first).
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import hmac
 import json
+import logging
+import os
+import re
 import secrets
+import tempfile
+import threading
 import time
-from dataclasses import asdict, dataclass
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from .guard import reply
+
+log = logging.getLogger(__name__)
 
 CLIENT, REVIEWER = "client", "reviewer"
 ROLES = (CLIENT, REVIEWER)
@@ -69,27 +78,126 @@ def read_keys(path: str | Path) -> list[ApiKey]:
         raise KeysError(f"{p}: not a keys file ({type(e).__name__}: {e}); expected "
                         '{"keys": [{"name", "role", "sha256", "per_minute"}]}') from None
     for k in keys:
-        if k.role not in ROLES:
-            raise KeysError(f"{p}: key {k.name!r} has role {k.role!r}; roles are {', '.join(ROLES)}")
-        if len(k.sha256) != 64:
-            raise KeysError(f"{p}: key {k.name!r}: sha256 must be 64 hex digits (the token itself is never stored)")
+        check_key(k, str(p))
     if len({k.name for k in keys}) != len(keys):
         raise KeysError(f"{p}: key names must be unique")
     return keys
 
 
+def check_key(k: ApiKey, where: str) -> None:
+    """Refuse an entry the server could not use (a bad digest would 500 every keyed request, a zero rate divide)."""
+    if not isinstance(k.name, str) or not k.name.strip():
+        raise KeysError(f"{where}: a key needs a name")
+    if k.role not in ROLES:
+        raise KeysError(f"{where}: key {k.name!r} has role {k.role!r}; roles are {', '.join(ROLES)}")
+    if not isinstance(k.sha256, str) or not re.fullmatch(r"[0-9a-f]{64}", k.sha256):
+        raise KeysError(f"{where}: key {k.name!r}: sha256 must be 64 lower-case hex digits (the token itself is "
+                        "never stored)")
+    if isinstance(k.per_minute, bool) or not isinstance(k.per_minute, int) or k.per_minute < 1:
+        raise KeysError(f"{where}: key {k.name!r}: per_minute must be a whole number of at least 1, not {k.per_minute!r}")
+
+
+@contextmanager
+def _locked(path: Path):
+    """One writer of the keys file at a time, across processes (a lock file beside it, never the file itself:
+    the file is replaced, not rewritten)."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path.with_name(path.name + ".lock"), os.O_CREAT | os.O_RDWR, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def _write_keys(path: Path, keys: list[ApiKey]) -> None:
+    """Atomically, 0600: a temporary file beside it, fsynced, then renamed over it."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as f:   # mkstemp creates it 0600
+            f.write(json.dumps({"keys": [asdict(k) for k in keys]}, indent=2) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)   # the rename itself survives a crash
+    finally:
+        os.close(dir_fd)
+
+
 def add_key(path: str | Path, name: str, role: str, per_minute: int = 600) -> str:
-    """Add a key to the file (created 0600 if new); returns the token, which is shown once and never stored."""
-    if role not in ROLES:
-        raise KeysError(f"role {role!r}: roles are {', '.join(ROLES)}")
-    p = Path(path)
-    keys = [k for k in read_keys(p) if k.name != name]
+    """Add (or replace) a key in the file; returns the token, which is shown once and never stored."""
     token = new_token()
-    keys.append(ApiKey(name, role, token_sha256(token), per_minute))
-    p.parent.mkdir(parents=True, exist_ok=True)
-    p.touch(mode=0o600, exist_ok=True)
-    p.write_text(json.dumps({"keys": [asdict(k) for k in keys]}, indent=2) + "\n")
+    key = ApiKey(name, role, token_sha256(token), per_minute)
+    check_key(key, "new key")
+    p = Path(path)
+    with _locked(p):
+        _write_keys(p, [k for k in read_keys(p) if k.name != name] + [key])
     return token
+
+
+def revoke_key(path: str | Path, name: str) -> ApiKey:
+    """Remove a key: a running server refuses it within a second (KeyFile reloads on change)."""
+    p = Path(path)
+    with _locked(p):
+        keys = read_keys(p)
+        gone = [k for k in keys if k.name == name]
+        if not gone:
+            raise KeysError(f"{p}: no key named {name!r} (`yanjin keys list`)")
+        _write_keys(p, [k for k in keys if k.name != name])
+    return gone[0]
+
+
+def rotate_key(path: str | Path, name: str) -> str:
+    """A new token for a key, same name, role and rate; the old token stops working at once."""
+    p = Path(path)
+    token = new_token()
+    with _locked(p):
+        keys = read_keys(p)
+        if not any(k.name == name for k in keys):
+            raise KeysError(f"{p}: no key named {name!r} (`yanjin keys list`)")
+        _write_keys(p, [replace(k, sha256=token_sha256(token)) if k.name == name else k for k in keys])
+    return token
+
+
+class KeyFile:
+    """The keys file as the server sees it: read at start (a bad file stops the start), re-read when it
+    changes (a rotated Secret, a revoked key) at most once a second; a bad new version is refused with an
+    error in the log and the last good keys stay in force."""
+
+    def __init__(self, path: str | Path, check_every: float = 1.0, clock=time.monotonic) -> None:
+        self.path, self.check_every, self.clock = Path(path), check_every, clock
+        self._lock = threading.Lock()
+        self._seen = self._stamp()
+        self.keyring = Keyring(read_keys(self.path))
+        self._checked = clock()
+
+    def _stamp(self):
+        try:
+            st = self.path.stat()
+            return st.st_ino, st.st_mtime_ns, st.st_size
+        except FileNotFoundError:
+            return None
+
+    def current(self) -> Keyring:
+        now = self.clock()
+        if now - self._checked < self.check_every:
+            return self.keyring
+        with self._lock:
+            self._checked = now
+            stamp = self._stamp()
+            if stamp != self._seen:
+                self._seen = stamp
+                try:
+                    self.keyring = Keyring(read_keys(self.path))
+                    log.info("API keys reloaded from %s: %d key(s)", self.path, len(self.keyring.keys))
+                except KeysError as e:
+                    log.error("API keys file changed but is not valid; the previous keys stay in force: %s", e)
+        return self.keyring
 
 
 class Keyring:
@@ -97,6 +205,9 @@ class Keyring:
 
     def __init__(self, keys: list[ApiKey]) -> None:
         self.keys = keys
+
+    def current(self) -> "Keyring":
+        return self   # a fixed set of keys (KeyFile is the file the server watches)
 
     def find(self, token: str) -> ApiKey | None:
         digest = token_sha256(token)
@@ -174,9 +285,9 @@ def bearer(headers: dict[bytes, bytes]) -> str | None:
 class Authenticator:
     """ASGI middleware: authenticate, authorise and rate-limit, or answer 401/403/429 and change nothing."""
 
-    def __init__(self, app, keys: list[ApiKey], open_predict: bool = True) -> None:
+    def __init__(self, app, keys: KeyFile | Keyring, open_predict: bool = True) -> None:
         self.app = app
-        self.keyring = Keyring(keys)
+        self.keys = keys
         self.open_predict = open_predict
         self.limits = RateLimit()
 
@@ -192,7 +303,7 @@ class Authenticator:
         headers = {k.lower(): v for k, v in raw}
         roles = self._allowed(scope["path"])
         token = bearer(headers)
-        key = self.keyring.find(token) if token else None
+        key = self.keys.current().find(token) if token else None
         if roles is not None:
             if token is None:
                 return await reply(401, f"{scope['path']} needs an API key (Authorization: Bearer <token>)",

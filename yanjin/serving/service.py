@@ -21,14 +21,16 @@ from typing import Annotated, Optional
 
 import bentoml
 import numpy as np
+import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from .auth import Authenticator, key_principal, principal, read_keys
+from .auth import Authenticator, KeyFile, key_principal, principal
 from .batch import classify_each
 from .docs import DocsPages
 from .guard import RequestGuard
-from .predlog import FEEDBACK, REVIEW, SHADOW, Prediction, PredictionLog, UnknownPrediction
-from .sampling import LOW_CONFIDENCE, TRUNCATED, review_selection
+from ..traffic.sampling import LOW_CONFIDENCE, TRUNCATED, review_selection
+from ..traffic.store import FEEDBACK, REVIEW, SHADOW, Prediction, UnknownPrediction, db_error
+from .predlog import PredictionLog
 from .watcher import AliasWatcher, ServedModel, Shadow, VersionCache
 from .routing import CHALLENGER, CHAMPION, assign_arm, read_secret
 from .settings import from_env
@@ -48,6 +50,8 @@ SERVED = bentoml.metrics.Gauge(  # on /metrics: which version, variant and ORT p
 LOG_ROWS = bentoml.metrics.Gauge(  # on /metrics: the prediction log's rows by fate (nothing is lost unseen)
     name="yanjin_prediction_log_rows", documentation="prediction log rows since start: queued now, written, "
     "retried after a database error, dropped", labelnames=["state"])
+REDACTED = bentoml.metrics.Gauge(  # on /metrics: what redaction replaced before storing, per type (never the values)
+    name="yanjin_redacted", documentation="identifiers replaced in logged texts since start, per type", labelnames=["type"])
 SHADOW_TEXTS = bentoml.metrics.Counter(  # on /metrics: texts the challenger scored in shadow, or skipped when behind
     name="yanjin_shadow_texts", documentation="texts sampled for the shadow comparison, by fate: scored, skipped "
     "(the shadow scorer was behind), failed", labelnames=["fate"])
@@ -141,7 +145,9 @@ class Classifier:
                                     default_share=SETTINGS.challenger_share, on_swap=self._export_metrics)
         self.watcher.refresh()     # not ready (no /readyz 200) until a verified champion is loaded
         self.watcher.start()
-        self.predictions = PredictionLog(SETTINGS.prediction_log, on_stats=self._export_log_stats)
+        self.predictions = PredictionLog(SETTINGS.prediction_log, on_stats=self._export_log_stats,
+                                         redactor=SETTINGS.redactor(), max_backlog=SETTINGS.max_log_backlog,
+                                         retries=None if SETTINGS.require_log else 5)
         self.rng = random.Random()
         self.shadow_rng = random.Random()
         self.shadow_pool = ThreadPoolExecutor(1, thread_name_prefix="shadow")   # off the answer path
@@ -157,7 +163,10 @@ class Classifier:
     @staticmethod
     def _export_log_stats(stats) -> None:
         for state, n in vars(stats).items():
-            LOG_ROWS.labels(state).set(n)
+            if state != "redacted":
+                LOG_ROWS.labels(state).set(n)
+        for kind, n in stats.redacted.items():
+            REDACTED.labels(kind).set(n)
 
     @bentoml.on_shutdown
     def _write_the_log(self) -> None:
@@ -168,7 +177,7 @@ class Classifier:
         log.info("prediction log closed: %s", self.predictions.stats)
 
     def __is_ready__(self) -> bool:
-        return self.watcher.ready
+        return self.watcher.ready and not (self.settings.require_log and self.predictions.refusing())
 
     @bentoml.api(batchable=True, max_batch_size=SETTINGS.max_batch_size, max_latency_ms=SETTINGS.max_latency_ms)
     def predict(self, items: Annotated[list[Item], Field(
@@ -176,6 +185,8 @@ class Classifier:
             json_schema_extra={"example": EXAMPLE_INPUT})]) -> list[Result]:
         """Classify texts. Concurrent requests are merged into one model call (adaptive batching)."""
         arms, shadow = self.watcher.arms, self.watcher.shadow  # one snapshot per batch: a hot swap never splits it
+        if self.settings.require_log and (why := self.predictions.refusing()):
+            raise bentoml.exceptions.ServiceUnavailable(f"{why}; every answer must be logged (require_log)")
         if arms[CHAMPION] is None:
             raise bentoml.exceptions.ServiceUnavailable("no verified champion loaded yet")
         share = self.watcher.share if arms[CHALLENGER] is not None else 0.0
@@ -223,7 +234,7 @@ class Classifier:
 
     def _score_in_shadow(self, rows: list[Prediction], challenger: ServedModel, shadow: Shadow) -> None:
         """The challenger scores texts the champion answered, after the answer went out; each pair is logged
-        together, the champion's row marked for review where the pair helps the verdict (serving.sampling)."""
+        together, the champion's row marked for review where the pair helps the verdict (traffic.sampling)."""
         out = rows
         try:
             start = time.perf_counter()
@@ -280,6 +291,10 @@ class Classifier:
             (self.predictions.review if review else self.predictions.feedback)(prediction_id, label, who[0])
         except UnknownPrediction:
             raise bentoml.exceptions.NotFound(f"no prediction with id {prediction_id!r}") from None
+        except sa.exc.DBAPIError as e:   # locked or unreachable: nothing was recorded, the caller may retry
+            log.warning("label for %s not recorded: %s", prediction_id, db_error(e))
+            raise bentoml.exceptions.ServiceUnavailable("the prediction log is busy or unreachable; nothing was "
+                                                        "recorded, retry") from None
         return Labelled(ok=True, prediction_id=prediction_id, label=label, source=REVIEW if review else FEEDBACK,
                         given_by=who[0])
 
@@ -334,4 +349,4 @@ Classifier.add_asgi_middleware(DocsPages, generated=lambda: Classifier.openapi_s
                                review_threshold=SETTINGS.review_threshold)
 Classifier.add_asgi_middleware(RequestGuard, max_body_bytes=SETTINGS.max_body_bytes,
                                max_in_flight=SETTINGS.max_concurrency)
-Classifier.add_asgi_middleware(Authenticator, keys=read_keys(SETTINGS.api_keys), open_predict=SETTINGS.open_predict)
+Classifier.add_asgi_middleware(Authenticator, keys=KeyFile(SETTINGS.api_keys), open_predict=SETTINGS.open_predict)

@@ -1,0 +1,166 @@
+"""Retention and erasure that reach every copy of a customer's text.
+
+A logged text is copied out of the log into retraining sets (files under `<state>/retraining`, kept in
+MLflow as `<model>-retraining` runs), into the splits a pipeline run writes (`<state>/kfp/…/validate-data`)
+and into the training split each run logs to MLflow (`training_data/`). `purge` (texts older than the retention period) and `erase` (a customer's request:
+prediction ids or a text) remove the rows from the log with their labels and shadow rows, and every row
+holding the same text (case and spaces aside) from each of those copies; each rewritten MLflow run is
+tagged with how many rows left it, so its recorded sha256 no longer matching is explained. The erasure is
+recorded in the traffic store (what, when, by whom, which copies; never the text), with every registered
+version whose training split held an erased text: a person decides whether to retrain it.
+
+Copies are rewritten before the log rows go, so an interrupted erasure is finished by running it again.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from ..registry import ERASED_ROWS_TAG, RETRAINING_SET_ARTIFACT, RUN_PARAM_TRAIN, TRAINING_DATA_ARTIFACT
+from .store import TrafficStore, normalised
+
+log = logging.getLogger(__name__)
+TABLE_SUFFIXES = (".csv", ".parquet", ".pq")
+PURGE, ERASE = "purge", "erase"
+
+
+@dataclass
+class Erasure:
+    action: str
+    selector: str
+    predictions: int = 0                                   # log rows removed, shadow rows included
+    labels: int = 0
+    files: dict[str, int] = field(default_factory=dict)   # path -> rows removed
+    artifacts: dict[str, int] = field(default_factory=dict)   # runs:/<run>/<path> -> rows removed
+    versions: list[str] = field(default_factory=list)     # "<model> v<N>": trained on an erased text
+    record: int | None = None
+
+
+def _parquet(path: Path) -> bool:
+    return path.suffix.lower() in (".parquet", ".pq") or path.suffix.lower() not in TABLE_SUFFIXES
+
+
+def _read(path: Path) -> pd.DataFrame:
+    return pd.read_parquet(path) if _parquet(path) else pd.read_csv(path, dtype=str, keep_default_na=False)
+
+
+def _write(frame: pd.DataFrame, path: Path) -> None:
+    """Atomically: a reader sees the old file or the new one, never half of it."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
+    os.close(fd)
+    try:
+        if _parquet(path):
+            frame.to_parquet(tmp, index=False)
+        else:
+            frame.to_csv(tmp, index=False)
+        os.chmod(tmp, path.stat().st_mode & 0o777)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def without(path: Path, keys: set[str]) -> int:
+    """Remove from a table file every row with a text column holding one of `keys` (normalised): any column of
+    strings, since a user's data names its text column as it likes. Returns the rows removed."""
+    frame = _read(path)
+    hit = pd.Series(False, index=frame.index)
+    for column in frame.columns:
+        if frame[column].dtype == object:
+            hit |= frame[column].map(lambda v: isinstance(v, str) and normalised(v) in keys)
+    if hit.any():
+        _write(frame[~hit], path)
+    return int(hit.sum())
+
+
+def _is_table(path: Path) -> bool:
+    """CSV or Parquet by name, or Parquet by content (a Kubeflow output, e.g. validate-data/train_set, has no suffix)."""
+    if path.suffix.lower() in TABLE_SUFFIXES:
+        return True
+    if path.suffix:
+        return False
+    with path.open("rb") as f:
+        return f.read(4) == b"PAR1"
+
+
+def erase_files(folder: Path, keys: set[str]) -> dict[str, int]:
+    """Every table file under `folder` without the erased texts; path -> rows removed."""
+    if not folder.is_dir():
+        return {}
+    out = {}
+    for path in sorted(p for p in folder.resolve().rglob("*") if p.is_file() and _is_table(p)):
+        removed = without(path, keys)
+        if removed:
+            out[str(path)] = removed
+    return out
+
+
+def _runs(client):
+    for exp in client.search_experiments():
+        token = None
+        while True:
+            page = client.search_runs([exp.experiment_id], max_results=1000, page_token=token)
+            yield from page
+            token = page.token
+            if not token:
+                break
+
+
+def erase_artifacts(client, keys: set[str]) -> tuple[dict[str, int], set[str]]:
+    """Rewrite every run's training split and retraining set without the erased texts; returns the artifacts
+    rewritten (rows removed) and the runs whose training split held one."""
+    out, trained_on = {}, set()
+    with tempfile.TemporaryDirectory() as tmp:
+        for run in _runs(client):
+            run_id = run.info.run_id
+            for folder in (TRAINING_DATA_ARTIFACT, RETRAINING_SET_ARTIFACT):
+                files = [f for f in client.list_artifacts(run_id, folder)
+                         if not f.is_dir and Path(f.path).suffix.lower() in TABLE_SUFFIXES]
+                for f in files:
+                    local = Path(client.download_artifacts(run_id, f.path, tmp))
+                    removed = without(local, keys)
+                    if not removed:
+                        continue
+                    client.log_artifact(run_id, str(local), folder)   # the same path: the copy is replaced
+                    erased = int(run.data.tags.get(ERASED_ROWS_TAG, "0")) + removed
+                    client.set_tag(run_id, ERASED_ROWS_TAG, str(erased))
+                    out[f"runs:/{run_id}/{f.path}"] = removed
+                    if folder == TRAINING_DATA_ARTIFACT:
+                        trained_on.add(run_id)
+    return out, trained_on
+
+
+def trained_on(client, runs: set[str], sets: set[str]) -> list[str]:
+    """Registered versions whose run's training split held an erased text (`runs`), or whose training file
+    (`data.train`, a path or a runs:/ URI) was one of the rewritten `sets`: the text may have gone to its
+    validation split, which chose the version too."""
+    found = []
+    for mv in client.search_model_versions():
+        train = client.get_run(mv.run_id).data.params.get(RUN_PARAM_TRAIN, "") if mv.run_id else ""
+        if mv.run_id in runs or (train and (train in sets or str(Path(train).resolve()) in sets)):
+            found.append(f"{mv.name} v{mv.version}")
+    return sorted(found)
+
+
+def erase(store: TrafficStore, ids: list[str], texts: list[str], action: str, selector: str, by: str,
+          folders: list[Path], client=None) -> Erasure:
+    """Erase the predictions `ids` and every copy of their texts (and of `texts`, as given and as stored)
+    from the table files under `folders` (retraining sets, the pipeline's step outputs), MLflow (`client`;
+    None: the log and files only) and the log; record it."""
+    keys = {normalised(t) for t in [*store.texts_of(ids), *texts] if t and t.strip()}
+    out = Erasure(action, selector)
+    if keys:
+        out.files = {k: v for folder in folders for k, v in erase_files(folder, keys).items()}
+        if client is not None:
+            out.artifacts, runs = erase_artifacts(client, keys)
+            out.versions = trained_on(client, runs, {*out.files, *out.artifacts})
+    out.predictions, out.labels = store.delete(ids)
+    out.record = store.record_erasure(action, selector, by, (out.predictions, out.labels),
+                                      {"files": out.files, "artifacts": out.artifacts}, out.versions)
+    log.info("%s (%s) by %s: %d predictions, %d labels, %d files, %d artifacts", action, selector, by,
+             out.predictions, out.labels, len(out.files), len(out.artifacts))
+    return out
