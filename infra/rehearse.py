@@ -228,10 +228,9 @@ def serving_in_container(docker: list[str], server, predictions_url: str, data: 
     auth = {"Authorization": f"Bearer {token}"}
     sets = [a for k, v in (LIMITS | {"api_keys": "/etc/yanjin/api-keys.json", "open_predict": "false"}).items()
             for a in ("--set", f"{k}={v}")]
-    started = container(docker, SERVING_IMAGE, ["--model", MODEL, "--tracking-uri", server.url, "--prediction-log",
-                                                predictions_url, "--state-dir", "/tmp/yanjin", "--host", "127.0.0.1",
-                                                "--port", str(port), *sets],
-                        server.credentials | {"HOME": "/tmp"}, detach=True,
+    started = container(docker, SERVING_IMAGE, ["--model", MODEL, "--tracking-uri", server.url, "--state-dir",
+                                                "/tmp/yanjin", "--host", "127.0.0.1", "--port", str(port), *sets],
+                        server.credentials | {"HOME": "/tmp", "YANJIN_PREDICTION_LOG": predictions_url}, detach=True,
                         mounts=(f"{keys_file}:/etc/yanjin/api-keys.json",))
     if started.returncode != 0:
         raise RuntimeError(f"the serving container did not start: {started.stderr[-2000:]}")
@@ -257,6 +256,11 @@ def serving_in_container(docker: list[str], server, predictions_url: str, data: 
         after = httpx.post(f"{url}/predict", json={"items": [{"text": "still there?"}]}, headers=auth, timeout=30)
         torch_free = container(docker, SERVING_IMAGE, ["-c", "import importlib.util as u; print(u.find_spec('torch') is None)"],
                                {}, entrypoint="python3").stdout.strip() == "True"
+        # the image as shipped, no keys mounted: it refuses to serve rather than open /predict to the network
+        env = server.credentials | {"HOME": "/tmp", "YANJIN_PREDICTION_LOG": predictions_url}
+        keyless = container(docker, SERVING_IMAGE, ["--model", MODEL, "--tracking-uri", server.url], env)
+        open_bind = container(docker, SERVING_IMAGE, ["--model", MODEL, "--tracking-uri", server.url, "--set",
+                                                      "open_predict=true"], env)
     finally:
         subprocess.run(docker + ["rm", "-f", cid], capture_output=True)
     four_xx = sum(1 for code in malformed.values() if 400 <= code < 500)
@@ -264,7 +268,10 @@ def serving_in_container(docker: list[str], server, predictions_url: str, data: 
             "predicted": sum(len(a.json()) for a in answers if a.status_code == 200),
             "malformed": malformed, "malformed_4xx_share": four_xx / len(malformed),
             "serving_after_malformed": after.status_code == 200, "image_has_no_torch": torch_free,
-            "predict_without_key": without_key, "feedback_with_client_key": feedback.status_code}
+            "predict_without_key": without_key, "feedback_with_client_key": feedback.status_code,
+            "image_without_keys_refused": keyless.returncode != 0 and "holds no API key" in keyless.stderr + keyless.stdout,
+            "open_bind_refused": open_bind.returncode != 0 and "--allow-open-predict" in open_bind.stderr + open_bind.stdout,
+            "open_bind_message": (open_bind.stderr + open_bind.stdout).strip()[-400:]}
 
 
 def trainjob_pod_in_container(docker: list[str], server, data: Path, work: Path) -> dict:
@@ -315,7 +322,7 @@ def drift_cronjob_in_container(docker: list[str], server, predictions_url: str) 
 
     manifest = yaml.safe_load((ROOT / "infra/k8s/base/drift-cronjob.yaml").read_text())
     spec = manifest["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
-    env = {"YANJIN_MODEL": MODEL, "PREDICTION_LOG_URL": predictions_url, "MLFLOW_TRACKING_URI": server.url,
+    env = {"YANJIN_MODEL": MODEL, "YANJIN_PREDICTION_LOG": predictions_url, "MLFLOW_TRACKING_URI": server.url,
            "HOME": "/tmp"} | server.credentials
     command = [env.get(a[2:-1], a) if a.startswith("$(") else a for a in spec["command"]]
     command[command.index("--profile") + 1] = "tiny"
@@ -324,6 +331,22 @@ def drift_cronjob_in_container(docker: list[str], server, predictions_url: str) 
         raise RuntimeError(f"{' '.join(command)} exited {done.returncode}: {(done.stdout + done.stderr)[-3000:]}")
     verdict = next((line for line in done.stdout.splitlines() if line.startswith(f"{MODEL} v")), "")
     return {"command": command, "verdict_line": verdict}
+
+
+def purge_cronjob_in_container(docker: list[str], server, predictions_url: str) -> dict:
+    """The retention CronJob's command as its manifest writes it, in the pipeline image, against the rehearsal's
+    prediction log and MLflow; nothing is 90 days old yet, so it removes nothing and records the run."""
+    import yaml
+
+    manifest = yaml.safe_load((ROOT / "infra/k8s/base/purge-cronjob.yaml").read_text())
+    spec = manifest["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
+    env = {"YANJIN_PREDICTION_LOG": predictions_url, "MLFLOW_TRACKING_URI": server.url, "HOME": "/tmp"} | server.credentials
+    command = spec["command"]
+    done = container(docker, IMAGE, command[1:], env, entrypoint=command[0])
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} exited {done.returncode}: {(done.stdout + done.stderr)[-3000:]}")
+    listed = container(docker, IMAGE, ["log", "erasures", "--state-dir", "/tmp/yanjin"], env, entrypoint="yanjin")
+    return {"command": command, "output": done.stdout.strip()[-400:], "recorded": listed.stdout.strip()[-400:]}
 
 
 def controller_in_container(docker: list[str], server, pg: str) -> dict:
@@ -384,7 +407,7 @@ def controller_in_container(docker: list[str], server, pg: str) -> dict:
 
     manifest = yaml.safe_load((ROOT / "infra/k8s/base/release-controller.yaml").read_text())
     spec = manifest["spec"]["template"]["spec"]["containers"][0]
-    env = {"PREDICTION_LOG_URL": predictions_url, "MLFLOW_TRACKING_URI": server.url, LEDGER_ENV: ledger_url,
+    env = {"YANJIN_PREDICTION_LOG": predictions_url, "MLFLOW_TRACKING_URI": server.url, LEDGER_ENV: ledger_url,
            "HOME": "/tmp"} | server.credentials
     command = [env.get(a[2:-1], a) if a.startswith("$(") else a for a in spec["command"]]
     command += ["--set", "release.controller_interval_s=2"]   # the profile's 60 s, shortened for the rehearsal
@@ -550,11 +573,18 @@ def main() -> None:
                                                   and result["serving"]["serving_after_malformed"]
                                                   and result["serving"]["image_has_no_torch"]
                                                   and result["serving"]["predict_without_key"] == 401
-                                                  and result["serving"]["feedback_with_client_key"] == 200)
+                                                  and result["serving"]["feedback_with_client_key"] == 200
+                                                  and result["serving"]["image_without_keys_refused"]
+                                                  and result["serving"]["open_bind_refused"])
                 if not result["serving_container_ok"]:
                     raise RuntimeError(f"serving in the lean image fell short: {result['serving']}")
             with stages.stage("cronjob"):
                 result["cronjob"] = drift_cronjob_in_container(docker, server, f"{pg}predictions")
+            with stages.stage("purge"):
+                result["purge"] = purge_cronjob_in_container(docker, server, f"{pg}predictions")
+                result["purge_cronjob_ok"] = "recorded as #" in result["purge"]["output"] and "purge" in result["purge"]["recorded"]
+                if not result["purge_cronjob_ok"]:
+                    raise RuntimeError(f"the purge CronJob fell short: {result['purge']}")
             with stages.stage("controller"):
                 result["controller"] = c = controller_in_container(docker, server, pg)
                 result["controller_ok"] = (c["worse_rolled_back"] and c["better_left_shadow"] and c["better_awaits_approval"]

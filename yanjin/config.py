@@ -294,6 +294,7 @@ class MonitorParams:
     needed: int = 2
     cooldown_hours: float = 168.0       # at most one drift-triggered retraining per cooldown
     trust_client_feedback: bool = False  # retrain on clients' /feedback labels too; off: reviewers' labels only
+    retention_days: float = 90.0        # the embedded scheduler purges logged texts older than this, every copy (0: never)
     seed: int = 0
 
 

@@ -126,19 +126,28 @@ def test_serving_runs_with_least_privilege(overlay):
     refs = secret_refs(serving["containers"][0])
     assert refs["MLFLOW_TRACKING_USERNAME"] == ("yanjin-serving", "mlflow-username")
     assert refs["MLFLOW_TRACKING_PASSWORD"] == ("yanjin-serving", "mlflow-password")
-    assert refs["PREDICTION_LOG_URL"] == ("yanjin-serving", "prediction-log-url")
+    assert refs["YANJIN_PREDICTION_LOG"] == ("yanjin-serving", "prediction-log-url")
     command = serving["containers"][0]["command"]
     assert "open_predict=false" in command and "api_keys=/etc/yanjin/api-keys.json" in command
+    assert "require_log=true" in command
+    for d in docs:   # no database URL (a password in it) on any command line: from a Secret, in the environment
+        for spec in pod_specs([d]):
+            for c in spec["containers"] + spec.get("initContainers", []):
+                assert "--prediction-log" not in c.get("command", []) + c.get("args", []), d["metadata"]["name"]
     assert {"name": "api-keys", "secret": {"secretName": "yanjin-api-keys", "defaultMode": 0o440}} in serving["volumes"]
     drift = by_kind(docs, "CronJob", "yanjin-drift-check")[0]["spec"]["jobTemplate"]["spec"]["template"]["spec"]
-    assert secret_refs(drift["containers"][0])["PREDICTION_LOG_URL"] == ("yanjin-serving", "prediction-log-url")
+    assert secret_refs(drift["containers"][0])["YANJIN_PREDICTION_LOG"] == ("yanjin-predlog-reader", "url")
+    purge = by_kind(docs, "CronJob", "yanjin-log-purge")[0]
+    container = purge["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
+    assert container["command"][:4] == ["yanjin", "log", "purge", "--older-than"]
+    assert secret_refs(container)["YANJIN_PREDICTION_LOG"] == ("yanjin-retention", "prediction-log-url")
     admins = {d["metadata"]["name"] for d in docs if d["kind"] in ("Deployment", "StatefulSet", "Job", "CronJob")
               for spec in pod_specs([d]) for c in spec["containers"] + spec.get("initContainers", [])
               if ("mlflow-auth", "admin-password") in secret_refs(c).values()}
     assert admins == {"mlflow", "yanjin-grants"}
     grants = by_kind(docs, "ConfigMap", "yanjin-grants")[0]["data"]
-    assert "ALTER DATABASE predictions OWNER TO yanjin_predlog" in grants["predlog-role.sql"]
-    assert "REVOKE ALL ON DATABASE mlflow FROM PUBLIC" in grants["predlog-role.sql"]
+    assert "ALTER DATABASE predictions OWNER TO yanjin_predlog_owner" in grants["predlog-roles.sql"]
+    assert "REVOKE ALL ON DATABASE mlflow FROM PUBLIC" in grants["predlog-roles.sql"]
 
 
 def test_the_pipeline_steps_may_create_and_follow_trainer_jobs_and_nothing_more():

@@ -118,13 +118,20 @@ def least_privilege(postgres: str, mlflow_server: str, tmp_path) -> dict:
     from yanjin import registry as R
 
     grants = by_kind(render(K8S / "base"), "ConfigMap", "yanjin-grants")[0]["data"]
-    (tmp_path / "predlog-role.sql").write_text(grants["predlog-role.sql"])
+    (tmp_path / "predlog-roles.sql").write_text(grants["predlog-roles.sql"])
     (tmp_path / "mlflow-users.py").write_text(grants["mlflow-users.py"])
     (tmp_path / "release-role.sql").write_text(grants["release-role.sql"])
     for _ in range(2):  # the Job may run again: every part is idempotent
-        subprocess.run([str(stack.pg_bin() / "psql"), f"{postgres}mlflow", "-v", "ON_ERROR_STOP=1", "-v",
-                        "predlog_password=predlog-secret", "-f", str(tmp_path / "predlog-role.sql")],
+        subprocess.run([str(stack.pg_bin() / "psql"), f"{postgres}mlflow", "-v", "ON_ERROR_STOP=1",
+                        *(a for role in ("owner", "predlog", "reader", "retention")
+                          for a in ("-v", f"{role}_password={role}-secret")), "-f", str(tmp_path / "predlog-roles.sql")],
                        check=True, capture_output=True, text=True)
+        owner = postgres.replace("postgresql://yanjin@", "postgresql+psycopg://yanjin_predlog_owner:owner-secret@")
+        made = subprocess.run([sys.executable, "-m", "yanjin.cli", "log", "init"], capture_output=True, text=True,
+                              env=os.environ | {"YANJIN_PREDICTION_LOG": f"{owner}predictions"})   # as the Job runs it
+        assert made.returncode == 0 and "granted: yanjin_predlog, yanjin_predlog_reader, yanjin_retention" in made.stdout, \
+            made.stdout + made.stderr[-2000:]
+        assert "owner-secret" not in made.stdout + made.stderr
         init = subprocess.run([sys.executable, "-m", "yanjin.cli", "ledger", "init"], capture_output=True, text=True,
                               env=os.environ | {LEDGER_ENV: f"{postgres}release"})
         assert init.returncode == 0, init.stderr[-2000:]
@@ -135,7 +142,8 @@ def least_privilege(postgres: str, mlflow_server: str, tmp_path) -> dict:
                                env=os.environ | {"MLFLOW_TRACKING_URI": mlflow_server, "SERVING_MLFLOW_USERNAME":
                                                  "yanjin-serving", "SERVING_MLFLOW_PASSWORD": "serving-secret-123"})
         assert users.returncode == 0, users.stderr[-2000:]
-    role = postgres.replace("postgresql://yanjin@", "postgresql://yanjin_predlog@")
+    role = postgres.replace("postgresql://yanjin@", "postgresql://yanjin_predlog:predlog-secret@")
+    roles_may_do_their_part_and_no_more(postgres)
     with pytest.raises(psycopg.OperationalError, match="permission denied for database"):
         psycopg.connect(f"{role}mlflow").close()
     with pytest.raises(psycopg.OperationalError, match="permission denied for database"):
@@ -155,3 +163,41 @@ def least_privilege(postgres: str, mlflow_server: str, tmp_path) -> dict:
     finally:
         os.environ.update(saved)
     return {"env": env, "prediction_log": f"{role.replace('postgresql://', 'postgresql+psycopg://')}predictions"}
+
+
+def roles_may_do_their_part_and_no_more(postgres: str) -> None:
+    """Serving inserts answers and labels and sets the review fields; it cannot delete, rewrite a text or a
+    label, or change the schema. The drift job only reads; retention reads and deletes."""
+    import psycopg
+
+    def as_role(role: str, password: str):
+        return psycopg.connect(postgres.replace("postgresql://yanjin@", f"postgresql://{role}:{password}@") + "predictions",
+                               autocommit=True)
+
+    def refused(conn, statement: str) -> bool:
+        try:
+            conn.execute(statement)
+        except psycopg.errors.InsufficientPrivilege:
+            return True
+        return False
+
+    row = ("INSERT INTO predictions (id, created_at, text, label, confidence, model, version, variant, arm, "
+           "latency_ms, needs_review) VALUES ('{id}', 1, 'a text', 'card_arrival', 0.5, 'm', '1', 'v1', 'champion', 1, true)")
+    with as_role("yanjin_predlog", "predlog-secret") as serving:
+        serving.execute(row.format(id="grant-check"))
+        serving.execute("INSERT INTO labels (prediction_id, created_at, label, source, given_by) "
+                        "VALUES ('grant-check', 2, 'card_arrival', 'review', 'anna')")
+        serving.execute("UPDATE predictions SET reviewed_label = 'card_arrival', labelled_at = 2, disputed = false "
+                        "WHERE id = 'grant-check'")
+        for statement in ("DELETE FROM predictions", "DELETE FROM labels", "UPDATE predictions SET text = 'x'",
+                          "UPDATE predictions SET label = 'x'", "UPDATE labels SET label = 'x'", "DROP TABLE labels",
+                          "CREATE TABLE mine (x int)", "SELECT * FROM erasures"):
+            assert refused(serving, statement), statement
+    with as_role("yanjin_predlog_reader", "reader-secret") as reader:
+        assert reader.execute("SELECT count(*) FROM predictions").fetchone()[0] >= 1
+        for statement in (row.format(id="reader-insert"), "DELETE FROM predictions", "UPDATE predictions SET label = 'x'"):
+            assert refused(reader, statement), statement
+    with as_role("yanjin_retention", "retention-secret") as retention:
+        assert refused(retention, row.format(id="retention-insert")) and refused(retention, "UPDATE predictions SET text = 'x'")
+        retention.execute("DELETE FROM labels WHERE prediction_id = 'grant-check'")
+        retention.execute("DELETE FROM predictions WHERE id = 'grant-check'")

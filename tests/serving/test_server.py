@@ -47,7 +47,7 @@ def registry(tmp_path_factory, data_dir):
     client.set_registered_model_alias(MODEL, CHALLENGER, "2")
     keys = {name: add_key(state.api_keys, name, role, per_minute)
             for name, role, per_minute in (("crm-app", "client", 6000), ("anna", "reviewer", 6000),
-                                           ("burst", "client", 3))}
+                                           ("ben", "reviewer", 6000), ("burst", "client", 3))}
     yield state, client, tampered, keys
     mlflow.set_tracking_uri(None)
 
@@ -70,7 +70,7 @@ def server(registry):
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     proc = start_server(state, port, "challenger_share=0.5", "review_threshold=0.99", "max_chars=500",
-                        "max_items=16", "max_body_bytes=20000")
+                        "max_items=16", "max_body_bytes=20000", "require_log=true")
     try:
         assert wait_ready(url, proc), "server never became ready"
         yield url, state, client, tampered, keys
@@ -158,12 +158,27 @@ def test_low_confidence_goes_to_the_review_queue_and_labels_export(server, tmp_p
     listing = subprocess.run(cli + ["list", "--limit", "1000", "--prediction-log", db], capture_output=True,
                              text=True, env=os.environ | {"COLUMNS": "300"})
     assert flagged[0]["prediction_id"] in listing.stdout
-    labelled = subprocess.run(cli + ["label", flagged[0]["prediction_id"], "card_arrival", "--prediction-log", db],
+    known = flagged[0]["top_k"][1]["label"]   # one of the version's labels (review label checks it)
+    labelled = subprocess.run(cli + ["label", flagged[0]["prediction_id"], known, "--prediction-log", db],
                               capture_output=True, text=True)
     assert labelled.returncode == 0, labelled.stderr
     subprocess.run(cli + ["export", str(tmp_path / "extra.csv"), "--prediction-log", db], check=True, capture_output=True)
     rows = (tmp_path / "extra.csv").read_text().splitlines()
-    assert rows[0] == "text,category,source" and any(r.endswith(",card_arrival,review") for r in rows[1:])
+    assert rows[0] == "text,category,source" and any(r.endswith(f",{known},review") for r in rows[1:])
+
+
+def logged(log: PredictionLog, pid: str, timeout: float = 15.0) -> dict:
+    """The server's row for `pid` once its writer has committed it (it writes off the request path)."""
+    from yanjin.traffic.store import UnknownPrediction
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return log.get(pid)
+        except UnknownPrediction:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
 
 
 def as_key(token: str) -> dict:
@@ -206,6 +221,106 @@ def test_feedback_and_review_need_a_key_of_the_right_role_and_change_nothing_wit
     assert unknown.status_code == 404 and unknown.json() == {"error": "no prediction with id 'nope'"}
     bad_label = label(url, "feedback", pid, "crypto", as_key(keys["crm-app"]))
     assert bad_label.status_code == 400 and "unknown label 'crypto'" in bad_label.json()["error"]  # an object, not a list
+
+
+def test_reviewers_who_disagree_dispute_a_label_until_a_third_settles_it_and_the_cli_checks_labels(server):
+    """Three principals: two reviewer keys over HTTP, then the OS account through `yanjin review label`."""
+    from typer.testing import CliRunner
+
+    from yanjin.cli import app
+
+    url, state, _, _, keys = server
+    first_text = "my card was swallowed by the cash machine"
+    first = predict(url, [{"text": first_text}]).json()[0]
+    pid, a, b = first["prediction_id"], first["top_k"][0]["label"], first["top_k"][1]["label"]
+    assert label(url, "review", pid, a, as_key(keys["anna"])).json()["disputed"] is False
+    second = label(url, "review", pid, b, as_key(keys["ben"]))
+    assert second.status_code == 200 and second.json()["disputed"] is True
+    log = PredictionLog(state.root / "predictions.db")
+    try:
+        queued = log.review_queue(5)
+        assert queued[0]["id"] == pid and queued[0]["disputed"]               # first in line for a third person
+        assert first_text not in [r["text"] for r in log.labelled()]          # no label of it is trusted meanwhile
+        cli = ["review", "label", pid, "--state-dir", str(state.root)]
+        typo = CliRunner().invoke(app, cli[:3] + [a[:-1] + "x"] + cli[3:])
+        assert typo.exit_code != 0 and f"has no label '{a[:-1]}x'" in typo.output and a in typo.output
+        assert "Traceback" not in typo.output
+        settled = CliRunner().invoke(app, cli[:3] + [a] + cli[3:])
+        assert settled.exit_code == 0 and f"labelled {a} by" in settled.output, settled.output
+        assert log.get(pid)["reviewed_label"] == a and not log.get(pid)["disputed"]
+        assert {"text": first_text, "label": a, "source": "review"} in log.labelled()
+    finally:
+        log.close()
+
+
+def test_a_card_number_is_answered_but_never_stored_and_an_open_bind_is_refused(server):
+    from typer.testing import CliRunner
+
+    from yanjin.cli import app
+
+    url, state, _, _, keys = server
+    text = "my card 4111 1111 1111 1111 was charged twice, mail me at anna.smith@example.com"
+    answer = predict(url, [{"text": text, "asked_by": "anna"}], headers=as_key(keys["crm-app"])).json()[0]
+    anonymous = predict(url, [{"text": "where is my card?", "asked_by": "anna"}]).json()[0]
+    assert answer["label"] and answer["error"] is None
+    log = PredictionLog(state.root / "predictions.db")
+    try:
+        row = logged(log, answer["prediction_id"])
+        assert row["text"] == "my card [CARD_NUMBER] was charged twice, mail me at [EMAIL]"
+        assert row["asked_by"] == "crm-app" and logged(log, anonymous["prediction_id"])["asked_by"] is None  # never the body's
+    finally:
+        log.close()
+    assert "asked_by" not in json.dumps(httpx.get(f"{url}/docs.json", timeout=10).json())
+    metrics = httpx.get(f"{url}/metrics", timeout=10).text
+    assert re.search(r'yanjin_redacted\{[^}]*type="CARD_NUMBER"[^}]*\} [1-9]', metrics)   # counted, never kept
+    assert httpx.post(f"{url}/info", json={}, timeout=10).json()["prediction_log"]["redacted"]["EMAIL"] >= 1
+    refused = CliRunner().invoke(app, ["serve", "--host", "0.0.0.0", "--state-dir", str(state.root)])
+    assert refused.exit_code != 0 and "--allow-open-predict" in refused.output and "Traceback" not in refused.output
+
+
+def test_a_locked_log_is_answered_503_with_retry_after_never_500_and_nothing_answered_is_lost(server):
+    """require_log: while the prediction log cannot be written, /review and /feedback answer 503 within about a
+    second and /predict is refused once the writer meets the lock; readiness turns false; after, everything
+    answered is in the log."""
+    import sqlite3
+
+    url, state, _, _, keys = server
+    answer = predict(url, [{"text": "is my transfer done?"}]).json()[0]
+    pid = answer["prediction_id"]
+    logged_before = PredictionLog(state.root / "predictions.db")
+    try:
+        logged(logged_before, pid)     # written before the lock
+    finally:
+        logged_before.close()
+    holder = sqlite3.connect(state.root / "predictions.db", timeout=10, check_same_thread=False)
+    holder.execute("BEGIN EXCLUSIVE")
+    answered, refused = [], []
+    try:
+        started = time.monotonic()
+        review = label(url, "review", pid, answer["label"], as_key(keys["anna"]))
+        assert review.status_code == 503 and int(review.headers["retry-after"]) >= 1, review.text
+        assert time.monotonic() - started < 5
+        deadline = time.monotonic() + 30
+        while not refused and time.monotonic() < deadline:
+            r = predict(url, [{"text": "where is my card?"}])
+            (answered if r.status_code == 200 else refused).append(r)
+            time.sleep(0.2)
+        assert refused and refused[0].status_code == 503 and "require_log" in refused[0].json()["error"]
+        assert int(refused[0].headers["retry-after"]) >= 1
+        assert httpx.get(f"{url}/readyz", timeout=10).status_code == 503
+    finally:
+        holder.rollback()
+        holder.close()
+    deadline = time.monotonic() + 30
+    while httpx.get(f"{url}/readyz", timeout=10).status_code != 200 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert predict(url, [{"text": "and now?"}]).status_code == 200
+    log = PredictionLog(state.root / "predictions.db")
+    try:
+        for r in answered:
+            assert logged(log, r.json()[0]["prediction_id"])   # raises if it was lost
+    finally:
+        log.close()
 
 
 def test_a_key_past_its_rate_limit_gets_429_and_changes_nothing(server):

@@ -14,6 +14,8 @@ from .options import client as _client
 from .options import prediction_log as _log
 from .options import profile as _profile
 from .options import state_of
+from .traffic import purge_older
+from .traffic import report as report_erasure
 
 monitor_app = typer.Typer(help="Drift on live traffic, calibrated; retraining with review labels.", no_args_is_help=True)
 schedule_app = typer.Typer(help="Embedded scheduler: drift checks on an interval, retraining each quarter.",
@@ -186,6 +188,12 @@ def schedule_run(
                 retrainer("quarterly schedule")
             controller_pass(release, log, config.rollout, config.release, 0.0, once=True, echo=typer.echo,
                             models=[model])
+            if config.monitor.retention_days > 0:   # the embedded mode's retention, as the purge CronJob's
+                days = config.monitor.retention_days
+                purged = purge_older(log, client, release.principal, state_dir, days * 86400, f"{days:g}d",
+                                     record_nothing=False)
+                if purged:
+                    report_erasure(purged)
             if once:
                 break
             from datetime import datetime, timezone

@@ -12,7 +12,8 @@ STATE = typer.Option(DEFAULT_STATE_DIR, help="Embedded-mode state folder (MLflow
 TRACKING = typer.Option(None, envvar="MLFLOW_TRACKING_URI", help="MLflow tracking URI (default: SQLite under --state-dir).")
 PROFILE = typer.Option("demo", help="Profile whose `rollout`, `costs` and `monitor` sections apply (configs/<name>.yaml or a path).")
 SETS = typer.Option([], "--set", help="Override a profile field, e.g. --set rollout.min_labelled=100 or --set monitor.window=300 (repeatable).")
-LOG = typer.Option(None, help="Prediction log: SQLite file or SQLAlchemy URL (default: <state-dir>/predictions.db).")
+LOG = typer.Option(None, envvar="YANJIN_PREDICTION_LOG", show_envvar=True,   # a URL with a password: not on the command line
+                   help="Prediction log: SQLite file or SQLAlchemy URL (default: <state-dir>/predictions.db).")
 
 
 def fail(message: str) -> None:

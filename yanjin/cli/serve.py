@@ -8,7 +8,7 @@ from typing import List, Optional
 
 import typer
 
-from .options import LOG, STATE, TRACKING, state_of
+from .options import LOG, STATE, TRACKING, fail, state_of
 from .options import prediction_log as open_log
 
 review_app = typer.Typer(help="Work the human-review queue of the prediction log.", no_args_is_help=True)
@@ -162,7 +162,7 @@ def review_list(limit: int = typer.Option(20, min=1, help="How many to show, the
     log = open_log(state_dir, prediction_log)
     rows, waiting = log.review_queue(limit), log.review_backlog()
     for r in rows:
-        why = r.get("review_reason") or "low_confidence"   # why it is asked: disagreements decide a verdict
+        why = "disputed" if r.get("disputed") else r.get("review_reason") or "low_confidence"   # why it is asked
         typer.echo(f"{r['id']}  {why:<14} {r['confidence']:.2f}  {r['label']:<32} v{r['version']} {r['arm']:<10} "
                    f"{r['text'][:80]!r}")
     typer.echo(f"{waiting} waiting for review" + (f"; the first {len(rows)} shown (--limit)" if waiting > len(rows) else ""))
@@ -176,6 +176,7 @@ def review_label(prediction_id: str = typer.Argument(..., help="Prediction id, a
                  tracking_uri: Optional[str] = TRACKING) -> None:
     """Record a reviewer's label for a prediction, as the principal the registry authenticates (the MLflow
     user of a tracking server, else the OS account at this host)."""
+    import difflib
     import os
 
     from ..registry.principal import PrincipalError, authenticated_principal
@@ -187,15 +188,28 @@ def review_label(prediction_id: str = typer.Argument(..., help="Prediction id, a
     except PrincipalError as e:
         typer.secho(str(e), fg="red", err=True)
         raise typer.Exit(1)
+    from ..registry import version_labels
+
     log = open_log(state_dir, prediction_log)
     try:
-        log.review(prediction_id, label, who)
+        answered = log.get(prediction_id)
+        known = version_labels(answered["model"], answered["version"], tracking_uri or state_of(state_dir).tracking_uri)
+        if label not in known:
+            close = difflib.get_close_matches(label, known, n=3)
+            fail(f"{answered['model']} v{answered['version']} has no label {label!r} ({len(known)} labels"
+                 + (f"; did you mean {', '.join(close)}?" if close else f", e.g. {', '.join(known[:3])}") + ")")
+        agreed = log.review(prediction_id, label, who)
     except UnknownPrediction:
-        typer.secho(f"no prediction with id {prediction_id!r}", fg="red", err=True)
-        raise typer.Exit(1)
+        fail(f"no prediction with id {prediction_id!r}")
     finally:
         log.close()
-    typer.echo(f"{prediction_id}: labelled {label}")
+    if agreed is None:
+        typer.echo(f"{prediction_id}: labelled {label} by {who}; reviewers disagree without a majority: disputed, "
+                   f"back on the queue for a third person")
+    elif agreed != label:
+        typer.echo(f"{prediction_id}: labelled {label} by {who}; the majority of reviewers says {agreed}, which stands")
+    else:
+        typer.echo(f"{prediction_id}: labelled {label} by {who}")
 
 
 @review_app.command("export")

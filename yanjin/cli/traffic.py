@@ -46,7 +46,7 @@ def _folders(state_dir: Path) -> list[Path]:
     return [state.retraining, Path(state.pipeline_root)]
 
 
-def _report(out) -> None:
+def report(out) -> None:
     typer.echo(f"{out.action} ({out.selector}): {out.predictions} logged predictions and {out.labels} labels removed; "
                f"{sum(out.files.values())} rows from {len(out.files)} retraining file(s), "
                f"{sum(out.artifacts.values())} rows from {len(out.artifacts)} MLflow artifact(s); recorded as #{out.record}")
@@ -54,20 +54,46 @@ def _report(out) -> None:
         typer.echo(f"  trained on an erased text: {version} (decide whether to retrain it)")
 
 
+@log_app.command("init")
+def init(state_dir: Path = STATE, prediction_log: Optional[str] = LOG) -> None:
+    """Create or migrate the log's tables, as their owner; on PostgreSQL also grant each of the log's roles its
+    part (serving inserts and labels, the drift job reads, retention deletes; infra/k8s/base/least-privilege.yaml)."""
+    from ..traffic.store import database_url, init_log
+
+    location = prediction_log or state_of(state_dir).prediction_log
+    try:
+        granted = init_log(location)
+    except Exception as e:  # noqa: BLE001 - unreachable or refused: one message, never the URL's password
+        from ..traffic.store import db_error
+
+        fail(f"prediction log: {db_error(e)}")
+    shown = database_url(location).split("@")[-1]
+    typer.echo(f"prediction log ready at {shown}" + (f"; granted: {', '.join(granted)}" if granted else ""))
+
+
+def purge_older(store, client, who: str, state_dir: Path, age: float, said: str, record_nothing: bool = True):
+    """Predictions older than `age` seconds and every copy of their texts; None when there were none and
+    `record_nothing` is off (the scheduler's hourly pass records only what removed something)."""
+    from ..traffic.erasure import PURGE, erase
+
+    ids = store.ids_older_than(time.time() - age)
+    if not ids and not record_nothing:
+        return None
+    return erase(store, ids, [], PURGE, f"older than {said}", who, _folders(state_dir), client)
+
+
 @log_app.command("purge")
 def purge(older_than: str = typer.Option(..., help="Retention period: predictions older than this go, e.g. 90d."),
           dry_run: bool = typer.Option(False, help="Say how many would go; change nothing."),
           state_dir: Path = STATE, tracking_uri: Optional[str] = TRACKING, prediction_log: Optional[str] = LOG) -> None:
     """Remove predictions older than the retention period, their labels, and every copy of their texts."""
-    from ..traffic.erasure import PURGE, erase
-
     age = seconds(older_than)
     store, client, who = _reach(state_dir, tracking_uri, prediction_log)
-    ids = store.ids_older_than(time.time() - age)
     if dry_run:
-        typer.echo(f"{len(ids)} logged predictions are older than {older_than}; nothing removed (--dry-run)")
+        n = len(store.ids_older_than(time.time() - age))
+        typer.echo(f"{n} logged predictions are older than {older_than}; nothing removed (--dry-run)")
         return
-    _report(erase(store, ids, [], PURGE, f"older than {older_than}", who, _folders(state_dir), client))
+    report(purge_older(store, client, who, state_dir, age, older_than))
 
 
 @log_app.command("erase")
@@ -93,7 +119,7 @@ def erase_cmd(prediction_id: List[str] = typer.Option([], "--prediction-id", hel
         ids += [i for t in {text, stored} for i in store.ids_with_text(t) if i not in ids]
     selector = " ".join(filter(None, [f"{len(prediction_id)} prediction id(s)" if prediction_id else "",
                                       f"a text ({len(text)} characters)" if text else ""]))
-    _report(erase(store, ids, texts, ERASE, selector, who, _folders(state_dir), client))
+    report(erase(store, ids, texts, ERASE, selector, who, _folders(state_dir), client))
 
 
 @log_app.command("erasures")

@@ -147,6 +147,20 @@ def download_version(model: str, version: str, download_to: str | Path, tracking
     return verify_bundle(Downloaded(model, str(mv.version), local, tags, mv.run_id))
 
 
+def version_labels(model: str, version: str, tracking_uri: str | None = None) -> list[str]:
+    """The labels a registered version answers with (its bundle's labels.json alone, not the whole bundle)."""
+    import tempfile
+
+    import mlflow
+
+    if tracking_uri:
+        mlflow.set_tracking_uri(tracking_uri)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = mlflow.artifacts.download_artifacts(artifact_uri=f"{model_uri(model, version)}/extra_files/{LABELS_FILE}",
+                                                   dst_path=tmp)
+        return json.loads(Path(path).read_text())
+
+
 def find_champion(model: str, download_to: str | Path, alias: str = CHAMPION,
                   tracking_uri: str | None = None) -> Downloaded | None:
     """The version behind `model@alias`, downloaded and verified; None when there is none."""
@@ -231,4 +245,4 @@ def register_bundle(bundle_dir: str | Path, model: str, run_id: str, tags: Versi
     return version
 
 
-__all__ = ['Downloaded', 'LineageError', 'MissingArtifact', 'TamperedArtifact', 'sha256_file', 'bundle_file', 'files_sha256', 'bundle_sha256', 'checkpoint_sha256', 'verify_bundle', 'client', 'embedded_artifact_root', 'ensure_experiment', 'alias_version', 'version_tags', 'download_version', 'find_champion', 'download_checkpoint', 'download_training_split', 'register_bundle']
+__all__ = ['Downloaded', 'LineageError', 'MissingArtifact', 'TamperedArtifact', 'sha256_file', 'bundle_file', 'files_sha256', 'bundle_sha256', 'checkpoint_sha256', 'verify_bundle', 'client', 'embedded_artifact_root', 'ensure_experiment', 'alias_version', 'version_tags', 'download_version', 'version_labels', 'find_champion', 'download_checkpoint', 'download_training_split', 'register_bundle']

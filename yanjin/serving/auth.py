@@ -250,7 +250,8 @@ def bind_keys(body: bytes, name: str | None) -> bytes:
     """A /predict body with each item's sticky A/B key bound to the caller: an authenticated caller's
     key becomes "<API key name>:<digest of (name, key)>", so two callers never share a key's arm; an
     anonymous caller's key is dropped (it gets a random arm). Keys that are not strings or are too long
-    are left for validation to refuse."""
+    are left for validation to refuse. Each item also carries who asked (`asked_by`: the API key's name,
+    None when anonymous), logged with its prediction; whatever a client put there is replaced."""
     try:
         parsed = json.loads(body)
     except ValueError:
@@ -259,6 +260,8 @@ def bind_keys(body: bytes, name: str | None) -> bytes:
     if not isinstance(items, list):
         return body
     for item in items:
+        if isinstance(item, dict):
+            item["asked_by"] = name
         if isinstance(item, dict) and isinstance(item.get("key"), str) and len(item["key"]) <= MAX_KEY_CHARS:
             if name is None:
                 del item["key"]

@@ -6,6 +6,8 @@
 - bodies that are not UTF-8 or not JSON, nested deeper than `max_depth`, or holding an integer
   longer than Python converts (4,300 digits): 400 naming the problem (each was a 500 before);
 - every error body is one JSON object {"error": "...", "detail"?: ...}, whoever wrote it;
+- /predict while the prediction log cannot keep what it answers (`refusing`, where every answer must be
+  logged): 503 with Retry-After naming why, before any work is queued;
 - more than `max_in_flight` requests at once: 503 with Retry-After, before any work is queued
   (BentoML's own concurrency cap answers 429 without Retry-After from outside this middleware, so
   it is only a backstop set higher); any other 429/503 passing through also gets Retry-After.
@@ -13,6 +15,7 @@
 from __future__ import annotations
 
 import json
+from typing import Callable
 
 MAX_DEPTH = 32  # a request is {"items": [{...}]}: 3 levels; anything far deeper is an attack or a bug
 
@@ -59,8 +62,9 @@ def reply(status: int, message: str, extra: list[tuple[bytes, bytes]] = ()):
 
 class RequestGuard:
     def __init__(self, app, max_body_bytes: int = 1_000_000, max_in_flight: int = 256, retry_after_s: int = 1,
-                 max_depth: int = MAX_DEPTH) -> None:
+                 max_depth: int = MAX_DEPTH, refusing: Callable[[], str | None] = lambda: None) -> None:
         self.app = app
+        self.refusing = refusing
         self.max_body_bytes = max_body_bytes
         self.max_depth = max_depth
         self.max_in_flight = max_in_flight
@@ -70,6 +74,9 @@ class RequestGuard:
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http" or scope["path"] in UNGUARDED:
             return await self.app(scope, receive, send)
+        if scope["path"] == "/predict" and (why := self.refusing()):
+            return await reply(503, f"{why}; every answer must be logged (require_log): retry later",
+                               [(b"retry-after", self.retry_after)])(send)
         if self.in_flight >= self.max_in_flight:
             return await reply(503, f"server busy: {self.in_flight} requests in flight (limit {self.max_in_flight}); "
                                      f"retry later", [(b"retry-after", self.retry_after)])(send)

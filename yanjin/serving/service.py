@@ -23,6 +23,7 @@ import bentoml
 import numpy as np
 import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from .auth import Authenticator, KeyFile, key_principal, principal
 from .batch import classify_each
@@ -65,6 +66,7 @@ class Item(BaseModel):
     text: str = Field(description="The customer message to classify.")
     key: Optional[str] = Field(None, max_length=256, description="Sticky A/B key, e.g. a user id; honoured only with an "
                                "API key (bound to it), random arm when absent or anonymous.")
+    asked_by: SkipJsonSchema[Optional[str]] = None   # the caller's API key name, set by the middleware (auth.bind_keys)
 
     @field_validator("text")
     @classmethod
@@ -117,6 +119,18 @@ class Result(BaseModel):
                                                    "the other texts of the request are answered")
 
 
+class LogGate:
+    """Why /predict should be refused now (RequestGuard asks before any work is queued): the prediction log
+    cannot keep what would be answered. Set by the service where every answer must be logged."""
+    log: PredictionLog | None = None
+
+    def __call__(self) -> str | None:
+        return self.log.refusing() if self.log is not None else None
+
+
+LOG_GATE = LogGate()
+
+
 class Labelled(BaseModel):
     model_config = ConfigDict(json_schema_extra={"example": {"ok": True, **EXAMPLE_LABEL, "source": "review",
                                                              "given_by": "anna"}})
@@ -126,6 +140,8 @@ class Labelled(BaseModel):
     label: str
     source: str = Field(description="review (a reviewer's label, trusted) or feedback (a client's)")
     given_by: str = Field(description="the name of the API key that gave it")
+    disputed: bool = Field(False, description="reviewers disagree without a majority: back on the review queue for "
+                                              "a third person, no label of it trusted until then")
 
 
 @bentoml.service(
@@ -148,6 +164,8 @@ class Classifier:
         self.predictions = PredictionLog(SETTINGS.prediction_log, on_stats=self._export_log_stats,
                                          redactor=SETTINGS.redactor(), max_backlog=SETTINGS.max_log_backlog,
                                          retries=None if SETTINGS.require_log else 5)
+        if SETTINGS.require_log:
+            LOG_GATE.log = self.predictions
         self.rng = random.Random()
         self.shadow_rng = random.Random()
         self.shadow_pool = ThreadPoolExecutor(1, thread_name_prefix="shadow")   # off the answer path
@@ -206,7 +224,7 @@ class Classifier:
                     for i, result, row in self._results(at, [items[i].text for i in at], part.probs, model, arm,
                                                         part.latency_ms):
                         results[i] = result
-                        rows.append(replace(row, principal=key_principal(items[i].key)))
+                        rows.append(replace(row, principal=key_principal(items[i].key), asked_by=items[i].asked_by))
                     continue
                 failed.append(part.error)
                 for i in at:
@@ -249,7 +267,7 @@ class Classifier:
                 out.append(replace(row, review_reason=reason, inclusion_p=pi))
                 out.append(Prediction(str(uuid.uuid4()), now, row.text, label, p, challenger.name, challenger.version,
                                       challenger.variant, SHADOW, latency_ms, p < self.settings.review_threshold,
-                                      pair_id=row.id))
+                                      pair_id=row.id, asked_by=row.asked_by))
             SHADOW_TEXTS.labels("scored").inc(len(rows))
         except Exception as e:  # noqa: BLE001 - the champion's rows are logged whatever the challenger did
             SHADOW_TEXTS.labels("failed").inc(len(rows))
@@ -288,7 +306,7 @@ class Classifier:
             raise bentoml.exceptions.InvalidArgument(f"unknown label {label!r}; the model knows "
                                                      f"{len(champion.classifier.labels)} labels, e.g. {champion.classifier.labels[:3]}")
         try:
-            (self.predictions.review if review else self.predictions.feedback)(prediction_id, label, who[0])
+            agreed = (self.predictions.review if review else self.predictions.feedback)(prediction_id, label, who[0])
         except UnknownPrediction:
             raise bentoml.exceptions.NotFound(f"no prediction with id {prediction_id!r}") from None
         except sa.exc.DBAPIError as e:   # locked or unreachable: nothing was recorded, the caller may retry
@@ -296,7 +314,7 @@ class Classifier:
             raise bentoml.exceptions.ServiceUnavailable("the prediction log is busy or unreachable; nothing was "
                                                         "recorded, retry") from None
         return Labelled(ok=True, prediction_id=prediction_id, label=label, source=REVIEW if review else FEEDBACK,
-                        given_by=who[0])
+                        given_by=who[0], disputed=review and agreed is None)
 
     @bentoml.api
     def feedback(self, ctx: bentoml.Context, prediction_id: str = PREDICTION_ID, label: str = LABEL) -> Labelled:
@@ -348,5 +366,5 @@ Classifier.add_asgi_middleware(DocsPages, generated=lambda: Classifier.openapi_s
                                open_predict=SETTINGS.open_predict, max_chars=SETTINGS.max_chars,
                                review_threshold=SETTINGS.review_threshold)
 Classifier.add_asgi_middleware(RequestGuard, max_body_bytes=SETTINGS.max_body_bytes,
-                               max_in_flight=SETTINGS.max_concurrency)
+                               max_in_flight=SETTINGS.max_concurrency, refusing=LOG_GATE)
 Classifier.add_asgi_middleware(Authenticator, keys=KeyFile(SETTINGS.api_keys), open_predict=SETTINGS.open_predict)

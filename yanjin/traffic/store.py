@@ -16,6 +16,7 @@ import logging
 import os
 import re
 import time
+from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,14 +44,17 @@ predictions = sa.Table(
     sa.Column("reviewed_label", sa.String(200)),      # the latest reviewer's label: takes it off the review queue
     sa.Column("labelled_at", sa.Float),
     sa.Column("principal", sa.String(200)),           # the API key that asked with a sticky key: caps its evidence
+    sa.Column("asked_by", sa.String(200)),            # the API key that asked (None: /predict without a key)
     # a shadow comparison (release.paired): the challenger's row points at the champion's it scored alongside;
     # the champion's row says why it was put on the review queue and with what probability
     sa.Column("pair_id", sa.String(36), index=True),
     sa.Column("review_reason", sa.String(20)),        # disagreement | low_confidence | audit; None: not asked
     sa.Column("inclusion_p", sa.Float),               # P(asked) given the pair, for the Horvitz-Thompson estimate
+    sa.Column("disputed", sa.Boolean),                # reviewers disagree and no label has a majority: a third person decides
 )
 SHADOW = "shadow"   # the arm of a challenger's prediction scored off the answer path
-ADDED_COLUMNS = {"principal": "VARCHAR(200)", "pair_id": "VARCHAR(36)", "review_reason": "VARCHAR(20)",
+ADDED_COLUMNS = {"principal": "VARCHAR(200)", "pair_id": "VARCHAR(36)", "review_reason": "VARCHAR(20)", "disputed": "BOOLEAN",
+                 "asked_by": "VARCHAR(200)",
                  "inclusion_p": "FLOAT"}   # columns a log written by an earlier release lacks
 labels = sa.Table(  # every label anyone gave, never overwritten: who said what, and when
     "labels", metadata,
@@ -91,6 +95,7 @@ class Prediction:
     pair_id: str | None = None     # shadow rows: the champion's prediction scored on the same text
     review_reason: str | None = None
     inclusion_p: float | None = None
+    asked_by: str | None = None    # the API key that asked (None: anonymous)
 
 
 erasures = sa.Table(  # every purge and erasure: what, when, by whom and what it reached; never a text
@@ -162,6 +167,45 @@ def make_engine(url: str) -> sa.Engine:
     return engine
 
 
+# PostgreSQL: what each role of the log may do (infra/k8s/base/least-privilege.yaml creates the roles; the owner
+# of the tables grants this at `yanjin log init`). Serving: insert answers and labels, set the review fields.
+ROLE_GRANTS = {
+    "yanjin_predlog": ["GRANT SELECT, INSERT ON predictions, labels, failures TO {role}",
+                       "GRANT UPDATE (reviewed_label, labelled_at, disputed) ON predictions TO {role}",
+                       "GRANT USAGE ON SEQUENCE labels_id_seq, failures_id_seq TO {role}"],
+    "yanjin_predlog_reader": ["GRANT SELECT ON predictions, labels, failures, erasures TO {role}"],
+    "yanjin_retention": ["GRANT SELECT, DELETE ON predictions, labels TO {role}",
+                         "GRANT SELECT, INSERT ON erasures TO {role}",
+                         "GRANT USAGE ON SEQUENCE erasures_id_seq TO {role}"],
+}
+
+
+def init_log(location: str | Path) -> list[str]:
+    """Create or migrate the log's tables (as their owner) and, on PostgreSQL, grant each of the log's roles
+    that exists its part and nothing more; returns the roles granted."""
+    engine = make_engine(database_url(location))
+    granted = []
+    try:
+        if engine.dialect.name != "postgresql":
+            return granted
+        with engine.begin() as conn:
+            conn.exec_driver_sql("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+            conn.exec_driver_sql("REVOKE ALL ON predictions, labels, failures, erasures FROM PUBLIC")
+            present = set(conn.scalars(sa.text("SELECT rolname FROM pg_roles WHERE rolname = ANY(:names)"),
+                                       {"names": list(ROLE_GRANTS)}))
+            for role, statements in ROLE_GRANTS.items():
+                if role not in present:
+                    continue
+                conn.exec_driver_sql(f"REVOKE ALL ON predictions, labels, failures, erasures FROM {role}")
+                conn.exec_driver_sql(f"GRANT USAGE ON SCHEMA public TO {role}")
+                for statement in statements:
+                    conn.exec_driver_sql(statement.format(role=role))
+                granted.append(role)
+    finally:
+        engine.dispose()
+    return granted
+
+
 @contextmanager
 def _short_lock_wait(conn, seconds: float = 1.0):
     """A request's write waits at most `seconds` for a lock (the writer waits 5 s): the caller is answered
@@ -179,11 +223,23 @@ def _short_lock_wait(conn, seconds: float = 1.0):
         conn.exec_driver_sql(f"PRAGMA busy_timeout={SQLITE_BUSY_MS}")
 
 
+def consensus(conn, prediction_id: str) -> str | None:
+    """The label most reviewers gave (each reviewer's latest once), None on a tie between different labels."""
+    latest = (sa.select(sa.func.max(labels.c.id)).where(labels.c.prediction_id == prediction_id, labels.c.source == REVIEW)
+              .group_by(labels.c.given_by))
+    votes = Counter(conn.scalars(sa.select(labels.c.label).where(labels.c.id.in_(latest))))
+    ranked = votes.most_common()
+    if not ranked or (len(ranked) > 1 and ranked[0][1] == ranked[1][1]):
+        return None
+    return ranked[0][0]
+
+
 def _waiting():
     """On the review queue: asked for (or flagged, in a log without reasons) and not yet reviewed; never a
     shadow row (its text is labelled through the champion's row)."""
     c = predictions.c
-    return sa.and_(sa.or_(c.needs_review, c.review_reason.is_not(None)), c.reviewed_label.is_(None), c.arm != SHADOW)
+    return sa.and_(sa.or_(c.needs_review, c.review_reason.is_not(None), c.disputed.is_(True)), c.reviewed_label.is_(None),
+                   c.arm != SHADOW)
 
 
 class TrafficStore:
@@ -212,29 +268,38 @@ class TrafficStore:
         verdict counts texts in arrival order up to the oldest one still waiting)."""
         self.flush()
         c = predictions.c
-        rank = sa.case(*((c.review_reason == r, i) for i, r in enumerate(QUEUE_ORDER)), else_=QUEUE_ORDER.index(LOW_CONFIDENCE))
+        rank = sa.case((c.disputed.is_(True), -1), *((c.review_reason == r, i) for i, r in enumerate(QUEUE_ORDER)),
+                       else_=QUEUE_ORDER.index(LOW_CONFIDENCE))   # a dispute first: two people are waiting on it
         q = sa.select(predictions).where(_waiting()).order_by(rank, c.created_at).limit(limit)
         with self.engine.connect() as conn:
             return [dict(r) for r in conn.execute(q).mappings()]
 
-    def _add_label(self, prediction_id: str, label: str, source: str, given_by: str) -> None:
+    def _add_label(self, prediction_id: str, label: str, source: str, given_by: str) -> str | None:
+        """Record a label; for a review, returns the reviewers' agreed label (None while disputed)."""
         self.flush(timeout=1.0)   # a prediction answered just now is labelled too; a stalled writer is not waited for
         now = time.time()
         with self.engine.begin() as conn, _short_lock_wait(conn):
-            if source == REVIEW:
-                found = conn.execute(predictions.update().where(predictions.c.id == prediction_id)
-                                     .values(reviewed_label=label, labelled_at=now)).rowcount
+            this = predictions.c.id == prediction_id
+            if source == REVIEW:   # the update takes the row's lock: two reviewers at once are counted in turn
+                found = conn.execute(predictions.update().where(this).values(labelled_at=now)).rowcount
             else:
-                found = conn.execute(sa.select(sa.func.count()).select_from(predictions)
-                                     .where(predictions.c.id == prediction_id)).scalar_one()
+                found = conn.execute(sa.select(sa.func.count()).select_from(predictions).where(this)).scalar_one()
             if not found:
                 raise UnknownPrediction(prediction_id)  # the transaction rolls back: nothing recorded
             conn.execute(labels.insert().values(prediction_id=prediction_id, created_at=now, label=label,
                                                 source=source, given_by=given_by))
+            if source != REVIEW:
+                return None
+            agreed = consensus(conn, prediction_id)
+            conn.execute(predictions.update().where(this).values(reviewed_label=agreed, disputed=agreed is None))
+            return agreed
 
-    def review(self, prediction_id: str, label: str, given_by: str) -> None:
-        """A reviewer's label (trusted): it takes the prediction off the review queue."""
-        self._add_label(prediction_id, label, REVIEW, given_by)
+    def review(self, prediction_id: str, label: str, given_by: str) -> str | None:
+        """A reviewer's label (trusted). Each reviewer's latest label counts once: while they agree, or one label
+        has more reviewers than any other, it stands and the prediction leaves the review queue; when they
+        disagree without a majority, the prediction is disputed: back on the queue, first, for a third person,
+        and no label of it is trusted. Returns the standing label (None while disputed)."""
+        return self._add_label(prediction_id, label, REVIEW, given_by)
 
     def feedback(self, prediction_id: str, label: str, given_by: str) -> None:
         """A client's label: kept beside earlier ones, counted only where the profile trusts client feedback."""
@@ -247,20 +312,23 @@ class TrafficStore:
             return [dict(r) for r in conn.execute(q).mappings()]
 
     def _true_labels(self, trust_feedback: bool, since: float | None = None) -> dict[str, tuple[str, str]]:
-        """prediction id -> (label, source): the latest reviewer's label, else (when trusted) the latest
-        client feedback."""
-        latest = sa.select(sa.func.max(labels.c.id)).group_by(labels.c.prediction_id, labels.c.source)
+        """prediction id -> (label, source): the reviewers' standing label (none while disputed), else (when
+        trusted) the latest client feedback."""
+        c = predictions.c
+        reviewed = sa.select(c.id, c.reviewed_label).where(c.reviewed_label.is_not(None))
         if since is not None:
-            latest = latest.where(labels.c.prediction_id.in_(
-                sa.select(predictions.c.id).where(predictions.c.created_at >= since)))
-        q = sa.select(labels.c.prediction_id, labels.c.label, labels.c.source).where(labels.c.id.in_(latest))
-        if not trust_feedback:
-            q = q.where(labels.c.source == REVIEW)
+            reviewed = reviewed.where(c.created_at >= since)
         found: dict[str, tuple[str, str]] = {}
         with self.engine.connect() as conn:
-            for pid, label, source in conn.execute(q):
-                if source == REVIEW or pid not in found:
-                    found[pid] = (label, source)
+            found = {pid: (label, REVIEW) for pid, label in conn.execute(reviewed)}
+            if trust_feedback:
+                latest = sa.select(sa.func.max(labels.c.id)).where(labels.c.source == FEEDBACK).group_by(labels.c.prediction_id)
+                if since is not None:
+                    latest = latest.where(labels.c.prediction_id.in_(sa.select(c.id).where(c.created_at >= since)))
+                disputed = set(conn.scalars(sa.select(c.id).where(c.disputed.is_(True))))   # reviewers outrank clients
+                for pid, label in conn.execute(sa.select(labels.c.prediction_id, labels.c.label).where(labels.c.id.in_(latest))):
+                    if pid not in found and pid not in disputed:
+                        found[pid] = (label, FEEDBACK)
         return found
 
     def labelled(self, trust_feedback: bool = False) -> list[dict]:
