@@ -36,7 +36,7 @@ import psycopg  # noqa: E402
 from mlflow import MlflowClient  # noqa: E402
 
 from tests.integration import stack  # noqa: E402
-from tests.serving.test_server import MODEL, free_port, stop, wait_ready  # noqa: E402
+from tests.serving.test_server import MODEL, free_port, stop  # noqa: E402
 from tests.traffic.planted import planted_set  # noqa: E402
 from yanjin import registry as R  # noqa: E402
 from yanjin.config import load_config  # noqa: E402
@@ -283,7 +283,7 @@ def main() -> None:
             proc = serve(state, log_url, port, err)
             store = TrafficStore(log_url)
             try:
-                assert wait_ready(url, proc), "server never became ready"
+                assert stack.wait_http(f"{url}/readyz", stack.exited(proc, server_log.read_text)), "server never became ready"
                 for name, scenario in (
                         ("redaction", lambda: redaction(url, client_key, store, texts, args.trials)),
                         ("outage", lambda: outage(url, client_key, pg, store, args.trials)),
@@ -304,6 +304,8 @@ def main() -> None:
         planted = set(result.pop("_planted_values")) | {"X1234567", "4111 1111 1111 1111"}
         text = server_log.read_text() + "\n".join(lines.lines)
         result["log_lines_read"] = text.count("\n")
+        # the database error paths really ran: their lines are there, with no customer text in them
+        result["db_error_log_lines"] = sum("prediction log:" in line or "not recorded" in line for line in text.splitlines())
         result["pii_in_logs"] = sum(text.count(v) for v in planted)
     result["customer_data_seconds"] = round(time.perf_counter() - started, 1)
     kept = json.loads(args.output.read_text()) if args.output.is_file() else {}

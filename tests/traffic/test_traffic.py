@@ -130,3 +130,31 @@ def test_where_every_answer_must_be_logged_an_outage_is_refused_then_written_nev
         assert log.flush(timeout=60)
         assert (log.stats.written, log.stats.dropped, log.count()) == (50, 0, 50) and log.refusing() is None
         log.close()
+
+
+def test_erasure_replaces_quotes_in_drift_reports_and_nothing_else(tmp_path):
+    """A drift report quotes the window's most novel texts (JSON and its HTML page): an erased text's quote is
+    replaced whole; a text that merely contains it is left alone."""
+    import html
+    import json
+
+    from yanjin.monitoring.report import drift_page
+    from yanjin.traffic.erasure import ERASE, scrub_reports
+
+    gone, kept = 'my "old" card <4111>', 'my "old" card <4111> and more'
+    examples = [{"text": t, "label": "card_arrival", "confidence": 0.5, "novelty": 0.9} for t in (gone, kept)]
+    (tmp_path / "drift-1.json").write_text(json.dumps({"examples": examples}, indent=2))
+    (tmp_path / "drift-1.html").write_text(drift_page({"model": "m", "version": "1", "verdict": "drift", "window": 2,
+                                                        "scores": {}, "thresholds": {}, "at": time.time()}, {}, examples, {}, None))
+    replaced = scrub_reports(tmp_path, {gone})
+    assert replaced == {str((tmp_path / "drift-1.json").resolve()): 1, str((tmp_path / "drift-1.html").resolve()): 1}
+    quoted = [e["text"] for e in json.loads((tmp_path / "drift-1.json").read_text())["examples"]]
+    assert quoted == ["[erased]", kept]
+    page = (tmp_path / "drift-1.html").read_text()
+    assert html.escape(gone) + "<" not in page.replace(html.escape(kept), "") and html.escape(kept) in page
+    log = PredictionLog(tmp_path / "p.db")
+    log.append([row("q", gone)])
+    log.flush()
+    out = erase(log, ["q"], [], ERASE, "1 prediction id(s)", "dpo", [tmp_path])
+    assert out.predictions == 1 and log.erasure_records()[0]["by"] == "dpo"
+    log.close()

@@ -41,9 +41,9 @@ def _reach(state_dir: Path, tracking_uri: Optional[str], prediction_log: Optiona
 
 
 def _folders(state_dir: Path) -> list[Path]:
-    """Where the embedded mode keeps table copies of logged texts: retraining sets and the pipeline's splits."""
+    """Where the embedded mode keeps copies of logged texts: retraining sets, the pipeline's splits, drift reports."""
     state = state_of(state_dir)
-    return [state.retraining, Path(state.pipeline_root)]
+    return [state.retraining, Path(state.pipeline_root), state.monitoring]
 
 
 def report(out) -> None:

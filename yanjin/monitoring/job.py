@@ -37,7 +37,7 @@ def run_check(client, config: PipelineConfig, model: str, log, out_dir: Path, wo
     texts = log.recent_texts(model, monitor.version, config.monitor.window, since)
     result = monitor.check(texts)
     stamp = time.strftime("%Y%m%dT%H%M%S")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir.mkdir(parents=True, exist_ok=True, mode=0o700)   # reports quote (redacted) customer texts
     summary = result.summary() | {"model": model, "version": monitor.version, "calibrated": monitor.calibrated,
                                   "at": time.time()}
     (out_dir / f"drift-{stamp}.json").write_text(json.dumps(summary | {"examples": result.examples}, indent=2))

@@ -47,9 +47,10 @@ def retraining_data(source: DataSource, labelled: list[dict], out_dir: Path,
             continue
         seen.add(key)
         rows.append({TEXT: row["text"], LABEL: row["label"]})
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir.mkdir(parents=True, exist_ok=True, mode=0o700)   # customer texts: the owner's alone
     merged = pd.concat([train[[TEXT, LABEL]], pd.DataFrame(rows, columns=[TEXT, LABEL])], ignore_index=True)
     path = source.write_like_train(merged, out_dir / f"train-with-feedback-{time.strftime('%Y%m%dT%H%M%S')}")
+    path.chmod(0o600)
     return RetrainingData(path, len(train), len(rows), dropped, replace(source, train=str(path)))
 
 

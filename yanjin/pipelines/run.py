@@ -43,7 +43,7 @@ def compile_pipeline(package_path: str | Path, image: str = DEFAULT_IMAGE, resou
 def _start_local(state: LocalState, runner) -> None:
     from kfp import local
 
-    state.root.mkdir(parents=True, exist_ok=True)
+    state.root.mkdir(parents=True, exist_ok=True, mode=0o700)   # the state holds customer texts: its owner's alone
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # inherited by every step
     local.init(runner=runner or local.SubprocessRunner(use_venv=False), pipeline_root=state.pipeline_root,
                raise_on_error=True)

@@ -1,8 +1,9 @@
 """Retention and erasure that reach every copy of a customer's text.
 
 A logged text is copied out of the log into retraining sets (files under `<state>/retraining`, kept in
-MLflow as `<model>-retraining` runs), into the splits a pipeline run writes (`<state>/kfp/…/validate-data`)
-and into the training split each run logs to MLflow (`training_data/`). `purge` (texts older than the retention period) and `erase` (a customer's request:
+MLflow as `<model>-retraining` runs), into the splits a pipeline run writes (`<state>/kfp/…/validate-data`),
+into the training split each run logs to MLflow (`training_data/`), and as a quote into drift reports
+(`<state>/monitoring`, each drift check's run under `drift/`), where it is replaced by "[erased]". `purge` (texts older than the retention period) and `erase` (a customer's request:
 prediction ids or a text) remove the rows from the log with their labels and shadow rows, and every row
 holding the same text (case and spaces aside) from each of those copies; each rewritten MLflow run is
 tagged with how many rows left it, so its recorded sha256 no longer matching is explained. The erasure is
@@ -13,6 +14,8 @@ Copies are rewritten before the log rows go, so an interrupted erasure is finish
 """
 from __future__ import annotations
 
+import html
+import json
 import logging
 import os
 import tempfile
@@ -26,6 +29,9 @@ from .store import TrafficStore, normalised
 
 log = logging.getLogger(__name__)
 TABLE_SUFFIXES = (".csv", ".parquet", ".pq")
+REPORT_SUFFIXES = (".json", ".html")      # drift reports quote the window's most novel texts
+REPORTS_ARTIFACT = "drift"                # where a drift check's run keeps its reports (monitoring.job)
+ERASED = "[erased]"
 PURGE, ERASE = "purge", "erase"
 
 
@@ -99,6 +105,38 @@ def erase_files(folder: Path, keys: set[str]) -> dict[str, int]:
     return out
 
 
+def scrub(path: Path, texts: set[str]) -> int:
+    """Replace each quote of `texts` in a report file with "[erased]": a whole JSON string or a whole HTML
+    cell, never a part of other text (erasing "card" must not touch "card_arrival"); returns how many."""
+    content = path.read_text(encoding="utf-8")
+    found = 0
+    for text in texts:
+        for form, by in ((json.dumps(text), json.dumps(ERASED)), (json.dumps(text, ensure_ascii=False), json.dumps(ERASED)),
+                         (f">{html.escape(text)}<", f">{ERASED}<")):
+            n = content.count(form)
+            if n:
+                content, found = content.replace(form, by), found + n
+    if found:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(content)
+        os.chmod(tmp, path.stat().st_mode & 0o777)
+        os.replace(tmp, path)
+    return found
+
+
+def scrub_reports(folder: Path, texts: set[str]) -> dict[str, int]:
+    """Every report file under `folder` without the erased texts; path -> occurrences replaced."""
+    if not folder.is_dir() or not texts:
+        return {}
+    out = {}
+    for path in sorted(p for p in folder.resolve().rglob("*") if p.is_file() and p.suffix.lower() in REPORT_SUFFIXES):
+        replaced = scrub(path, texts)
+        if replaced:
+            out[str(path)] = replaced
+    return out
+
+
 def _runs(client):
     for exp in client.search_experiments():
         token = None
@@ -110,13 +148,21 @@ def _runs(client):
                 break
 
 
-def erase_artifacts(client, keys: set[str]) -> tuple[dict[str, int], set[str]]:
-    """Rewrite every run's training split and retraining set without the erased texts; returns the artifacts
-    rewritten (rows removed) and the runs whose training split held one."""
+def erase_artifacts(client, keys: set[str], texts: set[str] = frozenset()) -> tuple[dict[str, int], set[str]]:
+    """Rewrite every run's training split and retraining set without the erased texts (`keys`, normalised),
+    and its drift reports without their quotes (`texts`, as stored); returns the artifacts rewritten (rows or
+    quotes removed) and the runs whose training split held one."""
     out, trained_on = {}, set()
     with tempfile.TemporaryDirectory() as tmp:
         for run in _runs(client):
             run_id = run.info.run_id
+            for f in (client.list_artifacts(run_id, REPORTS_ARTIFACT) if texts else []):
+                if f.is_dir or Path(f.path).suffix.lower() not in REPORT_SUFFIXES:
+                    continue
+                local = Path(client.download_artifacts(run_id, f.path, tmp))
+                if scrub(local, texts):
+                    client.log_artifact(run_id, str(local), REPORTS_ARTIFACT)
+                    out[f"runs:/{run_id}/{f.path}"] = 1
             for folder in (TRAINING_DATA_ARTIFACT, RETRAINING_SET_ARTIFACT):
                 files = [f for f in client.list_artifacts(run_id, folder)
                          if not f.is_dir and Path(f.path).suffix.lower() in TABLE_SUFFIXES]
@@ -151,12 +197,14 @@ def erase(store: TrafficStore, ids: list[str], texts: list[str], action: str, se
     """Erase the predictions `ids` and every copy of their texts (and of `texts`, as given and as stored)
     from the table files under `folders` (retraining sets, the pipeline's step outputs), MLflow (`client`;
     None: the log and files only) and the log; record it."""
-    keys = {normalised(t) for t in [*store.texts_of(ids), *texts] if t and t.strip()}
+    quoted = {t for t in [*store.texts_of(ids), *texts] if t and t.strip()}
+    keys = {normalised(t) for t in quoted}
     out = Erasure(action, selector)
     if keys:
-        out.files = {k: v for folder in folders for k, v in erase_files(folder, keys).items()}
+        out.files = {k: v for folder in folders for k, v in
+                     (erase_files(folder, keys) | scrub_reports(folder, quoted)).items()}
         if client is not None:
-            out.artifacts, runs = erase_artifacts(client, keys)
+            out.artifacts, runs = erase_artifacts(client, keys, quoted)
             out.versions = trained_on(client, runs, {*out.files, *out.artifacts})
     out.predictions, out.labels = store.delete(ids)
     out.record = store.record_erasure(action, selector, by, (out.predictions, out.labels),
