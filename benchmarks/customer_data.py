@@ -243,7 +243,7 @@ def error_paths(pg: str, folder: Path, trials: int) -> None:
         sqlite = PredictionLog(folder / f"p-{t}.db", flush_seconds=0.01)
         log = PredictionLog(f"{pg}predictions", flush_seconds=0.01, retries=1, backoff_seconds=0.05)
         row = lambda pid, **kw: Prediction(pid, time.time(), SECRET, kw.pop("label", "x"), 0.5, "m", "1", "v1",  # noqa: E731
-                                           "champion", 1.0, False)
+                                           R.CHAMPION, 1.0, False)
         for target in (sqlite, log):
             target.append([row(f"dup-{t}")])
             target.flush()

@@ -48,8 +48,8 @@ def _folders(state_dir: Path) -> list[Path]:
 
 def report(out) -> None:
     typer.echo(f"{out.action} ({out.selector}): {out.predictions} logged predictions and {out.labels} labels removed; "
-               f"{sum(out.files.values())} rows from {len(out.files)} retraining file(s), "
-               f"{sum(out.artifacts.values())} rows from {len(out.artifacts)} MLflow artifact(s); recorded as #{out.record}")
+               f"{sum(out.files.values())} rows or quotes from {len(out.files)} file(s), "
+               f"{sum(out.artifacts.values())} from {len(out.artifacts)} MLflow artifact(s); recorded as #{out.record}")
     for version in out.versions:
         typer.echo(f"  trained on an erased text: {version} (decide whether to retrain it)")
 
