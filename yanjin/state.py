@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,6 +66,26 @@ class LocalState:
 
     def data(self, name: str) -> Path:
         return self.root / "data" / name
+
+
+def write_atomically(path: Path, data: bytes, mode: int = 0o600) -> None:
+    """Replace `path` whole: a temporary file beside it (created with `mode`), fsynced, renamed over it, the
+    folder fsynced; a reader or a crash sees the old file or the new one, never half of either."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    folder = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)   # the rename itself survives a crash
+    finally:
+        os.close(folder)
 
 
 def source_root() -> Path | None:

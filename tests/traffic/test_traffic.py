@@ -139,14 +139,15 @@ def test_erasure_replaces_quotes_in_drift_reports_and_nothing_else(tmp_path):
     import json
 
     from yanjin.monitoring.report import drift_page
-    from yanjin.traffic.erasure import ERASE, scrub_reports
+    from yanjin.traffic.erasure import ERASE, erase_files
+    from yanjin.traffic.store import normalised
 
     gone, kept = 'my "old" card <4111>', 'my "old" card <4111> and more'
     examples = [{"text": t, "label": "card_arrival", "confidence": 0.5, "novelty": 0.9} for t in (gone, kept)]
     (tmp_path / "drift-1.json").write_text(json.dumps({"examples": examples}, indent=2))
     (tmp_path / "drift-1.html").write_text(drift_page({"model": "m", "version": "1", "verdict": "drift", "window": 2,
                                                         "scores": {}, "thresholds": {}, "at": time.time()}, {}, examples, {}, None))
-    replaced = scrub_reports(tmp_path, {gone})
+    replaced = erase_files(tmp_path, {normalised(gone)}, {gone})
     assert replaced == {str((tmp_path / "drift-1.json").resolve()): 1, str((tmp_path / "drift-1.html").resolve()): 1}
     quoted = [e["text"] for e in json.loads((tmp_path / "drift-1.json").read_text())["examples"]]
     assert quoted == ["[erased]", kept]

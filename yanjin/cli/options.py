@@ -78,21 +78,33 @@ def prediction_log(state_dir: Path, location: str | None):
     return TrafficStore(location or state_of(state_dir).prediction_log)
 
 
+def principal(state_dir: Path, tracking_uri: str | None) -> str:
+    """Who is acting, as the registry authenticates them (the MLflow user of a tracking server, else the OS
+    account at this host); never a flag."""
+    import os
+
+    from ..registry.principal import PrincipalError, authenticated_principal
+
+    try:
+        return authenticated_principal(tracking_uri or state_of(state_dir).tracking_uri,
+                                       os.environ.get("MLFLOW_TRACKING_USERNAME"), os.environ.get("MLFLOW_TRACKING_PASSWORD"))
+    except PrincipalError as e:
+        fail(str(e))
+
+
 def release(state_dir: Path, tracking_uri: str | None, lease_ttl_s: float = 120.0):
     """The release ledger and MLflow, acting as the principal the registry authenticates (never a flag)."""
     import os
 
     from ..registry.ledger import LEDGER_ENV, Ledger, LedgerError, ledger_url
     from ..registry.mirror import Release
-    from ..registry.principal import PrincipalError, authenticated_principal
 
     require_state(state_dir, tracking_uri)
     uri = tracking_uri or state_of(state_dir).tracking_uri
+    who = principal(state_dir, tracking_uri)
     try:
-        who = authenticated_principal(uri, os.environ.get("MLFLOW_TRACKING_USERNAME"),
-                                      os.environ.get("MLFLOW_TRACKING_PASSWORD"))
         ledger = Ledger(ledger_url(uri, os.environ.get(LEDGER_ENV)))
-    except (PrincipalError, LedgerError) as e:
+    except LedgerError as e:
         fail(str(e))
     except Exception as e:  # noqa: BLE001 - the database is unreachable or refuses us: one message, no traceback
         fail(f"release ledger: {type(e).__name__}: {str(e).splitlines()[0]}")

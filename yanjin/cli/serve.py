@@ -8,7 +8,7 @@ from typing import List, Optional
 
 import typer
 
-from .options import LOG, STATE, TRACKING, fail, state_of
+from .options import LOG, STATE, TRACKING, fail, principal, state_of
 from .options import prediction_log as open_log
 
 review_app = typer.Typer(help="Work the human-review queue of the prediction log.", no_args_is_help=True)
@@ -177,18 +177,11 @@ def review_label(prediction_id: str = typer.Argument(..., help="Prediction id, a
     """Record a reviewer's label for a prediction, as the principal the registry authenticates (the MLflow
     user of a tracking server, else the OS account at this host)."""
     import difflib
-    import os
 
-    from ..registry.principal import PrincipalError, authenticated_principal
+    from ..registry import version_labels
     from ..traffic.store import UnknownPrediction
 
-    try:
-        who = authenticated_principal(tracking_uri or state_of(state_dir).tracking_uri,
-                                      os.environ.get("MLFLOW_TRACKING_USERNAME"), os.environ.get("MLFLOW_TRACKING_PASSWORD"))
-    except PrincipalError as e:
-        typer.secho(str(e), fg="red", err=True)
-        raise typer.Exit(1)
-    from ..registry import version_labels
+    who = principal(state_dir, tracking_uri)
 
     log = open_log(state_dir, prediction_log)
     try:

@@ -9,7 +9,7 @@ from typing import List, Optional
 
 import typer
 
-from .options import LOG, STATE, TRACKING, client, fail, require_state, state_of
+from .options import LOG, STATE, TRACKING, client, fail, principal, require_state, state_of
 from .options import prediction_log as open_log
 
 log_app = typer.Typer(help="Retention and erasure of logged customer texts, in every copy.", no_args_is_help=True)
@@ -25,19 +25,9 @@ def seconds(age: str) -> float:
 
 
 def _reach(state_dir: Path, tracking_uri: Optional[str], prediction_log: Optional[str]):
-    """The store, the MLflow client (None with --log-only) and who is acting, as the registry authenticates them."""
-    import os
-
-    from ..registry.principal import PrincipalError, authenticated_principal
-
+    """The store, the MLflow client and who is acting, as the registry authenticates them."""
     require_state(state_dir, tracking_uri)
-    uri = tracking_uri or state_of(state_dir).tracking_uri
-    try:
-        who = authenticated_principal(uri, os.environ.get("MLFLOW_TRACKING_USERNAME"),
-                                      os.environ.get("MLFLOW_TRACKING_PASSWORD"))
-    except PrincipalError as e:
-        fail(str(e))
-    return open_log(state_dir, prediction_log), client(state_dir, tracking_uri), who
+    return open_log(state_dir, prediction_log), client(state_dir, tracking_uri), principal(state_dir, tracking_uri)
 
 
 def _folders(state_dir: Path) -> list[Path]:

@@ -24,13 +24,13 @@ import logging
 import os
 import re
 import secrets
-import tempfile
 import threading
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from ..state import write_atomically
 from .guard import reply
 
 log = logging.getLogger(__name__)
@@ -112,21 +112,7 @@ def _locked(path: Path):
 
 
 def _write_keys(path: Path, keys: list[ApiKey]) -> None:
-    """Atomically, 0600: a temporary file beside it, fsynced, then renamed over it."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as f:   # mkstemp creates it 0600
-            f.write(json.dumps({"keys": [asdict(k) for k in keys]}, indent=2) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)   # the rename itself survives a crash
-    finally:
-        os.close(dir_fd)
+    write_atomically(path, (json.dumps({"keys": [asdict(k) for k in keys]}, indent=2) + "\n").encode(), 0o600)
 
 
 def add_key(path: str | Path, name: str, role: str, per_minute: int = 600) -> str:

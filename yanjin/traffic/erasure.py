@@ -17,7 +17,6 @@ from __future__ import annotations
 import html
 import json
 import logging
-import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +24,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..registry import ERASED_ROWS_TAG, RETRAINING_SET_ARTIFACT, RUN_PARAM_TRAIN, TRAINING_DATA_ARTIFACT
+from ..state import write_atomically
 from .store import TrafficStore, normalised
 
 log = logging.getLogger(__name__)
@@ -51,58 +51,22 @@ def _parquet(path: Path) -> bool:
     return path.suffix.lower() in (".parquet", ".pq") or path.suffix.lower() not in TABLE_SUFFIXES
 
 
-def _read(path: Path) -> pd.DataFrame:
-    return pd.read_parquet(path) if _parquet(path) else pd.read_csv(path, dtype=str, keep_default_na=False)
-
-
-def _write(frame: pd.DataFrame, path: Path) -> None:
-    """Atomically: a reader sees the old file or the new one, never half of it."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-    os.close(fd)
-    try:
-        if _parquet(path):
-            frame.to_parquet(tmp, index=False)
-        else:
-            frame.to_csv(tmp, index=False)
-        os.chmod(tmp, path.stat().st_mode & 0o777)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+def _replace(path: Path, data: bytes) -> None:
+    write_atomically(path, data, path.stat().st_mode & 0o777)   # the copy keeps its mode
 
 
 def without(path: Path, keys: set[str]) -> int:
     """Remove from a table file every row with a text column holding one of `keys` (normalised): any column of
     strings, since a user's data names its text column as it likes. Returns the rows removed."""
-    frame = _read(path)
+    frame = pd.read_parquet(path) if _parquet(path) else pd.read_csv(path, dtype=str, keep_default_na=False)
     hit = pd.Series(False, index=frame.index)
     for column in frame.columns:
         if frame[column].dtype == object:
             hit |= frame[column].map(lambda v: isinstance(v, str) and normalised(v) in keys)
     if hit.any():
-        _write(frame[~hit], path)
+        kept = frame[~hit]
+        _replace(path, kept.to_parquet(index=False) if _parquet(path) else kept.to_csv(index=False).encode())
     return int(hit.sum())
-
-
-def _is_table(path: Path) -> bool:
-    """CSV or Parquet by name, or Parquet by content (a Kubeflow output, e.g. validate-data/train_set, has no suffix)."""
-    if path.suffix.lower() in TABLE_SUFFIXES:
-        return True
-    if path.suffix:
-        return False
-    with path.open("rb") as f:
-        return f.read(4) == b"PAR1"
-
-
-def erase_files(folder: Path, keys: set[str]) -> dict[str, int]:
-    """Every table file under `folder` without the erased texts; path -> rows removed."""
-    if not folder.is_dir():
-        return {}
-    out = {}
-    for path in sorted(p for p in folder.resolve().rglob("*") if p.is_file() and _is_table(p)):
-        removed = without(path, keys)
-        if removed:
-            out[str(path)] = removed
-    return out
 
 
 def scrub(path: Path, texts: set[str]) -> int:
@@ -117,24 +81,34 @@ def scrub(path: Path, texts: set[str]) -> int:
             if n:
                 content, found = content.replace(form, by), found + n
     if found:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(content)
-        os.chmod(tmp, path.stat().st_mode & 0o777)
-        os.replace(tmp, path)
+        _replace(path, content.encode("utf-8"))
     return found
 
 
-def scrub_reports(folder: Path, texts: set[str]) -> dict[str, int]:
-    """Every report file under `folder` without the erased texts; path -> occurrences replaced."""
-    if not folder.is_dir() or not texts:
+def _is_table(path: Path) -> bool:
+    """CSV or Parquet by name, or Parquet by content (a Kubeflow output, e.g. validate-data/train_set, has no suffix)."""
+    if path.suffix.lower() in TABLE_SUFFIXES:
+        return True
+    if path.suffix:
+        return False
+    with path.open("rb") as f:
+        return f.read(4) == b"PAR1"
+
+
+def rewritten(path: Path, keys: set[str], texts: set[str]) -> int:
+    """A copy without the erased texts, rewritten in place: rows of a table (`keys`, normalised), quotes in a
+    report (`texts`, as stored); how many went (0: untouched, or not a copy)."""
+    if _is_table(path):
+        return without(path, keys)
+    return scrub(path, texts) if path.suffix.lower() in REPORT_SUFFIXES else 0
+
+
+def erase_files(folder: Path, keys: set[str], texts: set[str]) -> dict[str, int]:
+    """Every table and report file under `folder` without the erased texts; path -> rows or quotes removed."""
+    if not folder.is_dir():
         return {}
-    out = {}
-    for path in sorted(p for p in folder.resolve().rglob("*") if p.is_file() and p.suffix.lower() in REPORT_SUFFIXES):
-        replaced = scrub(path, texts)
-        if replaced:
-            out[str(path)] = replaced
-    return out
+    found = {str(p): rewritten(p, keys, texts) for p in sorted(folder.resolve().rglob("*")) if p.is_file()}
+    return {path: n for path, n in found.items() if n}
 
 
 def _runs(client):
@@ -148,35 +122,30 @@ def _runs(client):
                 break
 
 
-def erase_artifacts(client, keys: set[str], texts: set[str] = frozenset()) -> tuple[dict[str, int], set[str]]:
-    """Rewrite every run's training split and retraining set without the erased texts (`keys`, normalised),
-    and its drift reports without their quotes (`texts`, as stored); returns the artifacts rewritten (rows or
-    quotes removed) and the runs whose training split held one."""
+def erase_artifacts(client, keys: set[str], texts: set[str]) -> tuple[dict[str, int], set[str]]:
+    """Rewrite every run's training split, retraining set and drift reports without the erased texts; each run
+    whose rows went is tagged with how many. Returns the artifacts rewritten (rows or quotes removed) and the
+    runs whose training split held one."""
     out, trained_on = {}, set()
     with tempfile.TemporaryDirectory() as tmp:
         for run in _runs(client):
-            run_id = run.info.run_id
-            for f in (client.list_artifacts(run_id, REPORTS_ARTIFACT) if texts else []):
-                if f.is_dir or Path(f.path).suffix.lower() not in REPORT_SUFFIXES:
-                    continue
-                local = Path(client.download_artifacts(run_id, f.path, tmp))
-                if scrub(local, texts):
-                    client.log_artifact(run_id, str(local), REPORTS_ARTIFACT)
-                    out[f"runs:/{run_id}/{f.path}"] = 1
-            for folder in (TRAINING_DATA_ARTIFACT, RETRAINING_SET_ARTIFACT):
-                files = [f for f in client.list_artifacts(run_id, folder)
-                         if not f.is_dir and Path(f.path).suffix.lower() in TABLE_SUFFIXES]
-                for f in files:
-                    local = Path(client.download_artifacts(run_id, f.path, tmp))
-                    removed = without(local, keys)
+            run_id, rows = run.info.run_id, 0
+            for folder in (TRAINING_DATA_ARTIFACT, RETRAINING_SET_ARTIFACT, REPORTS_ARTIFACT):
+                for f in client.list_artifacts(run_id, folder):
+                    if f.is_dir or Path(f.path).suffix.lower() not in TABLE_SUFFIXES + REPORT_SUFFIXES:
+                        continue
+                    local = client.download_artifacts(run_id, f.path, tmp)
+                    removed = rewritten(Path(local), keys, texts)
                     if not removed:
                         continue
-                    client.log_artifact(run_id, str(local), folder)   # the same path: the copy is replaced
-                    erased = int(run.data.tags.get(ERASED_ROWS_TAG, "0")) + removed
-                    client.set_tag(run_id, ERASED_ROWS_TAG, str(erased))
+                    client.log_artifact(run_id, local, folder)   # the same path: the copy is replaced
                     out[f"runs:/{run_id}/{f.path}"] = removed
+                    if folder != REPORTS_ARTIFACT:
+                        rows += removed
                     if folder == TRAINING_DATA_ARTIFACT:
                         trained_on.add(run_id)
+            if rows:
+                client.set_tag(run_id, ERASED_ROWS_TAG, str(int(run.data.tags.get(ERASED_ROWS_TAG, "0")) + rows))
     return out, trained_on
 
 
@@ -201,8 +170,7 @@ def erase(store: TrafficStore, ids: list[str], texts: list[str], action: str, se
     keys = {normalised(t) for t in quoted}
     out = Erasure(action, selector)
     if keys:
-        out.files = {k: v for folder in folders for k, v in
-                     (erase_files(folder, keys) | scrub_reports(folder, quoted)).items()}
+        out.files = {k: v for folder in folders for k, v in erase_files(folder, keys, quoted).items()}
         if client is not None:
             out.artifacts, runs = erase_artifacts(client, keys, quoted)
             out.versions = trained_on(client, runs, {*out.files, *out.artifacts})

@@ -129,8 +129,6 @@ def normalised(text: str) -> str:
     return re.sub(r"\s+", " ", str(text).strip().lower())
 
 
-
-
 SQLITE_BUSY_MS = 5000   # how long the writer waits for a SQLite lock
 
 
