@@ -197,7 +197,6 @@ def erasure(state: LocalState, url: str, auth: dict, reviewer: dict, log_url: st
     from yanjin.traffic.store import labels, predictions
 
     client = MlflowClient(state.tracking_uri)
-    exp = R.ensure_experiment("erasure-benchmark", tracking_uri=state.tracking_uri)
     remaining, copies = 0, 0
     with httpx.Client(timeout=30) as http:
         for t in range(trials):
@@ -211,10 +210,9 @@ def erasure(state: LocalState, url: str, auth: dict, reviewer: dict, log_url: st
             path = state.retraining / f"set-{t}.csv"
             pd.DataFrame({"text": [text, "kept row"], "category": ["a", "b"]}).to_csv(path, index=False)
             store_retraining_set(client, MODEL, RetrainingData(path, 1, 1, {}), "benchmark")
-            run = client.create_run(exp)
             split = Path(tempfile.mkdtemp()) / R.TRAINING_DATA_FILE
             pd.DataFrame({"text": [text, "kept"], "label": ["a", "b"]}).to_parquet(split, index=False)
-            client.log_artifact(run.info.run_id, str(split), R.TRAINING_DATA_ARTIFACT)
+            R.keep_customer_rows(client, split, R.TRAINING_DATA_ARTIFACT, f"{MODEL} training split", {R.DATA_OF_TAG: MODEL})
             copies += 3 + 3 + 1 + 2   # log rows, reviewers' labels, the retraining file, two MLflow artifacts
             done = subprocess.run([sys.executable, "-m", "yanjin.cli", "log", "erase", "--text", text, "--state-dir",
                                    str(state.root)], capture_output=True, text=True,

@@ -31,7 +31,7 @@ from mlflow import MlflowClient  # noqa: E402
 from tests.integration import stack  # noqa: E402
 from tests.serving.malformed import malformed_requests  # noqa: E402
 from tests.serving.test_server import MODEL, free_port, sigterm_under_load, start_server, stop, wait_ready  # noqa: E402
-from tests.tampering import copy_version, flip_byte, stored_bundle, stored_run_files  # noqa: E402
+from tests.tampering import copy_version, flip_byte, stored_bundle, stored_run_files, stored_split  # noqa: E402
 from yanjin import registry as R  # noqa: E402
 from yanjin.config import MonitorParams, load_config, with_variant  # noqa: E402
 from yanjin.pipelines.run import LocalState, run_local  # noqa: E402
@@ -168,7 +168,7 @@ def tampered(state: LocalState, folder: Path) -> dict:
     attempt("checkpoint (Lite's teacher)", lambda: stages._teacher(with_variant(load_config("tiny"), "lite"),
                                                                    state.tracking_uri, str(folder / "t"), v))
     v = copy_version(client, MODEL, "1", "banking77-tampered-split")
-    split = next((stored_run_files(client, "banking77-tampered-split", v) / R.TRAINING_DATA_ARTIFACT).iterdir())
+    split = stored_split(client, "banking77-tampered-split", v)
     flip_byte(split)
     attempt("training split (drift monitor)", lambda: ServedMonitor.load(client, "banking77-tampered-split",
                                                                           MonitorParams(reference_size=50), v))

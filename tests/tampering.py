@@ -25,6 +25,12 @@ def stored_run_files(client, model: str, version: str) -> Path:
     return local(client.get_run(client.get_model_version(model, version).run_id).info.artifact_uri)
 
 
+def stored_split(client, model: str, version: str) -> Path:
+    """The training split file the version's drift reference is read from (in its customer-data run)."""
+    run_id = R.split_run(client, client.get_model_version(model, version).run_id)
+    return next((local(client.get_run(run_id).info.artifact_uri) / R.TRAINING_DATA_ARTIFACT).iterdir())
+
+
 def flip_byte(path: Path) -> None:
     """Change one byte in the middle of the file: same size, another sha256."""
     data = bytearray(path.read_bytes())
@@ -48,9 +54,11 @@ def copy_version(client, source_model: str, version: str, model: str) -> str:
     experiment = client.get_run(mv.run_id).info.experiment_id
     run = client.create_run(experiment)
     with tempfile.TemporaryDirectory() as tmp:
-        for artifact in (R.CHECKPOINT_ARTIFACT, R.TRAINING_DATA_ARTIFACT):
-            folder = client.download_artifacts(mv.run_id, artifact, tmp)
-            client.log_artifacts(run.info.run_id, folder, artifact)
+        folder = client.download_artifacts(mv.run_id, R.CHECKPOINT_ARTIFACT, tmp)
+        client.log_artifacts(run.info.run_id, folder, R.CHECKPOINT_ARTIFACT)
+        split = client.download_artifacts(R.split_run(client, mv.run_id), f"{R.TRAINING_DATA_ARTIFACT}/{R.TRAINING_DATA_FILE}", tmp)
+        client.set_tag(run.info.run_id, R.DATA_RUN_TAG, R.keep_customer_rows(
+            client, split, R.TRAINING_DATA_ARTIFACT, f"{model} training split", {R.DATA_OF_TAG: model}))
         bundle = mlflow.artifacts.download_artifacts(R.model_uri(source_model, version), dst_path=str(Path(tmp) / "b"))
         tags = R.VersionTags(**asdict(R.VersionTags.from_tags(dict(mv.tags))) | {"artifact_sha256": ""})
         return R.register_bundle(bundle, model, run.info.run_id, tags, release_of(client))

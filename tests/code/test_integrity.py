@@ -8,7 +8,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from tests.tampering import copy_version, flip_byte, stored_bundle, stored_run_files
+from tests.tampering import copy_version, flip_byte, stored_bundle, stored_run_files, stored_split
 from yanjin import registry as R
 from yanjin.components import stages
 from yanjin.components.data import LABEL
@@ -35,7 +35,7 @@ def checkpoint_weights(client, model, version) -> Path:
 
 
 def training_split(client, model, version) -> Path:
-    return next((stored_run_files(client, model, version) / R.TRAINING_DATA_ARTIFACT).iterdir())
+    return stored_split(client, model, version)
 
 
 def test_an_untouched_copy_loads(registry, tmp_path):

@@ -140,7 +140,9 @@ def least_privilege(postgres: str, mlflow_server: str, tmp_path) -> dict:
                        check=True, capture_output=True, text=True)
         users = subprocess.run([sys.executable, str(tmp_path / "mlflow-users.py")], capture_output=True, text=True,
                                env=os.environ | {"MLFLOW_TRACKING_URI": mlflow_server, "SERVING_MLFLOW_USERNAME":
-                                                 "yanjin-serving", "SERVING_MLFLOW_PASSWORD": "serving-secret-123"})
+                                                 "yanjin-serving", "SERVING_MLFLOW_PASSWORD": "serving-secret-123",
+                                                 "PIPELINE_MLFLOW_USERNAME": "yanjin-pipeline",
+                                                 "PIPELINE_MLFLOW_PASSWORD": "pipeline-secret-123"})
         assert users.returncode == 0, users.stderr[-2000:]
     role = postgres.replace("postgresql://yanjin@", "postgresql://yanjin_predlog:predlog-secret@")
     roles_may_do_their_part_and_no_more(postgres)
@@ -148,6 +150,7 @@ def least_privilege(postgres: str, mlflow_server: str, tmp_path) -> dict:
         psycopg.connect(f"{role}mlflow").close()
     with pytest.raises(psycopg.OperationalError, match="permission denied for database"):
         psycopg.connect(f"{role}mlflow_auth").close()
+    data_experiment = MlflowClient(mlflow_server).get_experiment_by_name(R.CUSTOMER_DATA_EXPERIMENT).experiment_id
     env = {"MLFLOW_TRACKING_USERNAME": "yanjin-serving", "MLFLOW_TRACKING_PASSWORD": "serving-secret-123"}
     saved = {k: os.environ[k] for k in env}
     os.environ.update(env)
@@ -160,9 +163,44 @@ def least_privilege(postgres: str, mlflow_server: str, tmp_path) -> dict:
             reader.set_registered_model_alias(MODEL, R.CHAMPION, "1")
         with pytest.raises(MlflowException, match="Permission denied"):
             reader.set_model_version_tag(MODEL, "1", "artifact_sha256", "0" * 64)
+        customer_text_is_denied_to_serving(reader, mlflow_server, data_experiment, tmp_path)
+    finally:
+        os.environ.update(saved)
+    os.environ.update({"MLFLOW_TRACKING_USERNAME": "yanjin-pipeline", "MLFLOW_TRACKING_PASSWORD": "pipeline-secret-123"})
+    try:   # the pipeline's user keeps and reads customer rows, as the grants Job allowed it
+        pipeline = MlflowClient(mlflow_server)
+        assert R.download_training_split(pipeline, MODEL, "1", tmp_path / "pipeline") is not None
+        split = tmp_path / "more" / R.TRAINING_DATA_FILE
+        split.parent.mkdir()
+        split.write_bytes(b"rows")
+        kept = R.keep_customer_rows(pipeline, split, R.TRAINING_DATA_ARTIFACT, "stack check", {R.DATA_OF_TAG: MODEL})
+        assert [f.path for f in pipeline.list_artifacts(kept, R.TRAINING_DATA_ARTIFACT)] == [
+            f"{R.TRAINING_DATA_ARTIFACT}/{R.TRAINING_DATA_FILE}"]
     finally:
         os.environ.update(saved)
     return {"env": env, "prediction_log": f"{role.replace('postgresql://', 'postgresql+psycopg://')}predictions"}
+
+
+def customer_text_is_denied_to_serving(reader, mlflow_server: str, experiment: str, tmp_path) -> None:
+    """The serving user loads the model (checked above) but reaches no training row: not through the
+    client, not by the artifact proxy's path, not by listing the experiment."""
+    from mlflow.exceptions import MlflowException
+
+    from yanjin import registry as R
+
+    data_run = R.split_run(reader, reader.get_model_version(MODEL, "1").run_id)   # the model run names it
+    assert reader.list_artifacts(reader.get_model_version(MODEL, "1").run_id, R.TRAINING_DATA_ARTIFACT) == []
+    with pytest.raises(MlflowException, match="Permission denied"):
+        reader.download_artifacts(data_run, R.TRAINING_DATA_ARTIFACT, str(tmp_path / "denied"))
+    with pytest.raises(MlflowException, match="Permission denied"):
+        reader.get_experiment_by_name(R.CUSTOMER_DATA_EXPERIMENT)
+    with pytest.raises(R.LineageError, match="may not read its training split"):   # said, not taken for absent
+        R.download_training_split(reader, MODEL, "1", tmp_path / "denied-split")
+    file = f"{R.TRAINING_DATA_ARTIFACT}/{R.TRAINING_DATA_FILE}"
+    for url in (f"{mlflow_server}/get-artifact?run_uuid={data_run}&path={file}",
+                f"{mlflow_server}/api/2.0/mlflow/artifacts/list?run_id={data_run}&path={R.TRAINING_DATA_ARTIFACT}",
+                f"{mlflow_server}/api/2.0/mlflow-artifacts/artifacts/{experiment}/{data_run}/artifacts/{file}"):
+        assert httpx.get(url, auth=("yanjin-serving", "serving-secret-123"), timeout=10).status_code == 403, url
 
 
 def roles_may_do_their_part_and_no_more(postgres: str) -> None:

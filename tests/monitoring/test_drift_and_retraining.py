@@ -23,6 +23,7 @@ from yanjin.monitoring.retrain import retraining_data
 from yanjin.monitoring.scenarios import fortune_texts, planted
 from yanjin.pipelines.run import LocalState
 from yanjin.serving.predlog import PredictionLog
+from yanjin.registry import split_run
 from yanjin.traffic.store import Prediction, predictions
 
 MODEL = "banking77-v1"
@@ -78,7 +79,8 @@ def monitor(served):
 def test_reference_is_the_versions_logged_training_split(served, monitor):
     state, client, _, six = served
     run_id = client.get_model_version(MODEL, "1").run_id
-    assert [a.path for a in client.list_artifacts(run_id, "training_data")]   # logged by validate-data
+    assert client.list_artifacts(run_id, "training_data") == []                # not with the model serving reads
+    assert [a.path for a in client.list_artifacts(split_run(client, run_id), "training_data")]   # kept by validate-data
     assert len(monitor.reference) + len(monitor.rest) == 108                 # 6 intents x 24, 75% for training
     assert monitor.calibrated and set(monitor.params.thresholds) == {"chars", "tokens", "oov_rate", "confidence",
                                                                       "novelty", "label"}
@@ -274,7 +276,8 @@ def test_erasing_a_reviewed_text_reaches_every_copy_and_names_the_versions_train
                 frame = pd.read_parquet(client.download_artifacts(run.info.run_id, f.path))
                 copies.append(run.info.run_id)
                 assert not held(frame), f.path
-    assert challenger.run_id in copies and client.get_run(challenger.run_id).data.tags[ERASED_ROWS_TAG] == "1"
+    split = split_run(client, challenger.run_id)          # the version's split, kept apart from its model
+    assert split != challenger.run_id and split in copies and client.get_run(split).data.tags[ERASED_ROWS_TAG] == "1"
     assert len(records) == 1 and records[0]["action"] == "erase" and records[0]["versions"] == [f"{MODEL} v{challenger.version}"]
     assert text.lower() not in json.dumps(records).lower() and records[0]["predictions"] >= 1
     listed = CliRunner().invoke(app, ["log", "erasures", "--state-dir", str(state.root)], env=ENV)

@@ -67,7 +67,8 @@ def test_the_card_states_the_record(built, data_dir):
     assert f"{float(tags['accuracy']):.4f}"[:6] in card
     # every test intent has its row; the review share is the one evaluation measured
     assert all(f"| {label} |" in card for label in pd.read_parquet(
-        Path(client.download_artifacts(outcome.evaluation["run_id"], R.TRAINING_DATA_ARTIFACT)) / R.TRAINING_DATA_FILE
+        Path(client.download_artifacts(R.split_run(client, outcome.evaluation["run_id"]), R.TRAINING_DATA_ARTIFACT))
+        / R.TRAINING_DATA_FILE
     )["label"].unique())
     assert f"**{outcome.evaluation['review_share']:.1%} of the test set**" in card
     assert "register @champion v– → v1 (the first version)" in card

@@ -8,7 +8,7 @@ import pytest
 
 from yanjin.config import load_config
 from yanjin.pipelines.run import LocalState, run_family_local
-from yanjin.registry import FAMILY_RUN_TABLE, RUN_FAMILY, family_experiment
+from yanjin.registry import CUSTOMER_DATA_EXPERIMENT, DATA_RUN_TAG, FAMILY_RUN_TABLE, RUN_FAMILY, family_experiment
 
 
 PRO_SAYS = "domain, as this profile words it - adapted on in-domain text, then fine-tuned"
@@ -54,8 +54,13 @@ def test_data_is_validated_once_and_every_member_run_points_to_it(runs):
     for variant, outcome in first.members.items():
         run = client.get_run(outcome.evaluation["run_id"])
         assert run.data.tags[RUN_FAMILY] in validated and run.data.tags["validation"] == "passed"
-        assert [a.path for a in client.list_artifacts(run.info.run_id, "training_data")] == [
-            "training_data/train_set.parquet"]  # the drift monitor's reference, as in a one-member run
+        # the drift monitor's reference: one copy for the family, kept with the customer data, not in the run
+        assert client.list_artifacts(run.info.run_id, "training_data") == []
+        data_run = client.get_run(run.data.tags[DATA_RUN_TAG])
+        assert data_run.info.run_id == client.get_run(run.data.tags[RUN_FAMILY]).data.tags[DATA_RUN_TAG]
+        assert client.get_experiment(data_run.info.experiment_id).name == CUSTOMER_DATA_EXPERIMENT
+        assert [a.path for a in client.list_artifacts(data_run.info.run_id, "training_data")] == [
+            "training_data/train_set.parquet"]
 
 
 def test_pro_is_gated_against_the_v1_this_run_registered(runs):

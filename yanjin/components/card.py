@@ -218,6 +218,12 @@ def _use(r: VersionRecord, cfg: PipelineConfig | None) -> list[str]:
     ]
 
 
+def _kept(r: VersionRecord) -> str:
+    data_run = r.run_tags.get(R.DATA_RUN_TAG)
+    return (f"kept apart from the model in run {data_run} of `{R.CUSTOMER_DATA_EXPERIMENT}`" if data_run
+            else "logged with the training run")
+
+
 def _data(r: VersionRecord, cfg: PipelineConfig | None) -> list[str]:
     t, p = r.tags, r.params
     known = known_dataset(t.data_sha256)
@@ -231,7 +237,7 @@ def _data(r: VersionRecord, cfg: PipelineConfig | None) -> list[str]:
              "- **Columns:** not recorded",
              f"- **sha256 of the files:** `{t.data_sha256 or 'not recorded'}`",
              f"- **sha256 of the training split:** `{t.training_data_sha256 or 'not recorded'}` "
-             f"(the drift monitor's reference, logged with the run)",
+             f"(the drift monitor's reference, {_kept(r)})",
              f"- **Sizes:** {p.get('data.n_train', '?')} training, {p.get('data.n_val', '?')} validation, "
              f"{p.get('data.n_test', '?')} test texts; {p.get('data.n_labels', '?')} intents",
              f"- **Licence:** {licence}"]

@@ -81,7 +81,7 @@ def validate_and_split(train_data: str, test_data: str, label_set: str, cfg: Pip
         tr, va = D.split_train_val(train, p)
         for frame, path in ((tr, train_out), (va, val_out), (test, test_out)):
             write_split(frame, path, cfg.distributed.row_group_rows)  # row groups: what one rank reads
-        _log_validated(verdict, train_out, val_out, test_out, labels)
+        _log_validated(verdict, train_out, val_out, test_out, labels, experiment, artifact_root)
     return Validated(run.info.run_id, data_sha, R.sha256_file(train_out), verdict | {"labels": labels})
 
 
@@ -99,7 +99,8 @@ def start_member_run(train_set: str, val_set: str, test_set: str, report: dict, 
                  data_sha256, git_commit)
         mlflow.set_tag(R.RUN_FAMILY, family_run_id)
         verdict = {k: v for k, v in report.items() if k != "labels"}
-        _log_validated(verdict, train_set, val_set, test_set, report["labels"])
+        _log_validated(verdict, train_set, val_set, test_set, report["labels"], experiment, artifact_root,
+                       shared_from=family_run_id)
     return run.info.run_id
 
 
@@ -112,8 +113,11 @@ def _tag_run(cfg: PipelineConfig, source: D.DataSource, data_sha: str, git_commi
     mlflow.log_params(source.run_params())   # the data as given (paths or URIs); the columns are in the config
 
 
-def _log_validated(verdict: dict, train_set: str, val_set: str, test_set: str, labels: list[str]) -> None:
-    """The passed verdict, the split sizes and the training split (the drift monitor's reference)."""
+def _log_validated(verdict: dict, train_set: str, val_set: str, test_set: str, labels: list[str], model: str,
+                   artifact_root: str, shared_from: str = "") -> None:
+    """The passed verdict, the split sizes, and where the training split (the drift monitor's reference) is
+    kept: a run of the customer-data experiment, not this run, so that serving, which reads this run's
+    model, cannot read its rows. A family member shares its family run's (`shared_from`): one copy."""
     import mlflow
 
     mlflow.log_dict(verdict, R.VALIDATION_REPORT)
@@ -122,10 +126,16 @@ def _log_validated(verdict: dict, train_set: str, val_set: str, test_set: str, l
          (("train", train_set), ("val", val_set), ("test", test_set))}
     mlflow.log_params({"data.n_train": n["train"], "data.n_val": n["val"], "data.n_test": n["test"],
                        "data.n_labels": len(labels)})
+    client = R.client()
+    if shared_from:
+        mlflow.set_tag(R.DATA_RUN_TAG, R.split_run(client, shared_from))
+        return
     with tempfile.TemporaryDirectory() as tmp:  # under the registry's name for it
         split = Path(tmp) / R.TRAINING_DATA_FILE
         split.write_bytes(Path(train_set).read_bytes())
-        mlflow.log_artifact(str(split), R.TRAINING_DATA_ARTIFACT)
+        data_run = R.keep_customer_rows(client, split, R.TRAINING_DATA_ARTIFACT, f"{model} training split",
+                                        {R.DATA_OF_TAG: model}, artifact_root or None)
+    mlflow.set_tag(R.DATA_RUN_TAG, data_run)
 
 
 # -- domain text --------------------------------------------------------------------------------------

@@ -55,18 +55,16 @@ def retraining_data(source: DataSource, labelled: list[dict], out_dir: Path,
 
 
 def store_retraining_set(client, model: str, data: RetrainingData, reason: str, artifact_root: str | None = None) -> str:
-    """Keep the retraining set in the registry's store, as a run of `<model>-retraining` with what went into it;
-    returns its artifact URI, which a cluster run reads as its training data."""
-    from ..registry import RETRAINING_SET_ARTIFACT, ensure_experiment
+    """Keep the retraining set in the registry's store, as a customer-data run (apart from the models, denied
+    to serving) with what went into it; returns its artifact URI, which a cluster run reads as its training data."""
+    from ..registry import DATA_OF_TAG, DATA_REASON_TAG, RETRAINING_SET_ARTIFACT, keep_customer_rows
 
-    exp = ensure_experiment(f"{model}-retraining", artifact_root, tracking_uri=client.tracking_uri)
-    run = client.create_run(exp, run_name=f"{model} retraining set: {reason}"[:100], tags={"model": model, "reason": reason[:4000]})
-    client.log_param(run.info.run_id, "original_rows", data.original_rows)
-    client.log_param(run.info.run_id, "added_rows", data.added)
-    client.log_param(run.info.run_id, "dropped", json.dumps(data.dropped))
-    client.log_artifact(run.info.run_id, str(data.path), RETRAINING_SET_ARTIFACT)
-    client.set_terminated(run.info.run_id, "FINISHED")
-    return f"runs:/{run.info.run_id}/{RETRAINING_SET_ARTIFACT}/{data.path.name}"
+    run_id = keep_customer_rows(client, data.path, RETRAINING_SET_ARTIFACT, f"{model} retraining set: {reason}",
+                                {DATA_OF_TAG: model, DATA_REASON_TAG: reason[:4000]}, artifact_root)
+    client.log_param(run_id, "original_rows", data.original_rows)
+    client.log_param(run_id, "added_rows", data.added)
+    client.log_param(run_id, "dropped", json.dumps(data.dropped))
+    return f"runs:/{run_id}/{RETRAINING_SET_ARTIFACT}/{data.path.name}"
 
 
 UNCHANGED = "unchanged"  # the outcome's gate when a retraining had nothing new to learn from

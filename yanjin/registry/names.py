@@ -22,7 +22,7 @@ MODEL_ARTIFACT = "model"                    # the registered ONNX bundle (mlflow
 CHECKPOINT_ARTIFACT = "checkpoint"          # PyTorch checkpoint: Lite's teacher weights, drift embeddings
 TRAINING_DATA_ARTIFACT = "training_data"    # training split (parquet): the drift monitor's reference
 TRAINING_DATA_FILE = "train_set.parquet"
-RETRAINING_SET_ARTIFACT = "retraining"     # a `<model>-retraining` run's set: training rows + labelled traffic
+RETRAINING_SET_ARTIFACT = "retraining"     # a retraining set: training rows + labelled traffic
 ERASED_ROWS_TAG = "yanjin.erased_rows"     # a run whose logged rows an erasure or purge removed (how many)
 VALIDATION_REPORT = "validation/report.json"
 ADAPTED_ENCODER_ARTIFACT = "adapted_encoder"
@@ -34,6 +34,12 @@ FAMILY_RUN_TABLE = "family/members.json"    # a family pipeline run: what it mad
 FAMILY_RUN_MARKDOWN = "family/members.md"
 REPRODUCTION = "reproduce/comparison.json"  # a `yanjin reproduce` run: recorded vs rebuilt figures
 CARD_MARKDOWN, CARD_HTML = "card/model_card.md", "card/model_card.html"   # the model card, logged at registration
+
+# -- customer text: one experiment, so that one grant keeps it from serving -------------------------
+CUSTOMER_DATA_EXPERIMENT = "yanjin-customer-data"   # every logged training split and retraining set
+DATA_RUN_TAG = "yanjin.data_run"            # a training run: the customer-data run holding its training split
+DATA_OF_TAG = "yanjin.data_of"              # a customer-data run: the model whose rows it holds
+DATA_REASON_TAG = "yanjin.data_reason"      # ... and why it was kept (a retraining set's reason)
 
 # -- tags of a training run -----------------------------------------------------------------------
 RUN_PIPELINE = "pipeline"                   # "yanjin" on every run the pipeline made
@@ -139,4 +145,4 @@ def family_experiment(base: str) -> str:
 
 
 
-__all__ = ['CHAMPION', 'CHALLENGER', 'CHECKPOINT_WEIGHTS', 'CHECKPOINT_SPEC', 'LABELS_FILE', 'TOKENIZER_FILE', 'ONNX_FILE', 'BUNDLE_FILES', 'CHECKPOINT_FILES', 'MODEL_ARTIFACT', 'CHECKPOINT_ARTIFACT', 'TRAINING_DATA_ARTIFACT', 'TRAINING_DATA_FILE', 'RETRAINING_SET_ARTIFACT', 'ERASED_ROWS_TAG', 'VALIDATION_REPORT', 'ADAPTED_ENCODER_ARTIFACT', 'DISTRIBUTED_JOB_ARTIFACT', 'EVALUATION_ARTIFACT', 'GATE_DECISION', 'FAMILY_RESULT', 'FAMILY_RUN_TABLE', 'FAMILY_RUN_MARKDOWN', 'REPRODUCTION', 'CARD_MARKDOWN', 'CARD_HTML', 'RUN_PIPELINE', 'RUN_VALIDATION', 'RUN_GATE', 'RUN_FAMILY', 'RUN_PARAM_TRAIN', 'RUN_PARAM_TEST', 'RUN_PARAM_LABELS', 'RUN_PARAM_CORPUS', 'RUN_REPRODUCES', 'RUN_VERDICT', 'SHARE_TAG', 'SHADOW_TAG', 'ROLLOUT_TAG', 'ROLLOUT_RUNNING', 'ROLLOUT_SHADOW', 'LEDGER_HEAD_TAG', 'MONITOR_STATE_TAG', 'AUDIT_PREFIX', 'LOCK_PREFIX', 'ROLLOUT_OUTCOME', 'ROLLED_BACK', 'ROLLOUT_REASON', 'DRIFT_THRESHOLDS', 'RETRAINING_REASON', 'FEEDBACK_ROWS', 'FEEDBACK_DROPPED', 'GATE_PASSED', 'METRIC_TAGS', 'VersionTags', 'registered_model_name', 'model_uri', 'run_name', 'RUN_NAME_TAG', 'RUN_SOURCE_TAG', 'lock_name', 'rollouts_experiment', 'monitoring_experiment', 'family_experiment']
+__all__ = ['CHAMPION', 'CHALLENGER', 'CHECKPOINT_WEIGHTS', 'CHECKPOINT_SPEC', 'LABELS_FILE', 'TOKENIZER_FILE', 'ONNX_FILE', 'BUNDLE_FILES', 'CHECKPOINT_FILES', 'MODEL_ARTIFACT', 'CHECKPOINT_ARTIFACT', 'TRAINING_DATA_ARTIFACT', 'TRAINING_DATA_FILE', 'CUSTOMER_DATA_EXPERIMENT', 'DATA_RUN_TAG', 'DATA_OF_TAG', 'DATA_REASON_TAG', 'RETRAINING_SET_ARTIFACT', 'ERASED_ROWS_TAG', 'VALIDATION_REPORT', 'ADAPTED_ENCODER_ARTIFACT', 'DISTRIBUTED_JOB_ARTIFACT', 'EVALUATION_ARTIFACT', 'GATE_DECISION', 'FAMILY_RESULT', 'FAMILY_RUN_TABLE', 'FAMILY_RUN_MARKDOWN', 'REPRODUCTION', 'CARD_MARKDOWN', 'CARD_HTML', 'RUN_PIPELINE', 'RUN_VALIDATION', 'RUN_GATE', 'RUN_FAMILY', 'RUN_PARAM_TRAIN', 'RUN_PARAM_TEST', 'RUN_PARAM_LABELS', 'RUN_PARAM_CORPUS', 'RUN_REPRODUCES', 'RUN_VERDICT', 'SHARE_TAG', 'SHADOW_TAG', 'ROLLOUT_TAG', 'ROLLOUT_RUNNING', 'ROLLOUT_SHADOW', 'LEDGER_HEAD_TAG', 'MONITOR_STATE_TAG', 'AUDIT_PREFIX', 'LOCK_PREFIX', 'ROLLOUT_OUTCOME', 'ROLLED_BACK', 'ROLLOUT_REASON', 'DRIFT_THRESHOLDS', 'RETRAINING_REASON', 'FEEDBACK_ROWS', 'FEEDBACK_DROPPED', 'GATE_PASSED', 'METRIC_TAGS', 'VersionTags', 'registered_model_name', 'model_uri', 'run_name', 'RUN_NAME_TAG', 'RUN_SOURCE_TAG', 'lock_name', 'rollouts_experiment', 'monitoring_experiment', 'family_experiment']

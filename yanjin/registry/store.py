@@ -13,7 +13,8 @@ import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .names import (BUNDLE_FILES, CHALLENGER, CHAMPION, CHECKPOINT_ARTIFACT, CHECKPOINT_FILES, LABELS_FILE,
+from .names import (BUNDLE_FILES, CHALLENGER, CHAMPION, CHECKPOINT_ARTIFACT, CHECKPOINT_FILES, CUSTOMER_DATA_EXPERIMENT,
+                    DATA_RUN_TAG, LABELS_FILE,
                     MODEL_ARTIFACT, ONNX_FILE, ROLLOUT_RUNNING, TRAINING_DATA_ARTIFACT, VersionTags, model_uri)
 
 log = logging.getLogger(__name__)
@@ -111,13 +112,38 @@ def embedded_artifact_root(tracking_uri: str) -> str | None:
 def ensure_experiment(name: str, artifact_root: str | None = None, tracking_uri: str | None = None) -> str:
     """Experiment id, created if new with artifacts under `artifact_root`, by default beside an embedded
     registry's database (a tracking server keeps its own default)."""
+    from mlflow.exceptions import MlflowException
+
     c = client(tracking_uri)
     exp = c.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id
     artifact_root = artifact_root or embedded_artifact_root(c.tracking_uri)
     location = Path(artifact_root).resolve().as_uri() if artifact_root else None
-    return c.create_experiment(name, artifact_location=location)
+    try:
+        return c.create_experiment(name, artifact_location=location)
+    except MlflowException as e:   # another step created it in between
+        if (exp := c.get_experiment_by_name(name)) is None:
+            raise
+        log.debug("experiment %s created meanwhile: %s", name, e.error_code)
+        return exp.experiment_id
+
+
+def keep_customer_rows(mlflow_client, path: str | Path, artifact: str, run_name: str, tags: dict[str, str],
+                       artifact_root: str | None = None) -> str:
+    """Keep a file of training or customer text as a run of CUSTOMER_DATA_EXPERIMENT, apart from the
+    models: a deployment denies that one experiment to serving (infra's grants). Returns the run id."""
+    exp = ensure_experiment(CUSTOMER_DATA_EXPERIMENT, artifact_root, tracking_uri=mlflow_client.tracking_uri)
+    run = mlflow_client.create_run(exp, run_name=run_name[:100], tags=tags)
+    mlflow_client.log_artifact(run.info.run_id, str(path), artifact)
+    mlflow_client.set_terminated(run.info.run_id, "FINISHED")
+    return run.info.run_id
+
+
+def split_run(mlflow_client, run_id: str) -> str:
+    """The run holding a training run's split: its customer-data run (DATA_RUN_TAG), or for a run logged
+    before there was one, the run itself."""
+    return mlflow_client.get_run(run_id).data.tags.get(DATA_RUN_TAG) or run_id
 
 
 def alias_version(mlflow_client, model: str, alias: str) -> str | None:
@@ -183,13 +209,20 @@ def download_checkpoint(found: Downloaded, download_to: str | Path, tracking_uri
 
 
 def download_training_split(mlflow_client, model: str, version: str, download_to: str | Path) -> Path | None:
-    """The training split the version's run logged (parquet), verified; None when none was logged."""
+    """The training split the version's run logged (parquet), verified; None when none was logged. A user
+    denied the customer-data experiment gets a LineageError saying so."""
     from mlflow.exceptions import MlflowException
 
     mv = mlflow_client.get_model_version(model, version)
     try:
-        folder = Path(mlflow_client.download_artifacts(mv.run_id, TRAINING_DATA_ARTIFACT, str(download_to)))
-    except (MlflowException, OSError):
+        folder = Path(mlflow_client.download_artifacts(split_run(mlflow_client, mv.run_id), TRAINING_DATA_ARTIFACT,
+                                                       str(download_to)))
+    except MlflowException as e:
+        if e.get_http_status_code() == 403 or "Permission denied" in str(e):
+            raise LineageError(f"{model} v{version}: this MLflow user may not read its training split (kept in "
+                               f"{CUSTOMER_DATA_EXPERIMENT}, denied to serving); run this as the pipeline's user") from e
+        return None
+    except OSError:
         return None
     files = sorted(p for p in folder.iterdir() if p.is_file())
     if not files:
@@ -245,4 +278,4 @@ def register_bundle(bundle_dir: str | Path, model: str, run_id: str, tags: Versi
     return version
 
 
-__all__ = ['Downloaded', 'LineageError', 'MissingArtifact', 'TamperedArtifact', 'sha256_file', 'bundle_file', 'files_sha256', 'bundle_sha256', 'checkpoint_sha256', 'verify_bundle', 'client', 'embedded_artifact_root', 'ensure_experiment', 'alias_version', 'version_tags', 'download_version', 'version_labels', 'find_champion', 'download_checkpoint', 'download_training_split', 'register_bundle']
+__all__ = ['Downloaded', 'LineageError', 'MissingArtifact', 'TamperedArtifact', 'sha256_file', 'bundle_file', 'files_sha256', 'bundle_sha256', 'checkpoint_sha256', 'verify_bundle', 'client', 'embedded_artifact_root', 'ensure_experiment', 'keep_customer_rows', 'split_run', 'alias_version', 'version_tags', 'download_version', 'version_labels', 'find_champion', 'download_checkpoint', 'download_training_split', 'register_bundle']

@@ -1,8 +1,9 @@
 """Retention and erasure that reach every copy of a customer's text.
 
 A logged text is copied out of the log into retraining sets (files under `<state>/retraining`, kept in
-MLflow as `<model>-retraining` runs), into the splits a pipeline run writes (`<state>/kfp/…/validate-data`),
-into the training split each run logs to MLflow (`training_data/`), and as a quote into drift reports
+MLflow as runs of the customer-data experiment), into the splits a pipeline run writes
+(`<state>/kfp/…/validate-data`), into the training split each run keeps in MLflow (`training_data/` of its
+customer-data run; of the run itself for runs logged before), and as a quote into drift reports
 (`<state>/monitoring`, each drift check's run under `drift/`), where it is replaced by "[erased]". `purge` (texts older than the retention period) and `erase` (a customer's request:
 prediction ids or a text) remove the rows from the log with their labels and shadow rows, and every row
 holding the same text (case and spaces aside) from each of those copies; each rewritten MLflow run is
@@ -23,7 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..registry import ERASED_ROWS_TAG, RETRAINING_SET_ARTIFACT, RUN_PARAM_TRAIN, TRAINING_DATA_ARTIFACT
+from ..registry import DATA_RUN_TAG, ERASED_ROWS_TAG, RETRAINING_SET_ARTIFACT, RUN_PARAM_TRAIN, TRAINING_DATA_ARTIFACT
 from ..state import write_atomically
 from .store import TrafficStore, normalised
 
@@ -155,8 +156,10 @@ def trained_on(client, runs: set[str], sets: set[str]) -> list[str]:
     validation split, which chose the version too."""
     found = []
     for mv in client.search_model_versions():
-        train = client.get_run(mv.run_id).data.params.get(RUN_PARAM_TRAIN, "") if mv.run_id else ""
-        if mv.run_id in runs or (train and (train in sets or str(Path(train).resolve()) in sets)):
+        run = client.get_run(mv.run_id).data if mv.run_id else None
+        train = run.params.get(RUN_PARAM_TRAIN, "") if run else ""
+        split = (run.tags.get(DATA_RUN_TAG) or mv.run_id) if run else ""   # the customer-data run holding its split
+        if split in runs or (train and (train in sets or str(Path(train).resolve()) in sets)):
             found.append(f"{mv.name} v{mv.version}")
     return sorted(found)
 
