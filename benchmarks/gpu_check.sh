@@ -1,56 +1,38 @@
 #!/usr/bin/env bash
-# GPU check (<= 10 minutes) for a machine with an NVIDIA GPU:
-#  1. training on the GPU (benchmarks/gpu_training.py): fine-tuning, adaptation and distillation at fp32
-#     and in mixed precision, side by side -> benchmarks/results/gpu_training.json. Needs a CUDA build
-#     of torch in $PY's environment (this machine's pinned torch==2.13.0 is the CPU build);
-#  2. installs onnxruntime-gpu (+ TensorRT wheels), confirms that the TensorRT -> CUDA -> CPU provider
-#     order is honoured, and times V1 and Lite on each provider. Needs the registered bench family
-#     (.yanjin-bench) or YANJIN_BENCH_STATE.
-# Output: benchmarks/results/gpu_check.json (and $OUT/gpu_check.json when $OUT is set).
+# GPU check (about 10 minutes from a clean checkout) for a machine with one NVIDIA GPU, a driver >= 525
+# (CUDA 12; `nvidia-smi` shows it), Python 3.11, PyPI and NVIDIA's index (https://pypi.nvidia.com) reachable:
+#  1. the project's environment (`make install`) trains the tiny family once on the CPU (V1, Pro, Lite:
+#     a few minutes) into $STATE; nothing large is trained;
+#  2. a second environment, .venv-gpu, gets what the GPU image has: yanjin[gpu,tensorrt] (ONNX Runtime 1.26
+#     on CUDA 12 with cuDNN 9 and TensorRT 10, all wheels); `python -m yanjin.models.gpu` shows which
+#     providers really load and which libraries would be missing;
+#  3. benchmarks/gpu_serving.py times TensorRT, CUDA and CPU side by side for V1, Pro and Lite at batch 1 and
+#     64, through OnnxClassifier and through `yanjin serve`, with the nodes each provider ran and each one's
+#     test-set accuracy; then PyTorch eager on the same GPU (a CUDA build of torch==2.13.0 in .venv-torch);
+#  4. the results and ratios: benchmarks/results/gpu_check.json (and $OUT/gpu_check.json when $OUT is set).
+# GPU_TRAINING=1 also runs benchmarks/gpu_training.py (training at fp32 and in mixed precision) in .venv-torch.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PY:-.venv/bin/python}
-STATE=${YANJIN_BENCH_STATE:-.yanjin-bench}
+STATE=${YANJIN_GPU_STATE:-.yanjin-gpu-check}
+DATA=${YANJIN_DATA:-../shared/data/banking77}
+TORCH_INDEX=${TORCH_INDEX:-https://download.pytorch.org/whl/cu126}
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
-$PY -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'this torch build sees no CUDA device: install a CUDA build of torch==2.13.0')"
-$PY benchmarks/gpu_training.py
-# onnxruntime-gpu replaces the CPU wheel (never both); tensorrt-cu12 brings libnvinfer for the TRT provider
-$PY -m pip uninstall -y onnxruntime >/dev/null 2>&1 || true
-$PY -m pip install --quiet "onnxruntime-gpu==1.32.0" "tensorrt-cu12>=10,<11" "nvidia-cudnn-cu12>=9,<10"
-$PY - "$STATE" <<'PY'
-import json, os, sys, tempfile, time
-from pathlib import Path
-import numpy as np, pandas as pd, mlflow, onnxruntime as ort
-ort.preload_dlls()
-from yanjin.registry import find_champion
-from yanjin.models.inference import OnnxClassifier, available_providers
-state = Path(sys.argv[1]).resolve()
-mlflow.set_tracking_uri(f"sqlite:///{state / 'mlflow.db'}")
-texts = pd.read_csv(Path("..") / "shared/data/banking77/test.csv")["text"].tolist()
-result = {"available": ort.get_available_providers(), "preferred_order": available_providers()}
-trt_cache = tempfile.mkdtemp()
-for variant in ("v1", "lite"):
-    champ = find_champion(f"banking77-{variant}", tempfile.mkdtemp())
-    for provider in ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"):
-        if provider not in result["available"]:
-            result[f"{variant}/{provider}"] = "not available"
-            continue
-        opts = {"trt_engine_cache_enable": True, "trt_engine_cache_path": trt_cache} if provider.startswith("Tensorrt") else {}
-        try:
-            clf = OnnxClassifier.from_dir(champ.bundle_dir, providers=[(provider, opts), "CPUExecutionProvider"])
-            for t in texts[:50]:
-                clf.predict_proba([t])      # warm-up (TensorRT builds its engines here)
-            times = []
-            for t in texts[:500]:
-                s = time.perf_counter(); clf.predict_proba([t]); times.append(time.perf_counter() - s)
-            s = time.perf_counter(); clf.predict_proba(texts[:2048], batch_size=64); b64 = 2048 / (time.perf_counter() - s)
-            result[f"{variant}/{provider}"] = {"used": clf.providers[0], "p50_ms_b1": float(np.median(times) * 1000),
-                                              "p95_ms_b1": float(np.percentile(times, 95) * 1000), "throughput_b64": b64}
-        except Exception as e:  # report, do not hide: a provider that fails to load is a finding
-            result[f"{variant}/{provider}"] = f"failed: {type(e).__name__}: {e}"[:500]
-print(json.dumps(result, indent=2))
-Path("benchmarks/results").mkdir(parents=True, exist_ok=True)
-Path("benchmarks/results/gpu_check.json").write_text(json.dumps(result, indent=2) + "\n")
-if os.environ.get("OUT"):
-    Path(os.environ["OUT"], "gpu_check.json").write_text(json.dumps(result, indent=2) + "\n")
-PY
+[ -x .venv/bin/python ] || make install
+if [ ! -f "$STATE/mlflow.db" ]; then
+  .venv/bin/yanjin pipeline run --variant all --profile tiny --data "$DATA" --state-dir "$STATE" \
+    --set gate.min_improvement=-0.5    # every member registers at tiny scale: the check needs all three
+fi
+if [ ! -x .venv-gpu/bin/python ]; then
+  python3.11 -m venv .venv-gpu
+  .venv-gpu/bin/pip install --quiet --extra-index-url https://pypi.nvidia.com -e ".[gpu,tensorrt]"
+fi
+.venv-gpu/bin/python -m yanjin.models.gpu
+.venv-gpu/bin/python benchmarks/gpu_serving.py --part ort --state "$STATE" --data "$DATA"
+if [ ! -x .venv-torch/bin/python ]; then
+  python3.11 -m venv .venv-torch
+  .venv-torch/bin/pip install --quiet --index-url "$TORCH_INDEX" "torch==2.13.0"
+  .venv-torch/bin/pip install --quiet -e ".[pipeline]"
+fi
+.venv-torch/bin/python benchmarks/gpu_serving.py --part eager --state "$STATE" --data "$DATA"
+[ "${GPU_TRAINING:-0}" = 1 ] && .venv-torch/bin/python benchmarks/gpu_training.py
+.venv-gpu/bin/python benchmarks/gpu_serving.py --part merge

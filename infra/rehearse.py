@@ -43,6 +43,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 BASE_IMAGE = "local/debian-py311:bookworm"
 IMAGE = "yanjin:0.1.0"
 SERVING_IMAGE = "yanjin-serving:0.1.0"
+GPU_IMAGE = "yanjin-gpu:0.1.0"
 MODEL = "banking77-v1"
 LIMITS = {"max_chars": 500, "max_items": 16, "max_body_bytes": 20000}  # the serving stage's request limits
 TORCH_WHEEL = "torch==2.13.0+cpu"
@@ -514,6 +515,50 @@ def retraining_in_containers(work: Path, server, pg: str) -> dict:
             "seconds": round(time.perf_counter() - started, 1)}
 
 
+def gpu_image_in_container(docker: list[str], server, predictions_url: str, work: Path) -> dict:
+    """The GPU image on this machine, which has no GPU: ONNX Runtime's GPU build offers TensorRT and CUDA, every
+    library the CUDA provider links resolves from NVIDIA's wheels (the driver's own aside), and `yanjin serve`
+    starts, says in its log that no GPU answers, and serves on the CPU."""
+    import httpx
+
+    from tests.integration.stack import free_port, wait_http
+    from yanjin.serving.auth import add_key
+
+    check = container(docker, GPU_IMAGE, ["-m", "yanjin.models.gpu"], {"HOME": "/tmp"}, entrypoint="python3")
+    if check.returncode != 0:
+        raise RuntimeError(f"the provider check failed in the GPU image: {check.stderr[-2000:]}")
+    report = json.loads(check.stdout)
+    port, keys_file = free_port(), work / "gpu-api-keys.json"
+    keys_file.unlink(missing_ok=True)
+    token = add_key(keys_file, "rehearsal-gpu", "client")
+    os.chmod(keys_file, 0o444)
+    started = container(docker, GPU_IMAGE, ["--model", MODEL, "--tracking-uri", server.url, "--state-dir", "/tmp/yanjin",
+                                            "--host", "127.0.0.1", "--port", str(port), "--set",
+                                            "api_keys=/etc/yanjin/api-keys.json"],
+                        server.credentials | {"HOME": "/tmp", "YANJIN_PREDICTION_LOG": predictions_url}, detach=True,
+                        mounts=(f"{keys_file}:/etc/yanjin/api-keys.json",))
+    if started.returncode != 0:
+        raise RuntimeError(f"the GPU image's server did not start: {started.stderr[-2000:]}")
+    cid, url = started.stdout.strip(), f"http://127.0.0.1:{port}"
+
+    def died() -> str | None:
+        state = subprocess.run(docker + ["inspect", "-f", "{{.State.Running}}", cid], capture_output=True, text=True)
+        return None if state.stdout.strip() == "true" else f"the GPU image's server exited: {logs(docker, cid)}"
+
+    try:
+        if not wait_http(f"{url}/readyz", died, timeout=300):
+            raise RuntimeError(f"the GPU image's server never became ready: {logs(docker, cid)}")
+        auth = {"Authorization": f"Bearer {token}"}
+        answer = httpx.post(f"{url}/predict", json={"items": [{"text": "my card has not arrived"}]}, headers=auth,
+                            timeout=60)
+        info = httpx.get(f"{url}/info", headers=auth, timeout=30).json()
+        said = [line for line in logs(docker, cid).splitlines() if "serving on the CPU" in line]
+    finally:
+        subprocess.run(docker + ["rm", "-f", cid], capture_output=True)
+    return {"report": report, "predict_status": answer.status_code, "provider": info["arms"]["champion"]["provider"],
+            "providers_available": info["providers_available"], "fallback_log_line": said[:1]}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", type=Path, default=Path("/var/tmp/yanjin-rehearsal"))
@@ -544,6 +589,11 @@ def main() -> None:
                                                           {"BASE": BASE_IMAGE, "TORCH_INDEX": ""})
                     result["build_seconds"] += build_image(docker, "infra/Dockerfile.serving", SERVING_IMAGE,
                                                            {"BASE": BASE_IMAGE})
+                    # NVIDIA's index (TensorRT) is not reachable here: the image is built without TensorRT
+                    result["build_seconds_gpu"] = build_image(docker, "infra/Dockerfile.gpu", GPU_IMAGE,
+                                                              {"BASE": BASE_IMAGE, "TENSORRT_INDEX": ""})
+                result["gpu_image_ok"] = image_exists(docker, GPU_IMAGE)
+                result["image_bytes_gpu"] = image_bytes(docker, GPU_IMAGE)
                 result["image_bytes_pipeline"] = image_bytes(docker, IMAGE)
                 result["image_bytes_serving"] = image_bytes(docker, SERVING_IMAGE)
                 result["serving_image_share_of_pipeline"] = result["image_bytes_serving"] / result["image_bytes_pipeline"]
@@ -578,6 +628,18 @@ def main() -> None:
                                                   and result["serving"]["open_bind_refused"])
                 if not result["serving_container_ok"]:
                     raise RuntimeError(f"serving in the lean image fell short: {result['serving']}")
+            with stages.stage("gpu"):
+                result["gpu"] = g = gpu_image_in_container(docker, server, f"{pg}predictions", args.work)
+                offered = g["report"]["available"]
+                result["gpu_providers_available"] = "TensorrtExecutionProvider" in offered and "CUDAExecutionProvider" in offered
+                result["cuda_libraries_resolve"] = g["report"]["missing_libraries"].get("CUDAExecutionProvider") == []
+                result["tensorrt_libraries_missing"] = g["report"]["missing_libraries"].get("TensorrtExecutionProvider")
+                result["gpu_image_cpu_fallback_ok"] = (g["predict_status"] == 200 and g["provider"] == "CPUExecutionProvider"
+                                                       and g["providers_available"] == ["CPUExecutionProvider"]
+                                                       and bool(g["fallback_log_line"]))
+                if not (result["gpu_providers_available"] and result["cuda_libraries_resolve"]
+                        and result["gpu_image_cpu_fallback_ok"]):
+                    raise RuntimeError(f"the GPU image fell short: {g}")
             with stages.stage("cronjob"):
                 result["cronjob"] = drift_cronjob_in_container(docker, server, f"{pg}predictions")
             with stages.stage("purge"):

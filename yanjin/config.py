@@ -349,6 +349,8 @@ class ServeSettings:
     cache_size: int = 3                 # loaded versions kept in memory (LRU)
     prediction_log: str = field(default_factory=lambda: str(LocalState().prediction_log))  # SQLite file or SQLAlchemy URL
     threads: int = 0                    # ORT intra-op threads; 0 = all cores
+    engine_cache: str = field(default_factory=lambda: str(LocalState().engine_cache))  # TensorRT engines per model and GPU
+    gpu_fp16: bool = True               # TensorRT engines in FP16 (benchmarks/gpu_check.sh measures the accuracy)
     ort_spin: bool = True               # ORT's idle threads spin (its default) or sleep, leaving the cores to HTTP
     api_keys: str = field(default_factory=lambda: str(LocalState().api_keys))  # keys file (hashed tokens): `yanjin keys add`
     open_predict: bool = True           # /predict without a key (embedded, on localhost); off on a cluster

@@ -37,6 +37,11 @@ class LocalState:
         return self.root / "predictions.db"
 
     @property
+    def engine_cache(self) -> Path:
+        """TensorRT engines of the served models, per model digest and GPU (models.gpu)."""
+        return self.root / "trt-engines"
+
+    @property
     def api_keys(self) -> Path:
         return self.root / "api-keys.json"
 

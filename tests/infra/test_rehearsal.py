@@ -24,3 +24,5 @@ def test_rehearsal_runs_every_part_in_real_containers(tmp_path):
     assert result["malformed_4xx_share"] == 1.0 and len(result["serving"]["malformed"]) >= 25
     assert result["image_bytes_serving"] <= result["image_bytes_pipeline"] / 3
     assert result["cronjob"]["verdict_line"]
+    assert result["gpu_image_ok"] and result["gpu_providers_available"] and result["cuda_libraries_resolve"]
+    assert result["gpu_image_cpu_fallback_ok"]

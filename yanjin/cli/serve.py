@@ -23,7 +23,8 @@ def serve_settings(state_dir: Path, tracking_uri: Optional[str], model: str, pre
     state = state_of(state_dir)
     values: dict = {"tracking_uri": tracking_uri or state.tracking_uri, "model": model,
                     "prediction_log": prediction_log or str(state.prediction_log.resolve()),
-                    "api_keys": str(state.api_keys.resolve()), "ab_secret": str(state.ab_secret.resolve())}
+                    "api_keys": str(state.api_keys.resolve()), "ab_secret": str(state.ab_secret.resolve()),
+                    "engine_cache": str(state.engine_cache.resolve())}
     for assignment in overrides:
         apply_override(values, assignment)
     try:

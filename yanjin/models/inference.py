@@ -12,15 +12,13 @@ from ..config import ModelSpec
 from ..registry import BUNDLE_FILES, CHECKPOINT_SPEC, LABELS_FILE, ONNX_FILE, TOKENIZER_FILE, bundle_file, bundle_sha256
 from .tokenizer import TextTokenizer
 
-# Fastest first; only those the installed onnxruntime offers are requested.
-PROVIDER_PREFERENCE = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
 
 
 def available_providers() -> list[str]:
-    import onnxruntime as ort
+    """The providers a session here asks for, fastest first: the GPU ones only where a GPU answers (models.gpu)."""
+    from .gpu import usable_providers
 
-    have = set(ort.get_available_providers())
-    return [p for p in PROVIDER_PREFERENCE if p in have]
+    return list(usable_providers())
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -30,9 +28,14 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 
 class OnnxClassifier:
-    def __init__(self, onnx_path: str | Path, tokenizer: TextTokenizer, labels: list[str],
-                 spec: ModelSpec, providers: list[str] | None = None, threads: int = 0, spin: bool = True) -> None:
+    def __init__(self, onnx_path: str | Path, tokenizer: TextTokenizer, labels: list[str], spec: ModelSpec,
+                 providers: list | None = None, threads: int = 0, spin: bool = True,
+                 engine_cache: str | Path | None = None, max_batch: int = 64, fp16: bool = True) -> None:
+        """`providers` as ONNX Runtime takes them; by default those that run here, TensorRT with one engine
+        for batches up to `max_batch` (FP16 unless `fp16` is off), cached under `engine_cache`."""
         import onnxruntime as ort
+
+        from .gpu import session_providers
 
         options = ort.SessionOptions()
         if threads:
@@ -40,7 +43,8 @@ class OnnxClassifier:
         if not spin:  # idle intra-op threads sleep instead of spinning: a server's event loop needs those cores
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.onnx_path = Path(onnx_path)
-        self.session = ort.InferenceSession(str(onnx_path), options, providers=providers or available_providers())
+        providers = providers or session_providers(onnx_path, max_batch, spec.max_length, engine_cache, fp16)
+        self.session = ort.InferenceSession(str(onnx_path), options, providers=providers)
         self.tokenizer = tokenizer
         self.labels = labels
         self.spec = spec

@@ -156,7 +156,9 @@ class Classifier:
 
         self.settings = SETTINGS
         mlflow.set_tracking_uri(SETTINGS.tracking_uri)
-        self.cache = VersionCache(SETTINGS.cache_size, SETTINGS.threads, SETTINGS.ort_spin)
+        self.cache = VersionCache(SETTINGS.cache_size, SETTINGS.threads, SETTINGS.ort_spin,
+                                  {"engine_cache": SETTINGS.engine_cache, "max_batch": SETTINGS.max_batch_size,
+                                   "fp16": SETTINGS.gpu_fp16})
         self.watcher = AliasWatcher(SETTINGS.model, self.cache, SETTINGS.poll_seconds,
                                     default_share=SETTINGS.challenger_share, on_swap=self._export_metrics)
         self.watcher.refresh()     # not ready (no /readyz 200) until a verified champion is loaded

@@ -38,12 +38,16 @@ class ServedModel:
 WARM_UP = (1, 1, 8, 8, 32)  # batch sizes run once on load, before the version answers anything
 
 
-def load_verified(name: str, version: str, threads: int = 0, spin: bool = True) -> ServedModel:
-    """Download one registered version, check its sha256 against its tag, open an ORT session."""
+def load_verified(name: str, version: str, threads: int = 0, spin: bool = True, gpu: dict | None = None) -> ServedModel:
+    """Download one registered version, check its sha256 against its tag, open an ORT session (`gpu`: the
+    OnnxClassifier's engine_cache, max_batch and fp16, used where a GPU provider runs)."""
     with tempfile.TemporaryDirectory() as tmp:
         found = download_version(name, version, tmp)  # refused unless it hashes to its registered digest
-        classifier = OnnxClassifier.from_dir(found.bundle_dir, threads=threads, spin=spin)  # reads everything into memory
-    for size in WARM_UP:   # ORT's first calls allocate and plan: paid here, never by a request or an A/B latency figure
+        classifier = OnnxClassifier.from_dir(found.bundle_dir, threads=threads, spin=spin,  # reads everything into memory
+                                             **(gpu or {}))
+    # ORT's first calls allocate and plan, TensorRT builds or loads its engine: paid here, before readiness,
+    # never by a request or an A/B latency figure
+    for size in WARM_UP:
         classifier.predict_proba(["warm up the session"] * size, batch_size=size)
     return ServedModel(name, version, found.tags.variant or "?", found.tags.artifact_sha256, classifier)
 
@@ -51,10 +55,11 @@ def load_verified(name: str, version: str, threads: int = 0, spin: bool = True) 
 class VersionCache:
     """The last few loaded versions (LRU), so rolling back or flipping an A/B test is instant."""
 
-    def __init__(self, capacity: int = 3, threads: int = 0, spin: bool = True) -> None:
+    def __init__(self, capacity: int = 3, threads: int = 0, spin: bool = True, gpu: dict | None = None) -> None:
         self.capacity = capacity
         self.threads = threads
         self.spin = spin
+        self.gpu = gpu
         self._items: OrderedDict[tuple[str, str], ServedModel] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -64,7 +69,7 @@ class VersionCache:
             if key in self._items:
                 self._items.move_to_end(key)
                 return self._items[key]
-        model = load_verified(name, version, self.threads, self.spin)  # outside the lock: loading takes seconds
+        model = load_verified(name, version, self.threads, self.spin, self.gpu)  # outside the lock: loading takes seconds
         with self._lock:
             self._items[key] = model
             self._items.move_to_end(key)
