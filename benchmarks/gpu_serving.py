@@ -24,6 +24,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from yanjin.models.gpu import TENSORRT  # noqa: E402
+from yanjin.registry import CHAMPION  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -137,7 +138,7 @@ def http_timing(state: Path, model: str, texts: list[str]) -> dict:
                 r = http.post(f"{url}/predict", json={"items": [{"text": t} for t in batch]})
                 r.raise_for_status()
             result = timed(lambda b, n: [call(b[i:i + 64], n) for i in range(0, len(b), 64)], texts)
-            result["provider"] = http.get(f"{url}/info").json()["arms"]["champion"]["provider"]
+            result["provider"] = http.get(f"{url}/info").json()["arms"][CHAMPION]["provider"]
         return result
     finally:
         proc.terminate()

@@ -522,6 +522,7 @@ def gpu_image_in_container(docker: list[str], server, predictions_url: str, work
     import httpx
 
     from tests.integration.stack import free_port, wait_http
+    from yanjin.registry import CHAMPION
     from yanjin.serving.auth import add_key
 
     check = container(docker, GPU_IMAGE, ["-m", "yanjin.models.gpu"], {"HOME": "/tmp"}, entrypoint="python3")
@@ -555,7 +556,7 @@ def gpu_image_in_container(docker: list[str], server, predictions_url: str, work
         said = [line for line in logs(docker, cid).splitlines() if "serving on the CPU" in line]
     finally:
         subprocess.run(docker + ["rm", "-f", cid], capture_output=True)
-    return {"report": report, "predict_status": answer.status_code, "provider": info["arms"]["champion"]["provider"],
+    return {"report": report, "predict_status": answer.status_code, "provider": info["arms"][CHAMPION]["provider"],
             "providers_available": info["providers_available"], "fallback_log_line": said[:1]}
 
 
