@@ -138,7 +138,7 @@ def http_timing(state: Path, model: str, texts: list[str]) -> dict:
                 r = http.post(f"{url}/predict", json={"items": [{"text": t} for t in batch]})
                 r.raise_for_status()
             result = timed(lambda b, n: [call(b[i:i + 64], n) for i in range(0, len(b), 64)], texts)
-            result["provider"] = http.get(f"{url}/info").json()["arms"][CHAMPION]["provider"]
+            result["provider"] = http.post(f"{url}/info", json={}).json()["arms"][CHAMPION]["provider"]
         return result
     finally:
         proc.terminate()

@@ -552,7 +552,7 @@ def gpu_image_in_container(docker: list[str], server, predictions_url: str, work
         auth = {"Authorization": f"Bearer {token}"}
         answer = httpx.post(f"{url}/predict", json={"items": [{"text": "my card has not arrived"}]}, headers=auth,
                             timeout=60)
-        info = httpx.get(f"{url}/info", headers=auth, timeout=30).json()
+        info = httpx.post(f"{url}/info", json={}, headers=auth, timeout=30).json()   # a BentoML API: POST
         said = [line for line in logs(docker, cid).splitlines() if "serving on the CPU" in line]
     finally:
         subprocess.run(docker + ["rm", "-f", cid], capture_output=True)
