@@ -78,8 +78,9 @@ def ort_part(state: Path, data: Path) -> dict:
     import mlflow
 
     from yanjin.models import gpu
+    from yanjin.config import ModelSpec
     from yanjin.models.inference import OnnxClassifier
-    from yanjin.registry import find_champion
+    from yanjin.registry import CHECKPOINT_SPEC, ONNX_FILE, bundle_file, find_champion
 
     mlflow.set_tracking_uri(f"sqlite:///{state / 'mlflow.db'}")
     texts, truth = test_set(data)
@@ -88,13 +89,12 @@ def ort_part(state: Path, data: Path) -> dict:
     for member in MEMBERS:
         found = find_champion(f"banking77-{member}", tempfile.mkdtemp())
         bundle = Path(found.bundle_dir)
+        max_length = ModelSpec.from_dict(json.loads(bundle_file(bundle, CHECKPOINT_SPEC).read_text())).max_length
         rows = {}
         for name, chain in (("tensorrt", [gpu.TENSORRT, gpu.CUDA, gpu.CPU]), ("cuda", [gpu.CUDA, gpu.CPU]),
                             ("cpu", [gpu.CPU])):
             try:
-                probe = OnnxClassifier.from_dir(bundle, providers=[gpu.CPU])
-                spec = probe.spec
-                providers = [(p, gpu.tensorrt_options(bundle / "model.onnx", 64, spec.max_length, cache))
+                providers = [(p, gpu.tensorrt_options(bundle / ONNX_FILE, 64, max_length, cache))
                              if p == gpu.TENSORRT else (p, {"device_id": 0}) if p == gpu.CUDA else p for p in chain]
                 start = time.perf_counter()
                 clf = OnnxClassifier.from_dir(bundle, providers=providers)

@@ -32,8 +32,9 @@ PROVIDER_LIBRARIES = {TENSORRT: "libonnxruntime_providers_tensorrt.so", CUDA: "l
 INPUTS = ("input_ids", "attention_mask")
 
 
+@functools.cache
 def gpu_name() -> tuple[str | None, str]:
-    """The first GPU's name as the driver reports it, or None and why there is none."""
+    """The first GPU's name as the driver reports it, or None and why there is none (asked once a process)."""
     try:
         import pynvml
     except ImportError:

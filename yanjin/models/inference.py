@@ -13,7 +13,6 @@ from ..registry import BUNDLE_FILES, CHECKPOINT_SPEC, LABELS_FILE, ONNX_FILE, TO
 from .tokenizer import TextTokenizer
 
 
-
 def available_providers() -> list[str]:
     """The providers a session here asks for, fastest first: the GPU ones only where a GPU answers (models.gpu)."""
     from .gpu import usable_providers
